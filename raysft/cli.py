@@ -1,0 +1,181 @@
+"""The `raysft` command: parse arguments, call the library, print. No logic of its own.
+
+Exit codes: 0 success; 1 the work ran and failed (data check found errors, training failed);
+2 bad input (spec, paths, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["main"]
+
+
+def _warn(spec) -> None:
+    from raysft.config import advisories
+
+    for w in advisories(spec):
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _spec(args):
+    from raysft.config import load_spec
+
+    return load_spec(args.spec, args.overrides)
+
+
+def cmd_config_show(args) -> int:
+    from raysft.config import spec_to_yaml
+
+    spec = _spec(args)
+    _warn(spec)
+    print(spec_to_yaml(spec), end="")
+    return 0
+
+
+def cmd_config_schema(args) -> int:
+    from raysft.config import JobSpec
+
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from raysft.data.check import check_main
+
+    return check_main(args.path, args.tokenizer, args.max_seq_len, args.json)
+
+
+def cmd_model_init_tiny(args) -> int:
+    from raysft.model.tiny import init_tiny
+
+    path = init_tiny(args.out_dir, args.data, vocab_size=args.vocab_size, hidden_size=args.hidden_size, layers=args.layers)
+    print(f"wrote a tiny random-weight Llama model and a tokenizer trained on {args.data} to {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from raysft.train.launcher import load_run_spec, run_training
+
+    if args.resume:
+        if args.spec:
+            raise _Usage("pass either a spec or --resume OUTPUT_DIR, not both")
+        spec = load_run_spec(args.resume)
+    elif not args.spec:
+        raise _Usage("pass a spec file: raysft train spec.yaml [key.path=value ...]")
+    else:
+        spec = _spec(args)
+    _warn(spec)
+    summary = run_training(spec, resume=bool(args.resume))
+    best = summary["best"]
+    print(f"[raysft] done in {summary['wall_time_s']:.0f}s, {summary['steps']} steps; best "
+          + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k in ("eval_loss", "exact_match") and v is not None))
+    out = summary["output_dir"]
+    print(f"[raysft] adapter: {summary['adapter'] or out + '/model'}\n[raysft] loss curve: {out}/loss_curve.png\n"
+          f"[raysft] summary: {out}/summary.json")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from raysft.train.score import score_model
+
+    result = score_model(args.model, args.data, max_new_tokens=args.max_new_tokens, limit=args.limit)
+    if args.json:
+        print(json.dumps({"exact_match": result["exact_match"], "n": result["n"]}))
+    else:
+        print(f"exact_match {result['exact_match']:.4f} on {result['n']} conversations from {args.data}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from raysft.model.export import merge_adapter
+
+    dest = merge_adapter(args.run_dir, args.merged)
+    print(f"wrote the merged model to {dest}")
+    return 0
+
+
+class _Usage(ValueError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raysft", description="Supervised fine-tuning of chat models on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def spec_args(sp):
+        sp.add_argument("spec", help="YAML job spec")
+        sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.epochs=3")
+
+    cfg = sub.add_parser("config", help="show the resolved spec or its JSON schema").add_subparsers(dest="action", required=True)
+    sp = cfg.add_parser("show", help="print the fully resolved spec")
+    spec_args(sp)
+    sp.set_defaults(func=cmd_config_show)
+    cfg.add_parser("schema", help="print the JSON schema of the spec").set_defaults(func=cmd_config_schema)
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
+    sp = data.add_parser("check", help="validate a dataset and report its quality")
+    sp.add_argument("path")
+    sp.add_argument("--tokenizer", help="tokenizer directory, for token lengths and too_long warnings")
+    sp.add_argument("--max-seq-len", type=int, default=None)
+    sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    sp.set_defaults(func=cmd_data_check)
+
+    model = sub.add_parser("model", help="model tools").add_subparsers(dest="action", required=True)
+    sp = model.add_parser("init-tiny", help="write a small random Llama model + a tokenizer trained on FILE")
+    sp.add_argument("out_dir")
+    sp.add_argument("--data", required=True, help="chat JSONL to train the tokenizer on")
+    sp.add_argument("--vocab-size", type=int, default=2048)
+    sp.add_argument("--hidden-size", type=int, default=128)
+    sp.add_argument("--layers", type=int, default=2)
+    sp.set_defaults(func=cmd_model_init_tiny)
+
+    sp = sub.add_parser("train", help="fine-tune on Ray (RAY_ADDRESS, else a local Ray)")
+    sp.add_argument("spec", nargs="?", help="YAML job spec")
+    sp.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    sp.add_argument("--resume", metavar="OUTPUT_DIR", help="continue a stopped run from its latest checkpoint")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="exact-match accuracy of a run or model on held-out conversations")
+    sp.add_argument("--model", required=True, help="a run's output_dir (base + adapter) or a merged model dir")
+    sp.add_argument("--data", required=True, help="chat data whose final assistant message is the reference")
+    sp.add_argument("--metric", choices=["exact_match"], default="exact_match")
+    sp.add_argument("--max-new-tokens", type=int, default=32)
+    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("export", help="merge a run's adapter into its base model")
+    sp.add_argument("run_dir")
+    sp.add_argument("--merged", required=True, metavar="DEST", help="directory for the standalone merged model")
+    sp.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `raysft` console script."""
+    args = _parser().parse_args(argv)
+    from raysft.config import SpecError
+    from raysft.data.errors import DataError
+
+    bad_input: tuple = (SpecError, DataError, _Usage, FileNotFoundError)
+    try:
+        from raysft.model.load import ModelError
+
+        bad_input += (ModelError,)
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except bad_input as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""From a spec's `data` section to encoded train and validation examples, with the realised composition.
+
+Order of operations (each step deterministic by `train.seed`):
+1. read every train source (invalid lines are skipped and counted; `raysft data check` lists them);
+2. hold the validation split out of the union of train sources (stratified when asked), or read
+   `data.validation`;
+3. apply multi-task weights to the remaining train rows of each source;
+4. add `data.mix` general data at its share of the final train set;
+5. template and tokenise with loss masks; over-length and target-less examples are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from raysft.config import DataSpec
+from raysft.data.errors import DataError
+from raysft.data.records import load_conversations
+from raysft.data.split import apply_weight, mix_counts, sample_rows, split_validation
+from raysft.data.template import encode_dataset
+
+__all__ = ["PreparedData", "prepare_data"]
+
+
+@dataclass
+class PreparedData:
+    """Encoded examples ready for packing, plus what a person needs to trust them."""
+
+    train: list[dict]
+    """Encoded train examples ({input_ids, labels})."""
+    validation: list[dict]
+    """Encoded validation examples."""
+    validation_conversations: list[list[dict]]
+    """Validation conversations (messages) for generation-based evaluation."""
+    composition: dict
+    """Rows and tokens per source and split, as realised."""
+    encoding: dict = field(default_factory=dict)
+    """Encoding counts per split: kept, truncated, dropped, tokens, trained tokens and fraction."""
+    skipped_invalid: int = 0
+    """Invalid records skipped across all files."""
+
+
+def _load(path: str) -> tuple[list[dict], int]:
+    items, invalid = load_conversations(path)
+    if not items:
+        raise DataError(f"{path}: no valid conversations ({invalid} invalid lines); run `raysft data check {path}` to see why")
+    return items, invalid
+
+
+def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
+    """Read, split, weight, mix and encode the data a spec names.
+
+    Raises:
+        DataError: a file is missing or unreadable, has no valid rows, or nothing is left to train on.
+    """
+    skipped = 0
+    sources: list[tuple[str, dict]] = []  # (source path, item), domain train sources in spec order
+    for src in data.train:
+        items, invalid = _load(src.path)
+        skipped += invalid
+        sources += [(src.path, it) for it in items]
+
+    if data.validation:
+        val_items, invalid = _load(data.validation)
+        skipped += invalid
+        val_pairs = [(data.validation, it) for it in val_items]
+        train_pairs = sources
+    else:
+        train_pairs, val_pairs = _split(sources, data, seed)
+
+    weighted: list[tuple[str, dict]] = []
+    for i, src in enumerate(data.train):
+        rows = [p for p in train_pairs if p[0] == src.path]
+        weighted += apply_weight(rows, src.weight, seed + i) if src.weight != 1 else rows
+
+    rng = random.Random(seed)
+    counts = mix_counts(len(weighted), [m.ratio for m in data.mix])
+    for mix, n in zip(data.mix, counts):
+        items, invalid = _load(mix.path)
+        skipped += invalid
+        weighted += [(mix.path, it) for it in sample_rows(items, n, rng)]
+    rng.shuffle(weighted)
+
+    composition: dict = {"train": {}, "validation": {}}
+    encoded: dict[str, list[dict]] = {}
+    encoding: dict[str, dict] = {}
+    for split, pairs in (("train", weighted), ("validation", val_pairs)):
+        examples, stats = [], {}
+        for source in dict.fromkeys(p[0] for p in pairs):
+            convs = [it["messages"] for s, it in pairs if s == source]
+            kept, counts_ = encode_dataset(
+                tokenizer, convs, max_seq_len=data.max_seq_len, loss_on=data.loss_on, on_too_long=data.on_too_long)
+            examples += kept
+            composition[split][source] = {"rows": len(kept), "tokens": counts_["tokens"], "trained_tokens": counts_["trained_tokens"]}
+            for k, v in counts_.items():
+                if k != "trained_fraction":
+                    stats[k] = stats.get(k, 0) + v
+        stats["trained_fraction"] = stats.get("trained_tokens", 0) / max(stats.get("tokens", 0), 1)
+        encoded[split], encoding[split] = examples, stats
+
+    if not encoded["train"]:
+        raise DataError(
+            f"no train example is left after encoding ({encoding['train']}); raise data.max_seq_len, "
+            "set data.on_too_long: truncate, or check loss_on")
+    total_rows = sum(v["rows"] for v in composition["train"].values())
+    for source, v in composition["train"].items():
+        v["share"] = v["rows"] / total_rows
+    return PreparedData(
+        train=encoded["train"],
+        validation=encoded["validation"],
+        validation_conversations=[it["messages"] for _, it in val_pairs],
+        composition=composition,
+        encoding=encoding,
+        skipped_invalid=skipped,
+    )
+
+
+def _split(sources: list[tuple[str, dict]], data: DataSpec, seed: int):
+    # split_validation reads strata from items; wrap the (source, item) pairs for it and unwrap after.
+    keyed = [{"messages": it["messages"], "record": it["record"], "_pair": (s, it)} for s, it in sources]
+    train, val = split_validation(keyed, data.validation_split, seed, stratify_by=data.stratify_by)
+    return [k["_pair"] for k in train], [k["_pair"] for k in val]

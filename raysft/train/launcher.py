@@ -1,0 +1,137 @@
+"""The driver side of `raysft train`: validate everything, start the TorchTrainer, collect the outputs.
+
+Everything a user can get wrong (spec, model path, data) is checked here, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from raysft.config import JobSpec, load_spec, spec_to_yaml
+from raysft.data.pipeline import prepare_data
+from raysft.model.load import load_tokenizer, resolve_model_path
+from raysft.train.loop import train_loop_per_worker
+from raysft.train.outputs import write_outputs
+
+__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec"]
+
+
+class RunError(RuntimeError):
+    """A run cannot start or did not finish; the message says why and what to do."""
+
+
+def connect_ray(**kwargs) -> None:
+    """Connect to RAY_ADDRESS when set (a cluster, or the job's cluster under `ray job submit`), else start
+    a local Ray: the embedded default. Token authentication is left to Ray's defaults: a local start creates
+    ~/.ray/auth_token when needed and clients on this machine read it."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, include_dashboard=kwargs.pop("include_dashboard", False) if not address else None,
+                 configure_logging=True, logging_level="warning", **kwargs)
+    except ConnectionError as exc:
+        raise RunError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}: {exc}; start it with "
+                       "`ray start --head` or unset RAY_ADDRESS to run locally") from None
+
+
+def load_run_spec(run_dir: str | Path) -> JobSpec:
+    """The resolved spec a run saved in its output_dir."""
+    path = Path(run_dir) / "spec.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a raysft run directory (no spec.yaml); pass the output_dir of a run")
+    return load_spec(path)
+
+
+def _use_gpu(spec: JobSpec) -> bool:
+    if spec.scaling.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return bool(spec.scaling.use_gpu)
+
+
+def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
+    """Train `spec` on Ray and write its outputs; returns the run summary.
+
+    Args:
+        spec: a validated job spec.
+        resume: continue the run already in `spec.output_dir` from its latest checkpoint.
+
+    Raises:
+        RunError: the output_dir holds another run, Ray is unreachable, or training failed.
+        raysft.data.errors.DataError, raysft.model.load.ModelError: bad data or model path.
+    """
+    started = time.time()
+    out = Path(spec.output_dir).resolve()
+    if not resume and (out / "checkpoints").exists():
+        raise RunError(f"output_dir {out} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "
+                       "or set output_dir to a new directory")
+    resolve_model_path(spec.model.name_or_path)
+    tokenizer = load_tokenizer(spec.model.name_or_path)
+    data = prepare_data(spec.data, tokenizer, spec.train.seed)
+    print(f"[raysft] data: {len(data.train)} train / {len(data.validation)} validation examples, "
+          f"{data.encoding['train']['trained_fraction']:.1%} of train tokens trained on", flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
+    connect_ray()
+    has_val = bool(data.validation) or bool(spec.eval.generate and data.validation_conversations)
+    metric = spec.checkpoint.keep_best_by if has_val else None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "spec": spec.model_dump(mode="json"),
+            "output_dir": str(out),
+            "data_ref": ray.put({"train": data.train, "validation": data.validation,
+                                 "validation_conversations": data.validation_conversations}),
+        },
+        scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=_use_gpu(spec),
+                                     resources_per_worker=spec.scaling.resources_per_worker),
+        run_config=RunConfig(
+            name="checkpoints",
+            storage_path=spec.checkpoint.storage_path or str(out),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=spec.checkpoint.keep_last, checkpoint_score_attribute=metric,
+                checkpoint_score_order="max" if metric == "exact_match" else "min"),
+            failure_config=FailureConfig(max_failures=spec.scaling.max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # TrainingFailedError wraps the worker's exception
+        raise RunError(f"training failed: {exc}") from exc
+    if result.error:
+        raise RunError(f"training failed: {result.error}")
+    best_ckpt, best_metrics = _best(result, metric)
+    _export_best(best_ckpt, out)
+    return write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+
+
+def _best(result, metric: str | None):
+    ranked = result.best_checkpoints or []
+    if metric and ranked:
+        scored = [(c, m) for c, m in ranked if m.get(metric) is not None]
+        if scored:
+            pick = max if metric == "exact_match" else min
+            return pick(scored, key=lambda cm: cm[1][metric])
+    if result.checkpoint is None:
+        raise RunError("training finished without a checkpoint; check the worker logs above")
+    return result.checkpoint, result.metrics or {}
+
+
+def _export_best(checkpoint, out: Path) -> None:
+    with checkpoint.as_directory() as ckpt:
+        for name in ("adapter", "model"):
+            src = Path(ckpt) / name
+            if src.exists():
+                shutil.rmtree(out / name, ignore_errors=True)
+                shutil.copytree(src, out / name)
+        (out / "best_checkpoint.json").write_text(json.dumps({"path": checkpoint.path}))

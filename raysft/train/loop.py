@@ -1,0 +1,170 @@
+"""The per-worker training loop, run by Ray Train on every worker. Reads top to bottom.
+
+Loss normalisation: every worker knows every step's rows (the plan is deterministic), so each knows the
+number N of trained tokens in the whole global batch. Each micro batch backpropagates
+sum(token CE) / N × world_size; DDP averages gradients over the W workers, so the update is exactly the
+token-mean over the global batch — 2 workers × b and 1 worker × 2b make the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from transformers import get_scheduler
+
+from raysft.config import JobSpec, spec_to_yaml
+from raysft.data.packing import collate
+from raysft.model.load import load_model, load_tokenizer
+from raysft.train.evaluate import evaluate_loss, generate_answers, token_loss
+from raysft.train.records import RunLog
+from raysft.train.schedule import StepPlan, count_targets, make_rows
+from raysft.train.state import load_state, save_state
+
+__all__ = ["train_loop_per_worker", "resolve_precision"]
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
+    """(weight dtype, autocast dtype or None) for a `train.precision` setting on `device`."""
+    if device.type != "cuda" or precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return torch.float32, None
+    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float32, torch.float16  # fp16 weights underflow in AdamW: keep fp32 masters, autocast
+    return torch.bfloat16, torch.bfloat16
+
+
+def train_loop_per_worker(config: dict) -> dict:
+    # ---- setup: spec, rank, device, seeds
+    spec = JobSpec.model_validate(config["spec"])
+    t, d = spec.train, spec.data
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    random.seed(t.seed + rank)
+    torch.manual_seed(t.seed)  # same adapter initialisation on every rank
+    weight_dtype, amp_dtype = resolve_precision(t.precision, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    log = RunLog(Path(config["output_dir"]), enabled=rank == 0)
+
+    # ---- model, optimizer, scheduler
+    tokenizer = load_tokenizer(spec.model.name_or_path)
+    model = load_model(spec.model, device=device, dtype=weight_dtype, gradient_checkpointing=t.gradient_checkpointing)
+    model = ray.train.torch.prepare_model(model, parallel_strategy=spec.scaling.strategy, move_to_device=spec.model.method != "qlora")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+
+    # ---- data plan: rows, steps, accumulation
+    data = ray.get(config["data_ref"])
+    train, val = data["train"], data["validation"]
+    plan = StepPlan(make_rows(train, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world, t.seed)
+    val_rows = make_rows(val, d.max_seq_len, d.packing)
+    targets = [count_targets(e) for e in train]
+    total_steps = plan.total_steps(t.epochs, t.max_steps)
+    warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
+    scheduler = get_scheduler(
+        "constant_with_warmup" if t.lr_scheduler == "constant" else t.lr_scheduler,
+        optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+    # ---- resume from the latest checkpoint (worker restart or `raysft train --resume`)
+    state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            state = load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)
+        log.resumed(state["step"])
+    log.event("info", "started", f"training {total_steps} steps on {world} worker(s), {plan.accumulation_steps} accumulation step(s)",
+              {"total_steps": total_steps, "rows": len(plan.rows), "steps_per_epoch": plan.steps_per_epoch})
+
+    def evaluate_and_checkpoint(step: int, train_loss: float | None) -> bool:
+        """Evaluate, report a checkpoint to Ray, update early stopping. Returns True to stop."""
+        metrics = {"step": step, "epoch": step / plan.steps_per_epoch}
+        if val:
+            metrics.update(evaluate_loss(model, val, val_rows, micro_batch_size=t.micro_batch_size, rank=rank,
+                                         world_size=world, device=device, pad_id=tokenizer.pad_token_id,
+                                         packed=d.packing, autocast=autocast))
+        gen = spec.eval.generate
+        if gen and data["validation_conversations"]:
+            out = generate_answers(_inner(model), tokenizer, data["validation_conversations"],
+                                   max_new_tokens=gen.max_new_tokens, limit=gen.limit, rank=rank, world_size=world,
+                                   device=device, autocast=autocast, samples=gen.samples)
+            if gen.metric:
+                metrics["exact_match"] = out["exact_match"]
+            log.samples(step, out["samples"])
+        key, higher = spec.checkpoint.keep_best_by, spec.checkpoint.keep_best_by == "exact_match"
+        score = metrics.get(key)
+        stop = False
+        if score is not None:
+            es = spec.eval.early_stopping
+            delta = es.min_delta if es else 0.0
+            improved = state["best"] is None or (score > state["best"] + delta if higher else score < state["best"] - delta)
+            if improved:
+                state.update(best=score, best_step=step, bad_evals=0)
+            else:
+                state["bad_evals"] += 1
+            if es and state["bad_evals"] >= es.patience:
+                stop = True
+                log.early_stop(step, key, state, train_loss)
+        log.eval(metrics)
+        state["step"] = step
+        with tempfile.TemporaryDirectory() as tmp:
+            save_state(Path(tmp), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler,
+                       trainer_state=dict(state), spec_yaml=spec_to_yaml(spec))
+            report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, **report})
+        return stop
+
+    # ---- train
+    model.train()
+    step = state["step"]
+    tokens_since, time_since = 0, time.perf_counter()
+    while step < total_steps:
+        micro = plan.micro_batches(step, rank)
+        n_global = sum(targets[i] for row in plan.step_rows(step) for i in row)  # trained tokens, all ranks
+        step_loss = torch.zeros((), device=device)
+        for k, rows in enumerate(micro):
+            batch = collate([[train[i] for i in row] for row in rows], pad_id=tokenizer.pad_token_id, packed=d.packing)
+            batch = {key: v.to(device) for key, v in batch.items() if isinstance(v, torch.Tensor)}
+            # DDP all-reduces gradients only on the last micro batch of the step.
+            sync = contextlib.nullcontext() if k == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+            with sync, autocast():
+                loss_sum, n_tokens, _ = token_loss(model, batch)
+                (loss_sum / max(n_global, 1) * world).backward()
+            step_loss += loss_sum.detach()
+            tokens_since += int(n_tokens)
+        if t.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        # ---- log, evaluate, checkpoint
+        end_of_epoch = step % plan.steps_per_epoch == 0 or step == total_steps
+        if step % t.log_every_steps == 0 or end_of_epoch:
+            if world > 1:
+                torch.distributed.all_reduce(step_loss)
+            elapsed = time.perf_counter() - time_since
+            log.step({"step": step, "epoch": step / plan.steps_per_epoch, "train_loss": step_loss.item() / max(n_global, 1),
+                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since * world / max(elapsed, 1e-9),
+                      "trained_tokens": n_global}, total_steps)
+            tokens_since, time_since = 0, time.perf_counter()
+        every_eval = spec.eval.every_steps and step % spec.eval.every_steps == 0
+        every_ckpt = spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0
+        if end_of_epoch or every_eval or every_ckpt:
+            if evaluate_and_checkpoint(step, log.last_train_loss):
+                break
+    log.event("info", "finished", f"training finished at step {step}", {"step": step, "best": state["best"], "best_step": state["best_step"]})
+    return {"step": step, "best": state["best"], "best_step": state["best_step"], "early_stopped": step < total_steps}
+
+
+def _inner(model):
+    # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
+    return getattr(model, "module", model)

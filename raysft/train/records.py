@@ -1,0 +1,89 @@
+"""What rank 0 writes while training: metrics.jsonl, events.jsonl, samples.jsonl and console progress.
+
+Files are appended line by line and flushed, so a watcher (the gRPC service, `tail -f`) sees each line
+as it happens. On a multi-node cluster output_dir must be shared storage (as Ray's storage_path is).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+
+__all__ = ["RunLog", "read_jsonl"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every JSON line of `path` ([] when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class RunLog:
+    """Rank 0's run records; every method is a no-op on other ranks."""
+
+    def __init__(self, output_dir: Path, enabled: bool):
+        self.dir, self.enabled = output_dir, enabled
+        self.last_train_loss: float | None = None
+        self._started = time.time()
+        if enabled:
+            output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.dir / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
+        """One event for watchers: {time, level, type, message, data}."""
+        if self.enabled:
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+            self._append("events.jsonl", {"time": now, "level": level, "type": type_, "message": message, "data": data or {}})
+
+    def resumed(self, step: int) -> None:
+        """Drop metric lines past `step`: those steps are re-run from the checkpoint, so none appears twice."""
+        if not self.enabled:
+            return
+        path = self.dir / "metrics.jsonl"
+        kept = [r for r in read_jsonl(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+        self.event("warning", "resumed", f"resumed from the checkpoint at step {step}", {"step": step})
+        print(f"[raysft] resumed from the checkpoint at step {step}", flush=True)
+
+    def step(self, metrics: dict, total_steps: int) -> None:
+        """A training-step metrics line, an event, and a console progress line."""
+        self.last_train_loss = metrics["train_loss"]
+        if not self.enabled:
+            return
+        self._append("metrics.jsonl", metrics)
+        self.event("info", "metrics", f"step {metrics['step']}", metrics)
+        done = metrics["step"] / total_steps
+        elapsed = time.time() - self._started
+        eta = elapsed / done * (1 - done) if done else 0
+        print(f"[raysft] step {metrics['step']}/{total_steps} | epoch {metrics['epoch']:.2f} | loss {metrics['train_loss']:.4f} "
+              f"| lr {metrics['lr']:.2e} | {metrics['tokens_per_s']:,.0f} tok/s | ETA {_dt.timedelta(seconds=round(eta))}", flush=True)
+
+    def eval(self, metrics: dict) -> None:
+        """An evaluation metrics line and event."""
+        if not self.enabled:
+            return
+        self._append("metrics.jsonl", metrics)
+        self.event("info", "eval", f"eval at step {metrics['step']}", metrics)
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("eval_", "exact")) and isinstance(v, float))
+        print(f"[raysft] eval at step {metrics['step']}: {shown}", flush=True)
+
+    def early_stop(self, step: int, key: str, state: dict, train_loss: float | None) -> None:
+        """Say why training stops early (overfitting when train loss still falls)."""
+        msg = (f"early stop at step {step}: {key} has not improved for {state['bad_evals']} evaluation(s); "
+               f"best {state['best']:.4f} at step {state['best_step']}")
+        self.event("warning", "early_stop", msg, {"step": step, "best": state["best"], "best_step": state["best_step"],
+                                                  "train_loss": train_loss})
+        if self.enabled:
+            print(f"[raysft] {msg}", flush=True)
+
+    def samples(self, step: int, samples: list[dict]) -> None:
+        """Prompt / reference / generation triples for a person to read (latest evaluation wins)."""
+        if self.enabled and samples:
+            lines = "".join(json.dumps({"step": step, **s}, ensure_ascii=False) + "\n" for s in samples)
+            (self.dir / "samples.jsonl").write_text(lines, encoding="utf-8")

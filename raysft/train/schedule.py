@@ -1,0 +1,74 @@
+"""Which rows each worker trains on at each optimizer step — deterministic, so a resumed run continues at
+exactly the step it stopped and 2 workers × b see the same rows per step as 1 worker × 2b.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from raysft.data.packing import pack
+
+__all__ = ["StepPlan", "make_rows", "count_targets"]
+
+
+def count_targets(example: dict) -> int:
+    """Tokens that contribute to the loss: labelled positions after the first (the first has no context)."""
+    return sum(1 for label in example["labels"][1:] if label != -100)
+
+
+def make_rows(examples: list[dict], max_seq_len: int, packing: bool) -> list[list[int]]:
+    """Group example indices into rows: best-fit packed, or one example per row."""
+    if packing:
+        return pack([len(e["input_ids"]) for e in examples], max_seq_len)
+    return [[i] for i in range(len(examples))]
+
+
+@dataclass
+class StepPlan:
+    """The step schedule of one run.
+
+    Each epoch shuffles the rows with `seed + epoch` and wraps around so every step has exactly
+    `global_batch_size` rows (every row is seen at least once per epoch). Within a step, worker r takes
+    rows r, r + W, r + 2W, ... and splits them into micro batches.
+    """
+
+    rows: list[list[int]]
+    global_batch_size: int
+    micro_batch_size: int
+    world_size: int
+    seed: int
+    _orders: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.rows) / self.global_batch_size))
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.global_batch_size // (self.micro_batch_size * self.world_size)
+
+    def total_steps(self, epochs: float, max_steps: int | None) -> int:
+        total = max(1, math.ceil(epochs * self.steps_per_epoch))
+        return min(total, max_steps) if max_steps else total
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            order = list(range(len(self.rows)))
+            random.Random(self.seed + epoch).shuffle(order)
+            need = self.steps_per_epoch * self.global_batch_size
+            self._orders = {epoch: (order * math.ceil(need / len(order)))[:need]}  # one epoch cached
+        return self._orders[epoch]
+
+    def step_rows(self, step: int) -> list[list[int]]:
+        """Rows (as example-index lists) of 0-based optimizer step `step`, across all workers."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = self._epoch_order(epoch)[k * self.global_batch_size:(k + 1) * self.global_batch_size]
+        return [self.rows[i] for i in order]
+
+    def micro_batches(self, step: int, rank: int) -> list[list[list[int]]]:
+        """This worker's micro batches for `step`: accumulation_steps lists of micro_batch_size rows."""
+        mine = self.step_rows(step)[rank::self.world_size]
+        m = self.micro_batch_size
+        return [mine[i:i + m] for i in range(0, len(mine), m)]

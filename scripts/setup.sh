@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv and install raysft with its test tools. Idempotent: re-running after a change to
+# pyproject.toml reinstalls; otherwise it returns in a second.
+# On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so nothing
+# pulls several GB of CUDA packages; with a GPU, pip picks the CUDA build that torch's range allows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PY=.venv/bin/python
+stamp=.venv/.raysft-installed
+want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$PY" -m pip install -q --upgrade pip
+if ! command -v nvidia-smi >/dev/null 2>&1 && ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "[setup] no NVIDIA GPU: installing the CPU build of torch 2.13.0 first"
+  "$PY" -m pip install -q "torch==2.13.0"
+fi
+echo "[setup] installing raysft and its dependencies into .venv (first run: a few minutes)"
+"$PY" -m pip install -q -e ".[test]"
+echo "$want" > "$stamp"
