@@ -52,6 +52,18 @@ def load_run_spec(run_dir: str | Path) -> JobSpec:
     return load_spec(path)
 
 
+def _absolute(spec: JobSpec) -> JobSpec:
+    """The spec with local paths made absolute: workers do not share the driver's working directory."""
+    m = spec.model
+    updates = {}
+    if Path(m.name_or_path).expanduser().exists():
+        updates["name_or_path"] = str(Path(m.name_or_path).expanduser().resolve())
+    if m.init_adapter and Path(m.init_adapter).expanduser().exists():
+        updates["init_adapter"] = str(Path(m.init_adapter).expanduser().resolve())
+    return spec.model_copy(update={"model": m.model_copy(update=updates),
+                                   "output_dir": str(Path(spec.output_dir).expanduser().resolve())})
+
+
 def _use_gpu(spec: JobSpec) -> bool:
     if spec.scaling.use_gpu == "auto":
         return ray.cluster_resources().get("GPU", 0) > 0
@@ -70,7 +82,8 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
         raysft.data.errors.DataError, raysft.model.load.ModelError: bad data or model path.
     """
     started = time.time()
-    out = Path(spec.output_dir).resolve()
+    spec = _absolute(spec)
+    out = Path(spec.output_dir)
     if not resume and (out / "checkpoints").exists():
         raise RunError(f"output_dir {out} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "
                        "or set output_dir to a new directory")

@@ -21,11 +21,10 @@ import torch
 from transformers import get_scheduler
 
 from raysft.config import JobSpec, spec_to_yaml
-from raysft.data.packing import collate
 from raysft.model.load import load_model, load_tokenizer
 from raysft.train.evaluate import evaluate_loss, generate_answers, token_loss
 from raysft.train.records import RunLog
-from raysft.train.schedule import StepPlan, count_targets, make_rows
+from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_rows
 from raysft.train.state import load_state, save_state
 
 __all__ = ["train_loop_per_worker", "resolve_precision"]
@@ -130,7 +129,7 @@ def train_loop_per_worker(config: dict) -> dict:
         n_global = sum(targets[i] for row in plan.step_rows(step) for i in row)  # trained tokens, all ranks
         step_loss = torch.zeros((), device=device)
         for k, rows in enumerate(micro):
-            batch = collate([[train[i] for i in row] for row in rows], pad_id=tokenizer.pad_token_id, packed=d.packing)
+            batch = collate_rows(train, rows, pad_id=tokenizer.pad_token_id, packed=d.packing)
             batch = {key: v.to(device) for key, v in batch.items() if isinstance(v, torch.Tensor)}
             # DDP all-reduces gradients only on the last micro batch of the step.
             sync = contextlib.nullcontext() if k == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()

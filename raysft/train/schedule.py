@@ -8,9 +8,9 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from raysft.data.packing import pack
+from raysft.data.packing import collate, pack
 
-__all__ = ["StepPlan", "make_rows", "count_targets"]
+__all__ = ["StepPlan", "make_rows", "count_targets", "collate_rows"]
 
 
 def count_targets(example: dict) -> int:
@@ -23,6 +23,13 @@ def make_rows(examples: list[dict], max_seq_len: int, packing: bool) -> list[lis
     if packing:
         return pack([len(e["input_ids"]) for e in examples], max_seq_len)
     return [[i] for i in range(len(examples))]
+
+
+def collate_rows(examples: list[dict], rows: list[list[int]], *, pad_id: int, packed: bool) -> dict:
+    """Tensors for `rows` (lists of example indices): packed rows, or one padded example per row."""
+    if packed:
+        return collate([[examples[i] for i in row] for row in rows], pad_id=pad_id, packed=True)
+    return collate([examples[row[0]] for row in rows], pad_id=pad_id, packed=False)
 
 
 @dataclass
