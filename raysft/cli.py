@@ -160,13 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     from raysft.config import SpecError
     from raysft.data.errors import DataError
 
-    bad_input: tuple = (SpecError, DataError, _Usage, FileNotFoundError)
-    try:
-        from raysft.model.load import ModelError
+    from raysft.model.load import ModelError
 
-        bad_input += (ModelError,)
-    except ImportError:
-        pass
+    bad_input = (SpecError, DataError, ModelError, _Usage, FileNotFoundError)
     try:
         return args.func(args)
     except bad_input as exc:

@@ -94,6 +94,8 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
           f"{data.encoding['train']['trained_fraction']:.1%} of train tokens trained on", flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
+    # Ray Train's print patch would echo every worker line twice; it is propagated to the workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
     connect_ray()
     has_val = bool(data.validation) or bool(spec.eval.generate and data.validation_conversations)
@@ -103,6 +105,7 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
         train_loop_config={
             "spec": spec.model_dump(mode="json"),
             "output_dir": str(out),
+            "storage_path": spec.checkpoint.storage_path or str(out),
             "data_ref": ray.put({"train": data.train, "validation": data.validation,
                                  "validation_conversations": data.validation_conversations}),
         },

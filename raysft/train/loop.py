@@ -116,8 +116,10 @@ def train_loop_per_worker(config: dict) -> dict:
             save_state(Path(tmp), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler,
                        trainer_state=dict(state), spec_yaml=spec_to_yaml(spec))
             report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, **report})
+            name = f"checkpoint_{step:06d}"  # deterministic, so events can name the checkpoint's URI
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        uri = f"{config['storage_path'].rstrip('/')}/checkpoints/{name}"
+        log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, "uri": uri, **report})
         return stop
 
     # ---- train

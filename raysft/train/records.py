@@ -1,17 +1,25 @@
 """What rank 0 writes while training: metrics.jsonl, events.jsonl, samples.jsonl and console progress.
 
-Files are appended line by line and flushed, so a watcher (the gRPC service, `tail -f`) sees each line
-as it happens. On a multi-node cluster output_dir must be shared storage (as Ray's storage_path is).
+Files are appended line by line and flushed, so a watcher (`tail -f`) sees each line as it happens. On a
+multi-node cluster output_dir must be shared storage (as Ray's storage_path is).
+
+With RAYSFT_EVENTS_TO_STDOUT=1 every event is also printed as one line `::raysft-event:: {json}`. Ray forwards worker output
+into the Ray job's logs, so a watcher that can reach the cluster but not its disks (the gRPC service)
+reads events from `ray job logs`. Each event carries `seq`, increasing within a run (it continues after a
+resume), so a reader can drop the duplicates that re-reading logs produces.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 from pathlib import Path
 
-__all__ = ["RunLog", "read_jsonl"]
+__all__ = ["EVENT_PREFIX", "RunLog", "read_jsonl"]
+
+EVENT_PREFIX = "::raysft-event:: "
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -28,8 +36,10 @@ class RunLog:
         self.dir, self.enabled = output_dir, enabled
         self.last_train_loss: float | None = None
         self._started = time.time()
+        self._seq = 0
         if enabled:
             output_dir.mkdir(parents=True, exist_ok=True)
+            self._seq = len(read_jsonl(output_dir / "events.jsonl"))
 
     def _append(self, name: str, record: dict) -> None:
         with open(self.dir / name, "a", encoding="utf-8") as f:
@@ -38,8 +48,12 @@ class RunLog:
     def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
         """One event for watchers: {time, level, type, message, data}."""
         if self.enabled:
+            self._seq += 1
             now = _dt.datetime.now(_dt.timezone.utc).isoformat()
-            self._append("events.jsonl", {"time": now, "level": level, "type": type_, "message": message, "data": data or {}})
+            record = {"seq": self._seq, "time": now, "level": level, "type": type_, "message": message, "data": data or {}}
+            self._append("events.jsonl", record)
+            if os.environ.get("RAYSFT_EVENTS_TO_STDOUT") == "1":
+                print(EVENT_PREFIX + json.dumps(record, ensure_ascii=False), flush=True)
 
     def resumed(self, step: int) -> None:
         """Drop metric lines past `step`: those steps are re-run from the checkpoint, so none appears twice."""

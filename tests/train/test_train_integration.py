@@ -1,0 +1,143 @@
+"""Training on a real local Ray: 2-worker/1-worker equivalence, worker-kill resume, early stopping,
+incremental training, and the run's outputs. One Ray instance serves the whole module."""
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+
+from raysft.config import load_spec
+from raysft.model.tiny import init_tiny
+from raysft.train.launcher import RunError, run_training
+from raysft.train.records import read_jsonl
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, local_ray):
+    return str(init_tiny(tmp_path_factory.mktemp("base"), TRAIN, vocab_size=512, hidden_size=64, layers=2))
+
+
+def _spec(base, out, **over):
+    raw = {
+        "model": {"name_or_path": base, "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
+        "data": {"train": [TRAIN], "validation_split": 0.1, "max_seq_len": 256},
+        "train": {"max_steps": 6, "learning_rate": 1e-3, "micro_batch_size": 2, "global_batch_size": 4, "warmup_ratio": 0.0},
+        "checkpoint": {"every_steps": 2, "keep_last": 2},
+        "output_dir": str(out),
+    }
+    return load_spec(raw, [f"{k}={v}" for k, v in over.items()])
+
+
+def _adapter(out):
+    return load_file(str(Path(out) / "adapter" / "adapter_model.safetensors"))
+
+
+def _final_adapter(out):
+    # The last checkpoint's trainable weights (the exported adapter is the best one, not the last).
+    ckpts = sorted((Path(out) / "checkpoints").glob("checkpoint_0*"))
+    return torch.load(ckpts[-1] / "trainable.pt")
+
+
+def test_run_writes_every_output_and_refuses_to_overwrite(base, tmp_path):
+    out = tmp_path / "run"
+    summary = run_training(_spec(base, out))
+    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "spec.yaml", "metrics.jsonl",
+                 "events.jsonl", "loss_curve.png", "summary.json"):
+        assert (out / name).is_file(), name
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics if "train_loss" in m] == [1, 2, 3, 4, 5, 6]
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [2, 4, 6]
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["steps"] == 6 and saved["best"]["eval_loss"] == min(m["eval_loss"] for m in metrics if "eval_loss" in m)
+    assert saved["trained_tokens"] > 0 and saved["data"]["composition"]["train"][TRAIN]["rows"] > 0
+    assert len(list((out / "checkpoints").glob("checkpoint_0*"))) <= 2  # keep_last
+    assert load_spec(out / "spec.yaml").model.name_or_path == base
+    with pytest.raises(RunError, match="already holds a run"):
+        run_training(_spec(base, out))
+    assert summary["output_dir"] == str(out)
+
+
+def test_two_workers_make_the_same_update_as_one(base, tmp_path):
+    run_training(_spec(base, tmp_path / "one", **{"train.micro_batch_size": 4}))
+    run_training(_spec(base, tmp_path / "two", **{"train.micro_batch_size": 2, "scaling.num_workers": 2}))
+    one, two = _final_adapter(tmp_path / "one"), _final_adapter(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(one[name], two[name], rtol=1e-4, atol=1e-5)
+    assert any(v.abs().sum() > 0 for k, v in one.items() if "lora_B" in k)  # training moved the adapter
+
+
+def _kill_a_worker_after(out: Path, step: int, killed: list):
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        events = read_jsonl(out / "events.jsonl") if (out / "events.jsonl").exists() else []
+        if any(e["type"] == "checkpoint_saved" and e["data"]["step"] >= step for e in events):
+            # Ray titles worker processes "ray::RayTrainWorker..."; kill one like a lost node would.
+            for proc in psutil.process_iter(["cmdline"]):
+                if "ray::RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+        time.sleep(0.02)
+
+
+def test_killed_worker_resumes_from_the_latest_checkpoint_without_repeating_steps(base, tmp_path):
+    over = {"train.max_steps": 30, "checkpoint.every_steps": 3, "eval.every_steps": 30}
+    reference = tmp_path / "reference"
+    run_training(_spec(base, reference, **over))
+    out, killed = tmp_path / "killed", []
+    watcher = threading.Thread(target=_kill_a_worker_after, args=(out, 6, killed), daemon=True)
+    watcher.start()
+    run_training(_spec(base, out, **over))
+    watcher.join(timeout=1)
+    assert killed, "the run finished before a worker could be killed"
+    events = read_jsonl(out / "events.jsonl")
+    assert any(e["type"] == "resumed" for e in events)
+    steps = [m["step"] for m in read_jsonl(out / "metrics.jsonl") if "train_loss" in m]
+    assert steps == list(range(1, 31)), "every step appears exactly once"
+    ref, got = _final_adapter(reference), _final_adapter(out)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_stops_and_says_so(base, tmp_path):
+    out = tmp_path / "early"
+    summary = run_training(_spec(base, out, **{
+        "train.max_steps": 40, "eval.every_steps": 1, "eval.early_stopping": "{patience: 2, min_delta: 100.0}"}))
+    assert summary["early_stopped"] and summary["steps"] == 3  # first eval sets the best; two more fail to beat it by 100
+    stop = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "early_stop"]
+    assert len(stop) == 1 and "has not improved for 2 evaluation(s)" in stop[0]["message"]
+
+
+def test_incremental_training_starts_from_an_earlier_runs_adapter(base, tmp_path):
+    first = tmp_path / "first"
+    run_training(_spec(base, first, **{"train.max_steps": 4}))
+    second = tmp_path / "second"
+    # A learning rate of ~0 leaves the adapter where it started: it must be the first run's adapter.
+    run_training(_spec(base, second, **{"train.max_steps": 2, "model.init_adapter": str(first), "train.learning_rate": 1e-12,
+                                        "checkpoint.every_steps": 1}))
+    before, after = _adapter(first), _adapter(second)
+    assert before.keys() == after.keys()
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-6)
+    assert any(v.abs().sum() > 0 for k, v in before.items() if "lora_B" in k)
