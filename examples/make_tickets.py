@@ -42,9 +42,12 @@ ISSUES = {
 }
 
 PHRASINGS = [
-    "{issue}.", "Hello, {issue}.", "Hi team, {issue}. Can you help?", "{issue}!!", "Urgent: {issue}.",
+    "{issue}.", "Hello, {issue}.", "Hi team, {issue}. Can you help?", "Complaint: {issue}.", "Urgent: {issue}.",
     "Good morning. {issue}. Thanks.", "Ticket: {issue}", "{issue}, what should I do?", "Please help, {issue}.",
-    "Hey, {issue} and I am not happy.",
+    "Hey, {issue} and I am not happy.", "Dear support, {issue}.", "Quick question: {issue}?",
+    "Since yesterday {issue}.", "My friend says {issue} too, and so do I.", "{issue}. This is the second time.",
+    "Hello there! {issue}. Regards, Sam", "Not sure who to ask, but {issue}.", "FYI {issue}.",
+    "Can someone look into this: {issue}", "{issue}. Please fix it soon.",
 ]
 
 
@@ -66,7 +69,7 @@ def make(seed: int = 7) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     combos = [(label, issue, p) for label, issues in ISSUES.items() for issue in issues for p in PHRASINGS]
     rng.shuffle(combos)
-    test_combos, train_combos = combos[:160], combos[160:]
+    test_combos, train_combos = combos[:200], combos[200:]
     train = [_conversation(*c, rng) for c in train_combos]
     test = [_conversation(*c, rng) for c in test_combos]
     return train, test

@@ -89,6 +89,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    from raysft.estimate import estimate_main
+
+    return estimate_main(args.spec, args.overrides, args.gpu_memory_gb, args.json)
+
+
 def cmd_export(args) -> int:
     from raysft.model.export import merge_adapter
 
@@ -146,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=None)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("estimate", help="predicted peak memory per GPU of a spec, and whether it fits")
+    spec_args(sp)
+    sp.add_argument("--gpu-memory-gb", type=float, default=None, help="memory of one GPU in GB")
+    sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    sp.set_defaults(func=cmd_estimate)
 
     sp = sub.add_parser("export", help="merge a run's adapter into its base model")
     sp.add_argument("run_dir")

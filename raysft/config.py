@@ -9,9 +9,11 @@ Relative paths in a spec are resolved against the working directory of the proce
 
 from __future__ import annotations
 
+import copy
 import difflib
+import types
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,11 +32,14 @@ __all__ = [
     "EarlyStoppingSpec",
     "CheckpointSpec",
     "ScalingSpec",
+    "TuneSpec",
+    "SearchDistribution",
     "SpecError",
     "Violation",
     "load_spec",
     "parse_spec",
     "apply_overrides",
+    "set_values",
     "advisories",
     "spec_to_yaml",
 ]
@@ -231,6 +236,85 @@ class ScalingSpec(_Section):
     """Worker failures survived by restarting from the latest checkpoint (-1: unlimited)."""
 
 
+# ------------------------------------------------------------------------------------------ tune
+
+_DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
+
+
+class SearchDistribution(_Section):
+    """How one searched key is drawn; exactly one field is set."""
+
+    loguniform: Optional[tuple[float, float]] = None
+    """[low, high]: real numbers spread evenly on a log scale (learning rates); 0 < low < high."""
+    uniform: Optional[tuple[float, float]] = None
+    """[low, high]: real numbers spread evenly."""
+    randint: Optional[tuple[int, int]] = None
+    """[low, high]: integers, both ends included."""
+    choice: Optional[list[Any]] = Field(None, min_length=1)
+    """Values drawn at random (random, optuna), or each tried once (grid, one_at_a_time)."""
+    grid: Optional[list[Any]] = Field(None, min_length=1)
+    """Every value tried, crossed with the other grid keys (Ray Tune's grid_search)."""
+
+    @property
+    def kind(self) -> str:
+        """The name of the distribution that is set."""
+        return next(n for n in _DISTRIBUTIONS if getattr(self, n) is not None)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SearchDistribution":
+        named = [n for n in _DISTRIBUTIONS if getattr(self, n) is not None]
+        if len(named) != 1:
+            raise _CrossFieldError([Violation("", f"set exactly one of {', '.join(_DISTRIBUTIONS)}; got {', '.join(named) or 'none'}")])
+        bounds = self.loguniform or self.uniform or self.randint
+        if bounds and not bounds[0] < bounds[1]:
+            raise _CrossFieldError([Violation(named[0], f"[low, high] needs low < high; got {list(bounds)}")])
+        if self.loguniform and self.loguniform[0] <= 0:
+            raise _CrossFieldError([Violation("loguniform", f"a log scale needs low > 0; got {self.loguniform[0]:g}")])
+        return self
+
+
+class TuneSpec(_Section):
+    search_space: dict[str, SearchDistribution] = Field(default_factory=dict)
+    """Dotted training keys to search, each with one distribution, e.g. train.learning_rate: {loguniform: [1.0e-5, 5.0e-4]}."""
+    search: Literal["random", "grid", "optuna", "one_at_a_time"] = "random"
+    """random / grid: Ray Tune's sampling and grid search; optuna: Bayesian (TPE) search; one_at_a_time: vary each
+    key alone around the base spec and report each factor's effect."""
+    scheduler: Literal["asha", "none"] = "asha"
+    """asha: stop weak trials early at their evaluations (asynchronous successive halving); none: every trial runs to its end."""
+    num_samples: int = Field(8, gt=0)
+    """Trials drawn by random and optuna search (each grid key multiplies them, as in Ray Tune); grid and
+    one_at_a_time run each combination once."""
+    max_concurrent_trials: Optional[int] = Field(None, gt=0)
+    """At most this many trials at once, and never more than the cluster fits (each trial needs scaling.num_workers
+    × resources_per_worker); the others wait as pending. Default: as many as fit."""
+    metric: Literal["eval_loss", "exact_match"] = "eval_loss"
+    """Ranks trials (each by its best evaluation) and is what ASHA and optuna optimise; equals checkpoint.keep_best_by."""
+    mode: Optional[Literal["min", "max"]] = None
+    """min for eval_loss, max for exact_match; filled in when unset."""
+    time_budget_s: Optional[float] = Field(None, gt=0)
+    """Stop the campaign (running trials included) after this many seconds."""
+    grace_period_steps: int = Field(2, gt=0)
+    """ASHA: optimizer steps every trial runs before it can be stopped; later rungs at grace × reduction_factor^k steps."""
+    reduction_factor: float = Field(3, gt=1)
+    """ASHA: the best 1 / reduction_factor of the trials at a rung go on to the next."""
+
+    @model_validator(mode="after")
+    def _checks(self) -> "TuneSpec":
+        problems: list[Violation] = []
+        best = "max" if self.metric == "exact_match" else "min"
+        if self.mode is None:
+            self.mode = best
+        elif self.mode != best:
+            problems.append(Violation("mode", f"{self.metric} is better when {'higher' if best == 'max' else 'lower'}; "
+                                              f"set mode: {best} or leave it out"))
+        if not self.search_space:
+            problems.append(Violation("search_space", "is empty; add at least one dotted training key, e.g. "
+                                                      "train.learning_rate: {loguniform: [1.0e-5, 5.0e-4]}"))
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+
 # ---------------------------------------------------------------------------------------- the spec
 
 
@@ -251,6 +335,8 @@ class JobSpec(_Section):
     """Workers and resources."""
     output_dir: str = "runs/my-run"
     """Where the adapter, metrics, curves and summary are written."""
+    tune: Optional[TuneSpec] = None
+    """Hyperparameter search: `raysft tune` runs one training of this spec per trial; `raysft train` ignores it."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> "JobSpec":
@@ -283,6 +369,8 @@ class JobSpec(_Section):
             problems.append(Violation("checkpoint.keep_best_by", "exact_match needs eval.generate.metric: exact_match"))
         if self.eval.early_stopping and not (d.validation or d.validation_split > 0):
             problems.append(Violation("eval.early_stopping", "needs validation data; set data.validation or data.validation_split > 0"))
+        if self.tune is not None and not problems:  # search-space values are checked against a valid base spec
+            problems.extend(_tune_problems(self))
         if problems:
             raise _CrossFieldError(problems)
         return self
@@ -323,12 +411,15 @@ class _CrossFieldError(ValueError):
 def _section_at(loc: tuple) -> Optional[type[BaseModel]]:
     """The model class that owns location `loc` (used to suggest key names)."""
     cls: Any = JobSpec
+    skip = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or skip:  # a list index, or a mapping key (tune.search_space.<key>)
+            skip = False
             continue
         field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
         if field is None:
             return None
+        skip = get_origin(field.annotation) is dict
         cls = _model_in(field.annotation)
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
@@ -417,6 +508,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def set_values(raw: dict, values: dict[str, Any]) -> dict:
+    """Set dotted keys of a nested spec mapping to already-typed values, in place.
+
+    Unlike `apply_overrides`, values are not parsed as YAML (a tune trial's 1e-05 stays a float).
+    """
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return raw
+
+
 def load_spec(source: Union[str, Path, dict], overrides: Optional[list[str]] = None) -> JobSpec:
     """Load a spec from a YAML file (or a mapping) and apply dotted overrides.
 
@@ -444,6 +551,95 @@ def spec_to_yaml(spec: JobSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+# ---------------------------------------------------------------------------------- search space
+
+def _section_model(annotation: Any) -> Optional[type[BaseModel]]:
+    """The section model a key can descend into: X or Optional[X] (not a list of X)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
+        return _section_model(args[0])
+    return None
+
+
+def _dotted_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in cls.model_fields.items():
+        keys.append(prefix + name)
+        sub = _section_model(field.annotation)
+        if sub is not None and sub is not TuneSpec:
+            keys.extend(_dotted_keys(sub, f"{prefix}{name}."))
+    return keys
+
+
+def _leaf_types(annotation: Any) -> set:
+    """Python types a field accepts: Union[int, float] -> {int, float}; Literal["a", True] -> {str, bool}."""
+    if get_origin(annotation) is Literal:
+        return {type(a) for a in get_args(annotation)}
+    if get_origin(annotation) in (Union, types.UnionType):
+        return set().union(*(_leaf_types(a) for a in get_args(annotation)))
+    return {get_origin(annotation) or annotation}
+
+
+def _search_key_problem(key: str, dist: SearchDistribution, search: str, base: dict, spec: "JobSpec") -> Optional[str]:
+    """Why `key: dist` cannot be searched from the base spec (`base`: its unset-free dump), or None."""
+    if key == "output_dir" or key.split(".")[0] == "tune":
+        return "cannot be searched: trials write under the campaign's output_dir and share its tune section"
+    cls, parts, node = JobSpec, key.split("."), spec  # node: the base spec's section along the key
+    for i, part in enumerate(parts):
+        field = cls.model_fields.get(part)
+        if field is None:
+            close = difflib.get_close_matches(key, [k for k in _dotted_keys(JobSpec) if k != "output_dir"], n=1, cutoff=0.6)
+            return f"unknown key; did you mean '{close[0]}'?" if close else "unknown key; give a dotted training key such as train.learning_rate"
+        if i < len(parts) - 1:
+            cls = _section_model(field.annotation)
+            if cls is None:
+                return f"{'.'.join(parts[:i + 1])} is a value, not a section"
+            node = getattr(node, part, None)
+            if node is None and search == "one_at_a_time":
+                return f"one_at_a_time varies a key around its base value, but {'.'.join(parts[:i + 1])} is not set; add it to the spec"
+    kind = dist.kind
+    listed = kind in ("choice", "grid")
+    if search in ("grid", "one_at_a_time") and not listed:
+        return f"search: {search} tries listed values; use {{choice: [...]}} or {{grid: [...]}} instead of {kind}"
+    if search == "optuna" and kind == "grid":
+        return "optuna draws values; use {choice: [...]}, or search: grid"
+    if not listed:
+        accepted = _leaf_types(field.annotation)
+        wanted = int if kind == "randint" else float
+        if wanted not in accepted:
+            names = " or ".join(sorted(t.__name__ for t in accepted if t is not type(None)))
+            alt = " or {randint: [low, high]}" if int in accepted else ""
+            return f"{kind} draws {'integers' if kind == 'randint' else 'real numbers'} but {key} takes {names}; use {{choice: [...]}}{alt}"
+    for value in getattr(dist, kind):
+        raw = set_values(copy.deepcopy(base), {key: value})
+        try:
+            JobSpec.model_validate(raw)
+        except ValidationError as exc:
+            found = _dedupe([v for err in exc.errors() for v in _translate(err)])
+            return f"{value!r} does not fit: " + "; ".join(map(str, found))
+    return None
+
+
+def _tune_problems(spec: "JobSpec") -> list[Violation]:
+    """The tune section checked against the rest of the spec: metric, and every key and value of the search space."""
+    tune, out = spec.tune, []
+    if tune.metric == "exact_match" and (spec.eval.generate is None or spec.eval.generate.metric != "exact_match"):
+        out.append(Violation("tune.metric", "exact_match needs eval.generate.metric: exact_match"))
+    if tune.metric == "eval_loss" and not (spec.data.validation or spec.data.validation_split > 0):
+        out.append(Violation("tune.metric", "eval_loss needs validation data; set data.validation or data.validation_split > 0"))
+    if spec.checkpoint.keep_best_by != tune.metric:
+        out.append(Violation("checkpoint.keep_best_by", f"is {spec.checkpoint.keep_best_by} but tune.metric is {tune.metric}; "
+                                                        "set both to the same metric (it ranks checkpoints and trials alike)"))
+    base = spec.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
+    for key, dist in tune.search_space.items():
+        problem = _search_key_problem(key, dist, tune.search, base, spec)
+        if problem:
+            out.append(Violation(f"tune.search_space.{key}", problem))
+    return out
+
+
 # --------------------------------------------------------------------------------- advisories
 
 # (low, high) learning-rate bands from SFT practice; outside them is a warning, never an error.
@@ -468,4 +664,6 @@ def advisories(spec: JobSpec) -> list[Violation]:
         out.append(Violation("scaling.strategy", "fsdp with one worker shards nothing; use ddp or more workers"))
     if spec.data.mix and not 0.15 <= sum(x.ratio for x in spec.data.mix) <= 0.3:
         out.append(Violation("data.mix", "15% – 30% general data is what usually limits forgetting"))
+    if spec.tune and spec.tune.scheduler == "asha" and not spec.eval.every_steps:
+        out.append(Violation("eval.every_steps", "ASHA judges trials at evaluations; unset, it sees only epoch ends and weak trials run whole epochs"))
     return out

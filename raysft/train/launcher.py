@@ -18,6 +18,7 @@ from ray.train.torch import TorchTrainer
 
 from raysft.config import JobSpec, load_spec, spec_to_yaml
 from raysft.data.pipeline import prepare_data
+from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.model.load import load_tokenizer, resolve_model_path
 from raysft.train.loop import train_loop_per_worker
 from raysft.train.outputs import write_outputs
@@ -70,12 +71,14 @@ def _use_gpu(spec: JobSpec) -> bool:
     return bool(spec.scaling.use_gpu)
 
 
-def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
+def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train `spec` on Ray and write its outputs; returns the run summary.
 
     Args:
         spec: a validated job spec.
         resume: continue the run already in `spec.output_dir` from its latest checkpoint.
+        callbacks: extra Ray Train `UserCallback`s for the run, e.g. Tune's `TuneReportCallback` when the
+            run is one trial of a `raysft tune` campaign.
 
     Raises:
         RunError: the output_dir holds another run, Ray is unreachable, or training failed.
@@ -98,6 +101,9 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
     connect_ray()
+    use_gpu = _use_gpu(spec)
+    if use_gpu:
+        _print_estimate(spec)
     has_val = bool(data.validation) or bool(spec.eval.generate and data.validation_conversations)
     metric = spec.checkpoint.keep_best_by if has_val else None
     trainer = TorchTrainer(
@@ -109,7 +115,7 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
             "data_ref": ray.put({"train": data.train, "validation": data.validation,
                                  "validation_conversations": data.validation_conversations}),
         },
-        scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=_use_gpu(spec),
+        scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=spec.scaling.resources_per_worker),
         run_config=RunConfig(
             name="checkpoints",
@@ -118,6 +124,7 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
                 num_to_keep=spec.checkpoint.keep_last, checkpoint_score_attribute=metric,
                 checkpoint_score_order="max" if metric == "exact_match" else "min"),
             failure_config=FailureConfig(max_failures=spec.scaling.max_failures),
+            callbacks=list(callbacks or []),
         ),
     )
     try:
@@ -129,6 +136,18 @@ def run_training(spec: JobSpec, *, resume: bool = False) -> dict:
     best_ckpt, best_metrics = _best(result, metric)
     _export_best(best_ckpt, out)
     return write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+
+
+def _print_estimate(spec: JobSpec) -> None:
+    try:
+        est = estimate_for_spec(spec)
+    except EstimateError as exc:
+        print(f"[raysft] no memory estimate: {exc}", flush=True)
+        return
+    print(format_estimate(est), flush=True)
+    if est["fits"] is False:
+        print(f"[raysft] warning: predicted {est['total_gb']} GB per GPU exceeds {est['gpu_memory_gb']} GB; "
+              "see the suggestions above", flush=True)
 
 
 def _best(result, metric: str | None):

@@ -9,6 +9,7 @@ token-mean over the global batch — 2 workers × b and 1 worker × 2b make the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import tempfile
@@ -55,7 +56,9 @@ def train_loop_per_worker(config: dict) -> dict:
     # ---- model, optimizer, scheduler
     tokenizer = load_tokenizer(spec.model.name_or_path)
     model = load_model(spec.model, device=device, dtype=weight_dtype, gradient_checkpointing=t.gradient_checkpointing)
-    model = ray.train.torch.prepare_model(model, parallel_strategy=spec.scaling.strategy, move_to_device=spec.model.method != "qlora")
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy=spec.scaling.strategy, move_to_device=spec.model.method != "qlora",
+        parallel_strategy_kwargs=_fsdp_kwargs(model) if spec.scaling.strategy == "fsdp" else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
 
@@ -72,11 +75,11 @@ def train_loop_per_worker(config: dict) -> dict:
         optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
     # ---- resume from the latest checkpoint (worker restart or `raysft train --resume`)
-    state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0}
+    state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "trained_tokens": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            state = load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)
+            state = {**state, **load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)}
         log.resumed(state["step"])
     log.event("info", "started", f"training {total_steps} steps on {world} worker(s), {plan.accumulation_steps} accumulation step(s)",
               {"total_steps": total_steps, "rows": len(plan.rows), "steps_per_epoch": plan.steps_per_epoch})
@@ -146,6 +149,7 @@ def train_loop_per_worker(config: dict) -> dict:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        state["trained_tokens"] += n_global
 
         # ---- log, evaluate, checkpoint
         end_of_epoch = step % plan.steps_per_epoch == 0 or step == total_steps
@@ -163,7 +167,18 @@ def train_loop_per_worker(config: dict) -> dict:
             if evaluate_and_checkpoint(step, log.last_train_loss):
                 break
     log.event("info", "finished", f"training finished at step {step}", {"step": step, "best": state["best"], "best_step": state["best_step"]})
-    return {"step": step, "best": state["best"], "best_step": state["best_step"], "early_stopped": step < total_steps}
+    return {"step": step, "best": state["best"], "best_step": state["best_step"], "early_stopped": step < total_steps,
+            "trained_tokens": state["trained_tokens"]}
+
+
+def _fsdp_kwargs(model) -> dict:
+    """One FSDP unit per decoder block; use_orig_params lets frozen base and trainable adapter share a unit."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    names = set(getattr(_inner(model), "_no_split_modules", None) or getattr(getattr(_inner(model), "base_model", None), "_no_split_modules", None) or [])
+    blocks = {type(m) for m in model.modules() if type(m).__name__ in names}
+    return {"auto_wrap_policy": functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=blocks),
+            "use_orig_params": True}
 
 
 def _inner(model):

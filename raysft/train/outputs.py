@@ -49,7 +49,7 @@ def write_outputs(out: Path, spec: JobSpec, data, final: dict, best_metrics: dic
         "exact_match": best_metrics.get("exact_match"),
         "steps": final.get("step"),
         "early_stopped": bool(final.get("early_stopped")),
-        "trained_tokens": sum(m.get("trained_tokens", 0) for m in steps),
+        "trained_tokens": final.get("trained_tokens"),
         "data": {"composition": data.composition, "encoding": data.encoding, "skipped_invalid": data.skipped_invalid},
         "wall_time_s": round(wall_time_s, 2),
     }

@@ -1,0 +1,7 @@
+"""`python -m raysft.tune SPEC [overrides] [--resume OUTPUT_DIR]`: `raysft tune` without the main CLI."""
+
+import sys
+
+from raysft.tune.cli import main
+
+sys.exit(main())

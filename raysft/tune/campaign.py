@@ -1,0 +1,223 @@
+"""The driver of `raysft tune`: check everything, run one training per Ray Tune trial, resume, collect outputs.
+
+Each trial is the Ray Train v2 pattern: a Tune trial function that launches a `TorchTrainer` (through
+`run_training`) whose reports reach Tune via `TuneReportCallback`. The trial function itself reserves only a
+token of memory; the Train workers reserve the spec's `scaling` resources, and the number of trials running at
+once is capped to what the cluster fits, so the rest wait in Tune as PENDING instead of holding a driver that
+waits for workers. Every trial's workers are separate processes that exit with its run, which releases their
+GPU memory before the next trial starts.
+
+Layout of OUTPUT_DIR: spec.yaml (the campaign spec), tune/ (Ray Tune's experiment state, what
+`--resume` restores), trials/<id>/ (one training run per trial), best/, tune_summary.json,
+tune_results.csv, tune_curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+import ray.tune
+from ray.train import ScalingConfig
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from raysft.config import JobSpec, load_spec, parse_spec, set_values, spec_to_yaml
+from raysft.data.pipeline import prepare_data
+from raysft.model.load import load_tokenizer, resolve_model_path
+from raysft.train.launcher import RunError, connect_ray, run_training
+from raysft.train.records import read_jsonl
+from raysft.tune.console import LiveTable
+from raysft.tune.report import (export_best, factor_effects, format_factor_table, plot_curves, rank_trials,
+                                write_results_csv)
+from raysft.tune.space import (base_values, make_scheduler, make_searcher, num_samples, param_space, plain,
+                               resolve_paths, trial_count, trial_spec)
+from raysft.tune.trials import checkpoint_dir, prune_checkpoints, trial_outcome
+
+__all__ = ["run_campaign", "load_campaign_spec"]
+
+# What a trial function reserves: a logical amount of memory and no CPU, so that the CPUs (or GPUs) go to
+# the Train workers it launches. Tune cannot place a trial that reserves nothing at all.
+_TRIAL_MEMORY = 256 * 2**20
+_STOPS = "tune_asha_stops.jsonl"
+
+
+def load_campaign_spec(output_dir: str | Path) -> JobSpec:
+    """The campaign spec a `raysft tune` run saved in its output_dir."""
+    path = Path(output_dir) / "spec.yaml"
+    if not path.is_file() or not (Path(output_dir) / "tune").is_dir():
+        raise RunError(f"{output_dir} is not a raysft tune output_dir (no spec.yaml and tune/); pass the output_dir of a campaign")
+    return load_spec(path)
+
+
+def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None, cwd: str) -> None:
+    """One trial: a full training run in trials/<trial id>/ whose evaluations Tune receives."""
+    trial_id = ray.tune.get_context().get_trial_id()
+    spec = trial_spec(base, config, Path(root) / "trials" / trial_id, storage_path=storage_path, cwd=Path(cwd))
+    out = Path(spec.output_dir)
+    if (out / "summary.json").exists():
+        return  # it finished before the campaign was interrupted
+    # spec.yaml is written when a run starts: a restarted trial continues from its latest checkpoint.
+    run_training(spec, resume=(out / "spec.yaml").exists(), callbacks=[TuneReportCallback()])
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+class _PruneFinished(ray.tune.Callback):
+    """Keeps disk bounded while a campaign runs: a trial ASHA stops is killed mid-run and can leave a
+    checkpoint Ray Train never registered; it is removed as soon as the trial ends."""
+
+    def __init__(self, out: str, storage_path: str | None):
+        self.out, self.storage_path = out, storage_path
+
+    def _prune(self, trial) -> None:
+        prune_checkpoints(checkpoint_dir(Path(self.out), trial.trial_id, self.storage_path))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._prune(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._prune(trial)
+
+
+def _absolute(spec: JobSpec) -> JobSpec:
+    """The spec with local paths absolute, so trials (other working directories, other machines) and a later
+    `--resume` from anywhere read the same files."""
+    raw = spec.model_dump(mode="json", exclude_unset=True)
+    resolve_paths(raw, Path.cwd())
+    raw["output_dir"] = str(Path(spec.output_dir).expanduser().resolve())
+    storage = spec.checkpoint.storage_path
+    if storage and "://" not in storage:
+        set_values(raw, {"checkpoint.storage_path": str(Path(storage).expanduser().resolve())})
+    return parse_spec(raw)
+
+
+def _concurrency(spec: JobSpec) -> tuple[int, dict, dict]:
+    """(trials at once, resources one trial's workers need, the cluster's resources)."""
+    s = spec.scaling
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0 if s.use_gpu == "auto" else bool(s.use_gpu)
+    need = ScalingConfig(num_workers=s.num_workers, use_gpu=use_gpu, resources_per_worker=s.resources_per_worker).total_resources
+    have = ray.cluster_resources()
+    fits = min((int(have.get(k, 0) // v) for k, v in need.items() if v > 0), default=1)
+    wanted = spec.tune.max_concurrent_trials or fits
+    return max(1, min(wanted, fits)), need, {k: have.get(k, 0) for k in need}
+
+
+def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
+    """Run (or continue) the hyperparameter campaign of `spec.tune`; returns tune_summary.json's content.
+
+    Args:
+        spec: a validated spec with a tune section.
+        resume: continue the campaign in `spec.output_dir`: finished trials are kept, interrupted ones continue
+            from their latest checkpoint, and the searcher (Optuna included) picks up its saved state.
+
+    Raises:
+        RunError: no tune section, the output_dir holds another campaign (or none to resume), Ray is
+            unreachable, or no trial produced a scored checkpoint.
+        raysft.data.errors.DataError, raysft.model.load.ModelError: bad data or model path.
+    """
+    started = time.time()
+    if spec.tune is None:
+        raise RunError("the spec has no tune section; add tune: {search_space: {...}} or run `raysft train`")
+    spec = _absolute(spec)
+    tune, out = spec.tune, Path(spec.output_dir)
+    experiment = out / "tune"
+    if resume and not ray.tune.Tuner.can_restore(str(experiment)):
+        raise RunError(f"{out} holds no campaign state to resume (tune/); start one with `raysft tune SPEC`")
+    if not resume and (experiment.exists() or (out / "trials").exists()):
+        raise RunError(f"output_dir {out} already holds a campaign; continue it with `raysft tune --resume {out}` "
+                       "or set output_dir to a new directory")
+    resolve_model_path(spec.model.name_or_path)  # bad model or data fail here, not once per trial
+    data = prepare_data(spec.data, load_tokenizer(spec.model.name_or_path), spec.train.seed)
+    print(f"[raysft] data: {len(data.train)} train / {len(data.validation)} validation examples", flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
+    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table.
+    connect_ray(log_to_driver=False)
+    storage = spec.checkpoint.storage_path
+    base = spec.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(_run_trial, base=base, root=str(out), storage_path=storage, cwd=os.getcwd()),
+        ray.tune.PlacementGroupFactory([{"memory": _TRIAL_MEMORY}]))
+    if resume:
+        for trial_dir in sorted((out / "trials").glob("*")):  # nothing runs yet: every unregistered checkpoint is debris
+            prune_checkpoints(checkpoint_dir(out, trial_dir.name, storage))
+        print(f"[raysft] resuming the campaign in {out}", flush=True)
+        tuner = ray.tune.Tuner.restore(str(experiment), trainable=trainable)
+    else:
+        cap, need, have = _concurrency(spec)
+        print(f"[raysft] campaign: {trial_count(spec)} trials ({tune.search} search, scheduler {tune.scheduler}), "
+              f"{cap} at a time: each trial's workers need {need}, the cluster has {have}", flush=True)
+        tuner = ray.tune.Tuner(
+            trainable,
+            param_space=param_space(spec),
+            tune_config=ray.tune.TuneConfig(
+                metric=tune.metric, mode=tune.mode, search_alg=make_searcher(spec),
+                scheduler=make_scheduler(spec, out / _STOPS), num_samples=num_samples(spec),
+                max_concurrent_trials=cap, time_budget_s=tune.time_budget_s, reuse_actors=False,
+                trial_dirname_creator=_trial_dirname),
+            run_config=ray.tune.RunConfig(
+                name="tune", storage_path=str(out), verbose=0,
+                callbacks=[LiveTable(list(tune.search_space), tune.metric, tune.mode), _PruneFinished(str(out), storage)]),
+        )
+    results = tuner.fit()
+    return _write_outputs(spec, out, results, time.time() - started, resume)
+
+
+def _write_outputs(spec: JobSpec, out: Path, results, wall_time_s: float, resumed: bool) -> dict:
+    tune = spec.tune
+    storage = spec.checkpoint.storage_path
+    asha_stops = {r["trial"] for r in read_jsonl(out / _STOPS)}
+    trials, outcomes = [], {}
+    for result in results:
+        trial_id = Path(result.path).name
+        run_dir = checkpoint_dir(out, trial_id, storage)
+        prune_checkpoints(run_dir)  # a trial killed mid-upload after its on_trial_complete pruning
+        outcome = outcomes[trial_id] = trial_outcome(out / "trials" / trial_id, run_dir, tune.metric, tune.mode)
+        best = outcome["best"] or {}
+        if result.error:
+            status = "error"
+        elif outcome["summary"] is not None:
+            status = "completed"
+        else:
+            status = "stopped" if outcome["steps"] else "pending"
+        if status == "stopped":
+            stopped_by = "asha" if trial_id in asha_stops else ("time_budget" if tune.time_budget_s else "interrupted")
+        else:
+            stopped_by = "early_stopping" if (outcome["summary"] or {}).get("early_stopped") else None
+        trials.append({
+            "id": trial_id, "config": {k: plain(v) for k, v in result.config.items()}, "status": status,
+            "eval_loss": best.get("eval_loss"), "exact_match": best.get("exact_match"), "best_step": best.get("step"),
+            "steps": outcome["steps"], "checkpoints_kept": outcome["checkpoints_kept"],
+            "early_stopped": stopped_by is not None, "stopped_by": stopped_by, "dir": str(out / "trials" / trial_id),
+            "error": str(result.error).strip().splitlines()[0] if result.error else None,
+        })
+    trials = rank_trials(trials, tune.metric, tune.mode)
+    winner = trials[0] if trials and trials[0]["rank"] == 1 else None
+    summary = {
+        "best": None, "metric": tune.metric, "mode": tune.mode, "search": tune.search, "scheduler": tune.scheduler,
+        "num_trials": len(trials), "steps_total": sum(t["steps"] for t in trials),
+        "statuses": {s: sum(t["status"] == s for t in trials) for s in sorted({t["status"] for t in trials})},
+        "resumed": resumed, "wall_time_s": round(wall_time_s, 2), "trials": trials,
+    }
+    if winner:
+        export_best(winner, outcomes[winner["id"]], out / "best")
+        summary["best"] = {"trial": winner["id"], "config": winner["config"], "eval_loss": winner["eval_loss"],
+                           "exact_match": winner["exact_match"], "step": winner["best_step"],
+                           "dir": str(out / "best"), "trial_dir": winner["dir"]}
+    if tune.search == "one_at_a_time":
+        summary["factors"] = factor_effects(trials, base_values(spec), tune.metric)
+        print(f"[raysft] factor effects on {tune.metric}:\n{format_factor_table(summary['factors'], tune.metric)}", flush=True)
+    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_results_csv(trials, list(tune.search_space), tune.metric, out / "tune_results.csv")
+    plot_curves(trials, {t: o["evals"] for t, o in outcomes.items()}, tune.metric, out / "tune_curves.png")
+    if winner is None:
+        raise RunError(f"no trial produced a checkpoint scored by {tune.metric}; see each trial's error in "
+                       f"{out / 'tune_summary.json'} and its log in {out / 'trials'}")
+    return summary
