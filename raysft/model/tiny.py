@@ -71,6 +71,9 @@ def init_tiny(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,  # None: the ChatML tokenizer adds no BOS
+        # Wider than Llama's 0.02: with frozen random weights that small, the output head caps every logit
+        # near ±2.6, so no low-rank adapter can make a confident prediction (LoRA plateaus at loss ~4.8).
+        initializer_range=0.1,
     )
     # fork_rng: seeding must not reset the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):

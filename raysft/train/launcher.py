@@ -38,8 +38,13 @@ def connect_ray(**kwargs) -> None:
         return
     address = os.environ.get("RAY_ADDRESS") or None
     try:
-        ray.init(address=address, include_dashboard=kwargs.pop("include_dashboard", False) if not address else None,
-                 configure_logging=True, logging_level="warning", **kwargs)
+        if address:
+            ray.init(address=address, logging_level="warning", **kwargs)
+        else:
+            # "local": always a fresh instance; a bare ray.init() would attach to any cluster someone else
+            # started on this machine.
+            ray.init(address="local", include_dashboard=kwargs.pop("include_dashboard", False),
+                     logging_level="warning", **kwargs)
     except ConnectionError as exc:
         raise RunError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}: {exc}; start it with "
                        "`ray start --head` or unset RAY_ADDRESS to run locally") from None

@@ -26,7 +26,7 @@ TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     yield
     ray.shutdown()
