@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import ray.train
-import ray.train.torch
 import torch
 from transformers import get_scheduler
 
@@ -26,6 +25,7 @@ from raysft.model.load import load_model, load_tokenizer
 from raysft.train.evaluate import evaluate_loss, generate_answers, token_loss
 from raysft.train.records import RunLog
 from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_rows
+from raysft.train.session import LocalSession, RaySession
 from raysft.train.state import load_state, save_state
 
 __all__ = ["train_loop_per_worker", "resolve_precision"]
@@ -40,13 +40,21 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     return torch.bfloat16, torch.bfloat16
 
 
-def train_loop_per_worker(config: dict) -> dict:
+def train_loop_per_worker(config: dict, session: RaySession | LocalSession | None = None) -> dict:
+    """Train one worker's share of the run `config` describes; returns the final step and best metric.
+
+    Args:
+        config: {"spec": the JobSpec as JSON data, "output_dir", "storage_path", "data_ref": the prepared
+            data (an object ref under Ray)}, as `raysft.train.launcher.run_training` builds it.
+        session: the runtime (rank, device, checkpoints, reports); None means Ray Train's, which is how
+            `TorchTrainer` calls it. `raysft.train.session.LocalSession` runs it in-process without Ray.
+    """
     # ---- setup: spec, rank, device, seeds
+    session = session or RaySession()
     spec = JobSpec.model_validate(config["spec"])
     t, d = spec.train, spec.data
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world = session.world_rank, session.world_size
+    device = session.device
     random.seed(t.seed + rank)
     torch.manual_seed(t.seed)  # same adapter initialisation on every rank
     weight_dtype, amp_dtype = resolve_precision(t.precision, device)
@@ -56,18 +64,19 @@ def train_loop_per_worker(config: dict) -> dict:
     # ---- model, optimizer, scheduler
     tokenizer = load_tokenizer(spec.model.name_or_path)
     model = load_model(spec.model, device=device, dtype=weight_dtype, gradient_checkpointing=t.gradient_checkpointing)
-    model = ray.train.torch.prepare_model(
+    model = session.prepare_model(
         model, parallel_strategy=spec.scaling.strategy, move_to_device=spec.model.method != "qlora",
         parallel_strategy_kwargs=_fsdp_kwargs(model) if spec.scaling.strategy == "fsdp" else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
 
     # ---- data plan: rows, steps, accumulation
-    data = ray.get(config["data_ref"])
+    data = session.get(config["data_ref"])
     train, val = data["train"], data["validation"]
     plan = StepPlan(make_rows(train, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world, t.seed)
     val_rows = make_rows(val, d.max_seq_len, d.packing)
     targets = [count_targets(e) for e in train]
+    lengths = [len(e["input_ids"]) for e in train]
     total_steps = plan.total_steps(t.epochs, t.max_steps)
     warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
     scheduler = get_scheduler(
@@ -76,7 +85,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     # ---- resume from the latest checkpoint (worker restart or `raysft train --resume`)
     state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "trained_tokens": 0}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             state = {**state, **load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)}
@@ -120,7 +129,7 @@ def train_loop_per_worker(config: dict) -> dict:
                        trainer_state=dict(state), spec_yaml=spec_to_yaml(spec))
             report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             name = f"checkpoint_{step:06d}"  # deterministic, so events can name the checkpoint's URI
-            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+            session.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
         uri = f"{config['storage_path'].rstrip('/')}/checkpoints/{name}"
         log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, "uri": uri, **report})
         return stop
@@ -132,6 +141,7 @@ def train_loop_per_worker(config: dict) -> dict:
     while step < total_steps:
         micro = plan.micro_batches(step, rank)
         n_global = sum(targets[i] for row in plan.step_rows(step) for i in row)  # trained tokens, all ranks
+        tokens_since += sum(lengths[i] for row in plan.step_rows(step) for i in row)  # real (non-pad) tokens, all ranks
         step_loss = torch.zeros((), device=device)
         for k, rows in enumerate(micro):
             batch = collate_rows(train, rows, pad_id=tokenizer.pad_token_id, packed=d.packing)
@@ -139,10 +149,9 @@ def train_loop_per_worker(config: dict) -> dict:
             # DDP all-reduces gradients only on the last micro batch of the step.
             sync = contextlib.nullcontext() if k == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
             with sync, autocast():
-                loss_sum, n_tokens, _ = token_loss(model, batch)
+                loss_sum, _, _ = token_loss(model, batch)
                 (loss_sum / max(n_global, 1) * world).backward()
             step_loss += loss_sum.detach()
-            tokens_since += int(n_tokens)
         if t.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
         optimizer.step()
@@ -158,14 +167,16 @@ def train_loop_per_worker(config: dict) -> dict:
                 torch.distributed.all_reduce(step_loss)
             elapsed = time.perf_counter() - time_since
             log.step({"step": step, "epoch": step / plan.steps_per_epoch, "train_loss": step_loss.item() / max(n_global, 1),
-                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since * world / max(elapsed, 1e-9),
+                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since / max(elapsed, 1e-9),
                       "trained_tokens": n_global}, total_steps)
             tokens_since, time_since = 0, time.perf_counter()
         every_eval = spec.eval.every_steps and step % spec.eval.every_steps == 0
         every_ckpt = spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0
         if end_of_epoch or every_eval or every_ckpt:
+            paused = time.perf_counter()
             if evaluate_and_checkpoint(step, log.last_train_loss):
                 break
+            time_since += time.perf_counter() - paused  # tokens/s measures training, not evaluation
     log.event("info", "finished", f"training finished at step {step}", {"step": step, "best": state["best"], "best_step": state["best_step"]})
     return {"step": step, "best": state["best"], "best_step": state["best_step"], "early_stopped": step < total_steps,
             "trained_tokens": state["trained_tokens"]}
