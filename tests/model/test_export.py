@@ -65,8 +65,9 @@ def test_lora_merge_generates_like_base_plus_adapter(tiny_dir, tmp_path):
         assert (m - b).abs().max() > 0.1  # the adapter really changes the model
 
 
-@pytest.mark.parametrize("compute_dtype, atol", [("float32", 1e-4), ("bfloat16", 0.02)])
-def test_qlora_merge_matches_4bit_base_plus_adapter(tiny_dir, tmp_path, compute_dtype, atol):
+# bfloat16 keeps ~3 significant digits: the tolerance scales with the logits (|logit| up to ~10 here).
+@pytest.mark.parametrize("compute_dtype, rtol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_qlora_merge_matches_4bit_base_plus_adapter(tiny_dir, tmp_path, compute_dtype, rtol):
     run = _run_dir(tmp_path, tiny_dir, method="qlora", quantization={"compute_dtype": compute_dtype})
     dest = merge_adapter(run, tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(dest)
@@ -77,8 +78,8 @@ def test_qlora_merge_matches_4bit_base_plus_adapter(tiny_dir, tmp_path, compute_
     on_original = load_model(ModelSpec(name_or_path=str(tiny_dir), init_adapter=str(run)), trainable=False)
     for m, a, o in zip(*(_logits(x, tokenizer) for x in (merged, adapted, on_original))):
         # merged into the dequantised NF4 base: the trained model up to matmul rounding
-        # (measured max |diff|: 1.4e-6 float32, 2.2e-3 bfloat16) ...
-        assert torch.allclose(m, a, atol=atol)
+        # (relative to the largest logit, measured: ~1e-7 float32, ~1.2e-2 bfloat16) ...
+        assert (m - a).abs().max() <= rtol * a.abs().max()
         # ... while the same adapter on the original weights is off by the quantisation error (~0.05)
         assert (o - a).abs().max() > 10 * (m - a).abs().max()
 
