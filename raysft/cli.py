@@ -159,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
     sp.set_defaults(func=cmd_estimate)
 
+    from raysft.service.cli import add_jobs_parser, add_serve_parser
+    from raysft.tune.cli import add_tune_parser
+
+    add_tune_parser(sub)
+    add_serve_parser(sub)
+    add_jobs_parser(sub)
+
     sp = sub.add_parser("export", help="merge a run's adapter into its base model")
     sp.add_argument("run_dir")
     sp.add_argument("--merged", required=True, metavar="DEST", help="directory for the standalone merged model")
@@ -169,12 +176,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `raysft` console script."""
     args = _parser().parse_args(argv)
-    from raysft.config import SpecError
-    from raysft.data.errors import DataError
-
-    from raysft.model.load import ModelError
-
-    bad_input = (SpecError, DataError, ModelError, _Usage, FileNotFoundError)
+    # SpecError, DataError, ModelError and usage errors are ValueErrors that name the input and the fix;
+    # catching the base class keeps `raysft config ...` from importing torch just to name ModelError.
+    bad_input = (ValueError, FileNotFoundError)
     try:
         return args.func(args)
     except bad_input as exc:
