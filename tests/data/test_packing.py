@@ -1,6 +1,5 @@
 """Packing: best-fit rows, and a packed batch gives the same loss and logits as the same examples unpacked."""
 
-import time
 
 import pytest
 import torch
@@ -36,14 +35,13 @@ def test_pack_rejects_examples_that_do_not_fit(length):
         pack([3, length], 8)
 
 
-def test_pack_is_fast():
+def test_pack_fills_rows_at_scale():
+    # Speed lives in benchmarks/, not here: this checks placement and fill on 100k examples.
     lengths = [(i * 7919) % 2000 + 1 for i in range(100_000)]
-    start = time.perf_counter()
     rows = pack(lengths, 2048)
-    elapsed = time.perf_counter() - start
-    assert sum(len(row) for row in rows) == 100_000
+    assert sorted(i for row in rows for i in row) == list(range(100_000))
+    assert all(sum(lengths[i] for i in row) <= 2048 for row in rows)
     assert sum(lengths) / (len(rows) * 2048) > 0.95  # rows are nearly full
-    assert elapsed < 1.0, f"{elapsed:.2f}s"
 
 
 def _ex(ids, labels):
