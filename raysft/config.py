@@ -357,6 +357,8 @@ class JobSpec(_Section):
                 f"use {lo} or {lo + per_step}"))
         if d.validation and "validation_split" in d.model_fields_set and d.validation_split > 0:
             problems.append(Violation("data.validation_split", "set either data.validation (a file) or data.validation_split, not both"))
+        elif d.validation:
+            d.validation_split = 0.0  # nothing is held out; written out as 0 so the resolved spec reloads
         if d.stratify_by and (d.validation or d.validation_split == 0):
             problems.append(Violation("data.stratify_by", "only applies to a split held out of train; set data.validation_split > 0"))
         mix_total = sum(x.ratio for x in d.mix)

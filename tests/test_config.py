@@ -132,3 +132,9 @@ def test_cli_config_show_and_schema(tmp_path):
     assert bad.returncode == 2 and "trian: unknown key; did you mean 'train'?" in bad.stderr
     schema = json.loads(run("config", "schema").stdout)
     assert "model" in schema["required"] and "TrainSpec" in schema["$defs"]
+
+
+def test_a_validation_file_spec_reloads_from_its_resolved_yaml():
+    spec = load_spec(BASE, ["data.validation=v.jsonl"])
+    assert spec.data.validation_split == 0
+    assert load_spec(yaml.safe_load(spec_to_yaml(spec))) == spec

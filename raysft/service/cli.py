@@ -1,0 +1,317 @@
+"""`raysft serve` and `raysft jobs ...`: parsers and handlers for the `raysft` CLI to register.
+
+    raysft serve [--host H] [--port P] [--db URL] [--token-file F] [--tls-cert C --tls-key K] [--ray-address A]
+    raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--wait] [--json]
+    raysft jobs get|cancel|delete|watch|checkpoints ID,  raysft jobs list,  raysft jobs logs ID [--follow]
+
+Server, token and CA come from --server / --token-file / --tls-ca or RAYSFT_SERVER / RAYSFT_TOKEN /
+RAYSFT_TLS_CA. Exit codes: 0 ok; 1 the job ended FAILED or CANCELLED (submit --wait, watch); 2 bad input
+or an RPC error, printed to stderr with its status code name and field violations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["add_serve_parser", "add_jobs_parser", "cmd_serve", "cmd_jobs"]
+
+_STATES = ("QUEUED", "STARTING", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
+
+
+# ------------------------------------------------------------------------------------------ serve
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `serve` (func=cmd_serve) on an argparse subparsers object."""
+    p = subparsers.add_parser("serve", help="run the gRPC job service (jobs run as Ray Jobs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token-file")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--db", default="sqlite:///raysft-jobs.db", help="SQLAlchemy URL of the job store (default: %(default)s)")
+    p.add_argument("--token-file", help="file holding the bearer token clients must send")
+    p.add_argument("--tls-cert", help="PEM certificate; with --tls-key the port speaks TLS")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--ray-address", help="dashboard URL of the Ray cluster to run jobs on, e.g. http://head:8265 "
+                                         "(default: start a local one)")
+    p.add_argument("--allowed-root", action="append", metavar="DIR",
+                   help="directory spec paths may point into (repeatable; default: the working directory)")
+    p.add_argument("--jobs-root", metavar="DIR", help="where jobs without an output_dir write (default: <first root>/runs)")
+    p.add_argument("--allow-remote-code", action="store_true", help="accept specs with model.trust_remote_code: true")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM / SIGINT."""
+    import logging
+
+    from raysft.service.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = None
+    if args.token_file:
+        path = Path(args.token_file)
+        token = path.read_text().strip() if path.is_file() else ""
+        if not token:
+            print(f"error: token file {args.token_file} is missing or empty; write a long random string to it", file=sys.stderr)
+            return 2
+    # Ray's job SDK prefers these variables over the address it is given: --ray-address decides here.
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        os.environ.pop(name, None)
+    try:
+        return serve(f"{args.host}:{args.port}", db_url=args.db, token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                     ray_address=args.ray_address, allowed_roots=args.allowed_root, jobs_root=args.jobs_root,
+                     allow_remote_code=args.allow_remote_code)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+
+def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `jobs <action> ...` (func=cmd_jobs) on an argparse subparsers object."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", help="host:port of the job service (default: RAYSFT_SERVER or 127.0.0.1:50051)")
+    common.add_argument("--token-file", help="file holding the bearer token (default: RAYSFT_TOKEN)")
+    common.add_argument("--tls-ca", help="PEM CA certificate of the server; switches to TLS (default: RAYSFT_TLS_CA)")
+    common.add_argument("--json", action="store_true", help="print JSON (the Job, or one event per line)")
+    jobs = subparsers.add_parser("jobs", help="submit, watch and cancel jobs on a raysft job service")
+    sub = jobs.add_subparsers(dest="action", required=True)
+
+    sp = sub.add_parser("submit", parents=[common], help="submit a spec as a job")
+    sp.add_argument("spec", help="YAML job spec")
+    sp.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    sp.add_argument("--request-id", help="idempotency key: resubmitting with it returns the same job")
+    sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--kind", choices=["train", "tune"], help="default: tune when the spec has a tune section")
+    sp.add_argument("--validate-only", action="store_true", help="check the spec on the server; run nothing")
+    sp.add_argument("--wait", action="store_true", help="watch the job until it ends")
+    for action, text in (("get", "show a job"), ("cancel", "cancel a job"), ("delete", "delete a finished job's record"),
+                         ("watch", "follow a job's events until it ends"), ("checkpoints", "list a job's kept checkpoints")):
+        sp = sub.add_parser(action, parents=[common], help=text)
+        sp.add_argument("job_id")
+        if action == "watch":
+            sp.add_argument("--after-sequence", type=int, default=0, help="resume after this event")
+    sp = sub.add_parser("list", parents=[common], help="list jobs, newest first")
+    sp.add_argument("--state", action="append", default=[], choices=_STATES)
+    sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--limit", type=int, default=50)
+    sp = sub.add_parser("logs", parents=[common], help="print a job's Ray driver log")
+    sp.add_argument("job_id")
+    sp.add_argument("--follow", "-f", action="store_true")
+    sp.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N lines")
+    jobs.set_defaults(func=cmd_jobs)
+    return jobs
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Run one `raysft jobs` action; returns the exit code."""
+    from raysft.config import SpecError
+    from raysft.service.client import JobClient, JobServiceError
+
+    try:
+        token = Path(args.token_file).read_text().strip() if args.token_file else None
+        labels = _labels(getattr(args, "label", []))
+        with JobClient(args.server, token=token, tls_ca=args.tls_ca or os.environ.get("RAYSFT_TLS_CA")) as client:
+            return _ACTIONS[args.action](client, args, labels)
+    except JobServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (SpecError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--label {item!r}: write KEY=VALUE")
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------- actions
+
+
+def _submit(client, args, labels) -> int:
+    job = client.create_job(args.spec, overrides=tuple(args.overrides), kind=args.kind, request_id=args.request_id,
+                            validate_only=args.validate_only, labels=labels)
+    if args.validate_only:
+        _print_job(job, args.json, brief=True)
+        return 0
+    if not args.json:
+        print(f"submitted {job.id} ({_state(job)})" + "".join(f"\nwarning: {w.field}: {w.message}" for w in job.warnings))
+    if not args.wait:
+        if args.json:
+            _print_job(job, True)
+        return 0
+    return _follow(client, job.id, 0, args.json)
+
+
+def _get(client, args, _labels) -> int:
+    _print_job(client.get_job(args.job_id), args.json)
+    return 0
+
+
+def _cancel(client, args, _labels) -> int:
+    _print_job(client.cancel_job(args.job_id), args.json, brief=True)
+    return 0
+
+
+def _delete(client, args, _labels) -> int:
+    client.delete_job(args.job_id)
+    print(json.dumps({"deleted": args.job_id}) if args.json else f"deleted {args.job_id}")
+    return 0
+
+
+def _list(client, args, labels) -> int:
+    from raysft.service.v1 import jobs_pb2
+
+    states = tuple(jobs_pb2.JobState.Value(s) for s in args.state)
+    jobs = []
+    for job in client.list_jobs(states=states, labels=labels, page_size=min(args.limit, 1000)):
+        jobs.append(job)
+        if len(jobs) >= args.limit:
+            break
+    if args.json:
+        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        return 0
+    print(f"{'ID':<20} {'STATE':<11} {'KIND':<6} {'STEP':>11}  {'CREATED':<20} LABELS")
+    for j in jobs:
+        step = f"{j.progress.step}/{j.progress.total_steps}" if j.progress.total_steps else "-"
+        labels_text = ",".join(f"{k}={v}" for k, v in sorted(j.labels.items()))
+        print(f"{j.id:<20} {_state(j):<11} {_kind(j):<6} {step:>11}  {_when(j.create_time):<20} {labels_text}")
+    return 0
+
+
+def _watch(client, args, _labels) -> int:
+    return _follow(client, args.job_id, args.after_sequence, args.json)
+
+
+def _logs(client, args, _labels) -> int:
+    for text in client.logs(args.job_id, tail_lines=args.tail, follow=args.follow):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
+
+
+def _checkpoints(client, args, _labels) -> int:
+    from google.protobuf import json_format
+
+    kept = client.checkpoints(args.job_id)
+    if args.json:
+        print(json.dumps([json_format.MessageToDict(c, preserving_proto_field_name=True) for c in kept], indent=2))
+        return 0
+    print(f"{'STEP':>6}  {'BEST':<4}  {'METRICS':<40}  URI")
+    for c in kept:
+        metrics = " ".join(f"{k} {v:.4g}" for k, v in sorted(c.metrics.items()) if isinstance(v, float))
+        print(f"{c.step:>6}  {'*' if c.is_best else '':<4}  {metrics:<40}  {c.uri}")
+    return 0
+
+
+_ACTIONS = {"submit": _submit, "get": _get, "cancel": _cancel, "delete": _delete, "list": _list, "watch": _watch,
+            "logs": _logs, "checkpoints": _checkpoints}
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def _follow(client, job_id: str, after: int, as_json: bool) -> int:
+    """Print events as they come (a live progress bar on a terminal), then the final state; 1 unless SUCCEEDED."""
+    from google.protobuf import json_format
+
+    bar = sys.stderr.isatty() and not as_json
+    for event in client.watch(job_id, after_sequence=after):
+        if as_json:
+            print(json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True)), flush=True)
+        elif bar and event.type == "metrics":
+            sys.stderr.write("\r" + _bar(client.get_job(job_id).progress))
+            sys.stderr.flush()
+        else:
+            if bar:
+                sys.stderr.write("\r\033[K")
+            print(f"{_when(event.time)}  {event.type:<17} {event.message}", flush=True)
+    if bar:
+        sys.stderr.write("\r\033[K")
+    job = client.get_job(job_id)
+    if as_json:  # the final Job as one more JSON line after the events
+        print(json.dumps(_job_dict(job)))
+    else:
+        _print_job(job, False, brief=True)
+    return 0 if _state(job) == "SUCCEEDED" else 1
+
+
+def _bar(p) -> str:
+    frac = p.step / p.total_steps if p.total_steps else 0.0
+    filled = int(frac * 24)
+    parts = [f"[{'#' * filled}{'.' * (24 - filled)}] step {p.step}/{p.total_steps}", f"epoch {p.epoch:.2f}",
+             f"loss {p.train_loss:.4f}"]
+    if p.HasField("eval_loss"):
+        parts.append(f"eval {p.eval_loss:.4f}")
+    if p.HasField("eta"):
+        parts.append(f"ETA {dt.timedelta(seconds=p.eta.seconds)}")
+    return " | ".join(parts)
+
+
+def _state(job) -> str:
+    from raysft.service.v1 import jobs_pb2
+
+    return jobs_pb2.JobState.Name(job.state)
+
+
+def _kind(job) -> str:
+    from raysft.service.v1 import jobs_pb2
+
+    return jobs_pb2.JobKind.Name(job.kind)
+
+
+def _when(stamp) -> str:
+    if not stamp.seconds and not stamp.nanos:
+        return "-"
+    return stamp.ToDatetime(dt.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_dict(job) -> dict:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(job, preserving_proto_field_name=True)
+
+
+def _print_job(job, as_json: bool, brief: bool = False) -> None:
+    if as_json:
+        print(json.dumps(_job_dict(job), indent=2))
+        return
+    state = _state(job)
+    if state == "JOB_STATE_UNSPECIFIED":  # validate-only
+        print("valid" + "".join(f"\nwarning: {w.field}: {w.message}" for w in job.warnings))
+        return
+    print(f"{job.id}  {state}" + (f": {job.state_reason}" if job.state_reason else ""))
+    if job.error.code:
+        print(f"  error: {job.error.message}")
+    if job.output.adapter_uri and state == "SUCCEEDED":
+        print(f"  adapter: {job.output.adapter_uri}")
+    if brief:
+        return
+    p = job.progress
+    print(f"  kind: {_kind(job)}   created: {_when(job.create_time)}   started: {_when(job.start_time)}   "
+          f"ended: {_when(job.end_time)}")
+    if p.total_steps:
+        print(f"  progress: {_bar(p)}")
+    print(f"  output_dir: {job.output.output_dir or '-'}")
+    for w in job.warnings:
+        print(f"  warning: {w.field}: {w.message}")
+    if job.labels:
+        print("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(job.labels.items())))

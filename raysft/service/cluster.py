@@ -1,0 +1,182 @@
+"""The embedded Ray cluster `raysft serve` starts when it is given no --ray-address.
+
+It is `ray start --head --block` in its own process group with free ports (a fixed port such as the
+dashboard agent's 52365 collides with other Ray instances on the machine) and its own temp dir (so
+other programs' `ray.init()` on this machine do not find and join it). Its address is kept in a state
+file: a server killed without shutting down leaves the cluster, and its jobs, running; the next server
+with the same state file re-attaches to it instead of starting another. A graceful shutdown stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from raysft.service.runner import ray_auth_token
+
+__all__ = ["LocalRayCluster"]
+
+log = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not: a re-attached cluster is no child of ours to reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class LocalRayCluster:
+    """A one-node Ray cluster with its dashboard on 127.0.0.1.
+
+    Args:
+        state_file: where the running cluster's address and process id are kept.
+        num_cpus: CPUs Ray may use (default: all).
+    """
+
+    def __init__(self, state_file: str | Path, num_cpus: Optional[int] = None):
+        self.state_file = Path(state_file)
+        self.num_cpus = num_cpus
+        self.address: Optional[str] = None  # the dashboard URL, once started
+        self.reattached = False
+        self._pid: Optional[int] = None
+        self._temp_dir: Optional[str] = None
+
+    def start(self, timeout_s: float = 180.0) -> str:
+        """Start the cluster (or re-attach to the one in the state file); returns the dashboard URL.
+
+        Raises:
+            RuntimeError: Ray did not come up within `timeout_s`; the message points at its log.
+        """
+        previous = self._read_state()
+        if previous and _alive(previous["pid"]) and self._answers(previous["address"]):
+            self.address, self._pid, self._temp_dir = previous["address"], previous["pid"], previous["temp_dir"]
+            self.reattached = True
+            log.info("re-attached to the embedded Ray cluster at %s (pid %d)", self.address, self._pid)
+            return self.address
+        self._ensure_token()
+        dashboard = _free_port()
+        # Short path: Ray's unix sockets live under it and socket paths are limited to ~100 characters.
+        self._temp_dir = tempfile.mkdtemp(prefix="raysft-ray-", dir="/tmp")
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+               f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+               f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+               f"--temp-dir={self._temp_dir}"]
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        out = open(Path(self._temp_dir) / "ray-start.log", "wb")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        self._pid, self.address = proc.pid, f"http://127.0.0.1:{dashboard}"
+        deadline = time.time() + timeout_s
+        while not self._answers(self.address):
+            if proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError(f"the embedded Ray cluster did not start (see {self._temp_dir}/ray-start.log); "
+                                   "or pass --ray-address of a running cluster")
+            time.sleep(0.5)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"address": self.address, "pid": self._pid, "temp_dir": self._temp_dir}))
+        log.info("started an embedded Ray cluster, dashboard at %s", self.address)
+        return self.address
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop the cluster (its running jobs end) and forget it.
+
+        `ray start --block` stops its processes on SIGTERM (signalling them all at once instead makes it
+        wait out long timeouts); it takes ~2 s on an idle cluster but up to half a minute once jobs have
+        run, so after `grace_s` every process of the cluster's session is killed.
+        """
+        started = time.time()
+        if self._pid is not None and _alive(self._pid):
+            try:
+                os.kill(self._pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + grace_s
+            while _alive(self._pid) and time.time() < deadline:
+                _reap(self._pid)
+                time.sleep(0.2)
+            for pid in [self._pid] + _session_members(self._pid):  # Ray's workers have process groups of their own
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _reap(self._pid)
+        self.state_file.unlink(missing_ok=True)
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        if self._pid is not None:
+            log.info("stopped the embedded Ray cluster in %.1f s", time.time() - started)
+        self._pid = None
+
+    @staticmethod
+    def _ensure_token() -> None:
+        # `ray start` turns token authentication on only when a token exists (a new `ray.init()` cluster
+        # creates one): create it, so the embedded cluster is never open to every local user.
+        if os.environ.get("RAY_AUTH_MODE") or ray_auth_token():
+            return
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"],
+                       check=True, capture_output=True)
+
+    def _read_state(self) -> Optional[dict]:
+        try:
+            state = json.loads(self.state_file.read_text())
+            return state if {"address", "pid", "temp_dir"} <= state.keys() else None
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _answers(address: str) -> bool:
+        token = ray_auth_token()
+        request = urllib.request.Request(f"{address}/api/version", headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=2):
+                return True
+        except OSError:
+            return False
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes of session `sid` (the `ray start` process leads the cluster's session), from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid and int(stat.parent.name) != sid:  # state ppid pgrp session ...
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _reap(pid: int) -> None:
+    # Our child when this process started it: collect its exit status so it does not linger as a zombie.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

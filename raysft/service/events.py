@@ -1,0 +1,177 @@
+"""What events do to a job: state transitions, training events read from Ray job logs, checkpoint retention.
+
+Pure functions over store records: the supervisor calls them inside one `Store.update` transaction, so a
+job's state, progress, checkpoints and events always change together.
+
+Training events arrive as `::raysft-event:: {json}` lines in the Ray job's logs (rank 0 prints them when
+RAYSFT_EVENTS_TO_STDOUT=1), possibly behind a Ray prefix such as `(RayTrainWorker pid=123) ` and possibly
+twice; re-reading the logs after a server restart repeats them all. Each carries `seq`, increasing within
+the run, so anything at or below the highest `seq` taken in is a duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from typing import Optional
+
+from raysft.service.states import JobState, check_transition
+from raysft.service.store import CheckpointRecord, JobRecord, NewEvent
+from raysft.train.records import EVENT_PREFIX
+
+__all__ = ["LineSplitter", "parse_event_line", "transition", "take_training_events", "retain", "best_step"]
+
+_LEVELS = {"info", "warning", "error"}
+
+
+class LineSplitter:
+    """Cuts a stream of text chunks into complete lines (a chunk may end mid-line)."""
+
+    def __init__(self) -> None:
+        self._rest = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        """The lines completed by `chunk`."""
+        *lines, self._rest = (self._rest + chunk).split("\n")
+        return lines
+
+
+def parse_event_line(line: str) -> Optional[dict]:
+    """The event record in a Ray job log line, or None when the line holds none (or a damaged one)."""
+    at = line.find(EVENT_PREFIX)
+    if at < 0:
+        return None
+    try:
+        record = json.loads(line[at + len(EVENT_PREFIX):])
+    except ValueError:
+        return None
+    if not (isinstance(record, dict) and isinstance(record.get("seq"), int) and isinstance(record.get("type"), str)):
+        return None
+    return record
+
+
+def transition(job: JobRecord, to: JobState, reason: str, *, level: str = "info", now: Optional[float] = None) -> NewEvent:
+    """Move `job` to state `to` (checked against the transition table) and return its state_changed event.
+
+    Raises:
+        IllegalTransition: the table does not allow it.
+    """
+    check_transition(job.id, job.state, to)
+    old, job.state, job.state_reason = job.state, to, reason
+    stamp = now or time.time()
+    if to == JobState.STARTING:
+        job.submitted_at = stamp
+    if to == JobState.RUNNING and job.started_at is None:
+        job.started_at = stamp
+    if to.terminal:
+        job.ended_at = stamp
+    level = "error" if to == JobState.FAILED else level
+    return NewEvent(level, "state_changed", f"{old.value} → {to.value}: {reason}" if reason else f"{old.value} → {to.value}",
+                    {"from": old.value, "to": to.value, "reason": reason})
+
+
+def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], records: list[dict],
+                         keep_last: int, keep_best_by: str) -> list[NewEvent]:
+    """Take in training event records: update progress and checkpoints, and return the events to store.
+
+    Records at or below the highest `seq` already taken in are dropped, as is everything once the job is
+    terminal (its terminal event stays the last one).
+    """
+    out: list[NewEvent] = []
+    if job.state.terminal:
+        return out
+    for record in sorted(records, key=lambda r: r["seq"]):
+        if record["seq"] <= job.last_source_seq:
+            continue
+        if job.state == JobState.STARTING:  # training is under way before the status poll noticed
+            out.append(transition(job, JobState.RUNNING, "the Ray job is running"))
+        job.last_source_seq = record["seq"]
+        when = _event_time(record)
+        data = record.get("data") if isinstance(record.get("data"), dict) else {}
+        kind = record["type"]
+        level = record.get("level") if record.get("level") in _LEVELS else "info"
+        out.append(NewEvent(level, kind, str(record.get("message", "")), data, when))
+        _progress(job.progress, kind, data, when)
+        if kind == "checkpoint_saved" and isinstance(data.get("step"), int):
+            step = data["step"]
+            metrics = {k: v for k, v in data.items() if k not in ("step", "uri")}
+            ckpts[step] = CheckpointRecord(job.id, step, str(data.get("uri", "")), metrics, when, False, len(ckpts))
+            for gone in retain(ckpts, keep_last, keep_best_by):
+                out.append(NewEvent("info", "checkpoint_pruned", f"checkpoint at step {gone.step} pruned (keep_last {keep_last})",
+                                    {"step": gone.step, "uri": gone.uri}, when))
+    return out
+
+
+def _event_time(record: dict) -> Optional[float]:
+    """The epoch time of a training event record (its ISO `time`), or None when it has none."""
+    try:
+        return dt.datetime.fromisoformat(str(record.get("time"))).timestamp()
+    except ValueError:
+        return None
+
+
+def _progress(p: dict, kind: str, data: dict, when: Optional[float]) -> None:
+    if kind == "resumed":
+        p["step"] = data.get("step", p.get("step", 0))
+    elif kind == "started":
+        p["total_steps"] = data.get("total_steps", p.get("total_steps", 0))
+        p["pace_from"] = [when, p.get("step", 0)]  # the ETA is measured from here: a resume restarts the clock
+    elif kind == "metrics":
+        for key, name in (("step", "step"), ("epoch", "epoch"), ("train_loss", "train_loss"), ("tokens_per_s", "tokens_per_second")):
+            if isinstance(data.get(key), (int, float)):
+                p[name] = data[key]
+        origin, total = p.get("pace_from"), p.get("total_steps")
+        if origin and origin[0] and when and total and p.get("step", 0) > origin[1]:
+            per_step = (when - origin[0]) / (p["step"] - origin[1])
+            p["eta_s"] = max(0.0, per_step * (total - p["step"]))
+    elif kind == "eval" and isinstance(data.get("eval_loss"), (int, float)):
+        p["eval_loss"] = data["eval_loss"]
+    elif kind == "finished":
+        p["step"] = data.get("step", p.get("step", 0))
+        p["eta_s"] = 0.0
+
+
+def _score(c: CheckpointRecord, metric: Optional[str], higher_better: bool) -> tuple:
+    # Ray Train's ranking: worst first; NaN or a missing score below everything; ties go to the later report.
+    value = c.metrics.get(metric) if metric else None
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return (False, -math.inf, c.report_index)
+    return (True, value if higher_better else -value, c.report_index)
+
+
+def _ranking(ckpts: dict[int, CheckpointRecord], keep_best_by: str) -> tuple[Optional[str], bool]:
+    # Ray ranks by the metric only when the run has one (validation data); else by recency.
+    alive = [c for c in ckpts.values() if not c.pruned]
+    metric = keep_best_by if any(keep_best_by in c.metrics for c in alive) else None
+    return metric, keep_best_by == "exact_match"
+
+
+def retain(ckpts: dict[int, CheckpointRecord], keep_last: int, keep_best_by: str) -> list[CheckpointRecord]:
+    """Mark the checkpoints Ray Train deletes after the latest save as pruned, and return them.
+
+    Mirrors Ray Train's CheckpointManager with CheckpointConfig(num_to_keep=keep_last, score attribute
+    keep_best_by when reported): all but the best `keep_last` go, except the latest, which is always kept.
+    """
+    alive = [c for c in ckpts.values() if not c.pruned]
+    if len(alive) <= keep_last:
+        return []
+    metric, higher = _ranking(ckpts, keep_best_by)
+    ranked = sorted(alive, key=lambda c: _score(c, metric, higher) if metric else (c.report_index,))
+    latest = max(alive, key=lambda c: c.report_index)
+    gone = [c for c in ranked[:-keep_last] if c is not latest]
+    for c in gone:
+        c.pruned = True
+    return gone
+
+
+def best_step(ckpts: list[CheckpointRecord], keep_best_by: str) -> Optional[int]:
+    """The step of the best kept checkpoint by `keep_best_by`, or of the latest when none reports it."""
+    by_step = {c.step: c for c in ckpts if not c.pruned}
+    if not by_step:
+        return None
+    metric, higher = _ranking(by_step, keep_best_by)
+    if metric is None:
+        return max(by_step.values(), key=lambda c: c.report_index).step
+    return max(by_step.values(), key=lambda c: _score(c, metric, higher)[:2] + (-c.report_index,)).step

@@ -1,0 +1,130 @@
+"""Server interceptors: bearer-token authentication, and one place that maps errors to status codes.
+
+Authentication covers every RPC, streams included, except standard health checking (load balancers
+probe it without credentials). The error interceptor turns raysft.service.errors exceptions into their
+status codes, INVALID_ARGUMENT with a google.rpc.BadRequest listing each field violation (its `field`
+is the dotted spec path); anything unexpected becomes INTERNAL with an id to find it in the server log,
+so nothing a client sends takes the server down.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from typing import Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from raysft.service.errors import InvalidArgument, ServiceError
+from raysft.service.states import IllegalTransition
+
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES"]
+
+log = logging.getLogger(__name__)
+
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+_KINDS = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Callable]) -> grpc.RpcMethodHandler:
+    """The same kind of handler with its behaviour replaced by wrap(behaviour, streams_responses)."""
+    attr, build = _KINDS[(handler.request_streaming, handler.response_streaming)]
+    return build(wrap(getattr(handler, attr), handler.response_streaming),
+                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Requires `authorization: Bearer <token>` metadata on every RPC but health checks."""
+
+    def __init__(self, token: str):
+        if not token:
+            raise ValueError("an empty token would let anyone in; put a long random string in the token file")
+        self._token = token.encode()
+
+    def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
+            return continuation(handler_call_details)
+        header = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        reason = ("invalid token" if header else "missing bearer token") + \
+                 "; pass the server's token with --token-file or RAYSFT_TOKEN (metadata `authorization: Bearer <token>`)"
+        return _rebuild(handler, lambda _behaviour, streams: _refuse(reason, streams))
+
+
+def _refuse(reason: str, streams: bool) -> Callable:
+    def refuse(_request, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+    def refuse_stream(_request, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        yield  # a generator, as the stream's handler must be
+
+    return refuse_stream if streams else refuse
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps exceptions raised by handlers to gRPC statuses."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return _rebuild(handler, lambda behaviour, streams: _guard_stream(behaviour, method) if streams
+                        else _guard(behaviour, method))
+
+
+def _guard(behaviour: Callable, method: str) -> Callable:
+    def call(request, context):
+        try:
+            return behaviour(request, context)
+        except Exception as exc:
+            _abort(context, exc, method)
+
+    return call
+
+
+def _guard_stream(behaviour: Callable, method: str) -> Callable:
+    def call(request, context):
+        try:
+            yield from behaviour(request, context)
+        except Exception as exc:
+            _abort(context, exc, method)
+
+    return call
+
+
+def _abort(context, exc: Exception, method: str) -> None:
+    if isinstance(exc, IllegalTransition):
+        code, message, details = "FAILED_PRECONDITION", str(exc), []
+    elif isinstance(exc, ServiceError):
+        code, message, details = exc.code, str(exc), []
+        if isinstance(exc, InvalidArgument):
+            bad = error_details_pb2.BadRequest(field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.message) for v in exc.violations])
+            packed = any_pb2.Any()
+            packed.Pack(bad)
+            details = [packed]
+    elif context.code() is not None:  # the handler aborted the call itself: keep its status
+        raise exc
+    else:
+        ref = secrets.token_hex(4)
+        log.exception("internal error %s in %s", ref, method)
+        code, message, details = "INTERNAL", f"internal error (reference {ref} in the server log)", []
+    status = status_pb2.Status(code=code_pb2.Code.Value(code), message=message, details=details)
+    context.abort_with_status(rpc_status.to_status(status))

@@ -1,0 +1,261 @@
+"""The job service's operations, free of gRPC: create (validated, idempotent), get, list, cancel, delete,
+watch, events, checkpoints and logs. The servicer translates messages to and from these calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import time
+from typing import Callable, Iterator, Optional
+
+from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
+from raysft.service.errors import FailedPrecondition, InvalidArgument, Unavailable
+from raysft.service.events import best_step, transition
+from raysft.service.paths import PathPolicy
+from raysft.service.runner import JobVanished, RayJobsRunner
+from raysft.service.states import JobState
+from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
+from raysft.service.supervisor import Supervisor
+
+__all__ = ["Jobs"]
+
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_.\-]{0,62}")
+_LABEL_VALUE = re.compile(r"[\w.\-/: ]{0,63}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_MAX_PAGE = 1000
+
+
+class Jobs:
+    """Job operations over the store, the Ray runner and the supervisor.
+
+    Args:
+        allow_remote_code: accept `model.trust_remote_code: true` (model code from a hub repository runs on
+            the cluster); off by default.
+    """
+
+    def __init__(self, store: Store, runner: RayJobsRunner, supervisor: Supervisor, paths: PathPolicy, *,
+                 allow_remote_code: bool = False):
+        self.store, self.runner, self.supervisor, self.paths = store, runner, supervisor, paths
+        self.allow_remote_code = allow_remote_code
+
+    # ----------------------------------------------------------------------------------- create
+
+    def create(self, raw_spec: dict, *, kind: Optional[str], request_id: str, validate_only: bool, labels: dict,
+               body_hash: str) -> JobRecord:
+        """Validate a spec and queue it (or only validate it).
+
+        Args:
+            raw_spec: the spec mapping (only what the client set).
+            kind: "train", "tune", or None to infer it from the spec (a tune section means tune).
+            request_id: idempotency key ("" for none); body_hash identifies the rest of the request.
+
+        Raises:
+            InvalidArgument: every problem with the spec, kind, labels or request id, by field path.
+            AlreadyExists: request_id was used with another body.
+            Unavailable: Ray cannot be reached (nothing is stored).
+        """
+        problems = _request_problems(request_id, labels)
+        try:
+            spec = parse_spec(raw_spec)
+        except SpecError as exc:
+            raise InvalidArgument(problems + exc.violations, "the job spec is invalid") from None
+        kind = kind or ("tune" if spec.tune is not None else "train")
+        problems += self._policy_problems(spec, kind)
+        if problems:
+            raise InvalidArgument(problems, "the request is invalid")
+        if request_id and not validate_only and self.store.find_request(request_id):
+            return self.store.replay_request(request_id, body_hash)  # a retry: no Ray needed
+        job_id = None if validate_only else f"raysft-{secrets.token_hex(6)}"
+        resolved = self.paths.apply(spec, job_id)
+        warnings = [Violation(v.field, v.message) for v in advisories(spec)]
+        if kind == "train" and spec.tune is not None:
+            warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
+        record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
+                           warnings=[{"field": w.field, "message": w.message} for w in warnings])
+        if validate_only:
+            return record
+        self.runner.ping()
+        events = [NewEvent("info", "state_changed", "→ QUEUED: accepted", {"from": "", "to": JobState.QUEUED.value,
+                                                                          "reason": "accepted"})]
+        events += [NewEvent("warning", "warning", str(w), {"field": w.field}) for w in warnings]
+        job, created = self.store.create_job(record, events, body_hash)
+        if created:
+            self.supervisor.follow(job.id)
+        return job
+
+    def _policy_problems(self, spec: JobSpec, kind: str) -> list[Violation]:
+        out = []
+        if kind == "tune" and spec.tune is None:
+            out.append(Violation("tune", "required for a TUNE job; add a tune section (search_space, search, ...)"))
+        if spec.model.trust_remote_code and not self.allow_remote_code:
+            out.append(Violation("model.trust_remote_code", "this server does not run model code from repositories; "
+                                                            "remove it, or ask the operator for `raysft serve --allow-remote-code`"))
+        return out
+
+    # ------------------------------------------------------------------------------------ reads
+
+    def get(self, job_id: str) -> JobRecord:
+        """Raises NotFound."""
+        return self.store.get_job(_job_id(job_id))
+
+    def list(self, *, states: tuple[JobState, ...], labels: dict, page_size: int, page_token: str
+             ) -> tuple[list[JobRecord], str]:
+        """One page of jobs, newest first, and the token of the next page ("" after the last)."""
+        size = _page_size(page_size, 50)
+        before = _decode_token(page_token, "j") if page_token else None
+        jobs = self.store.list_jobs(states=states, labels=labels, limit=size + 1, before=before)
+        more = len(jobs) > size
+        jobs = jobs[:size]
+        return jobs, _encode_token("j", jobs[-1].ordinal) if more else ""
+
+    def events(self, job_id: str, *, after: int, page_size: int, page_token: str) -> tuple[list[EventRecord], str]:
+        """One page of a job's events in order, and the next page's token ("" at the end)."""
+        self.get(job_id)
+        if after < 0:
+            raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
+        start = _decode_token(page_token, "e") if page_token else after
+        size = _page_size(page_size, 100)
+        events = self.store.events(job_id, start, size + 1)
+        more = len(events) > size
+        events = events[:size]
+        return events, _encode_token("e", events[-1].sequence) if more else ""
+
+    def checkpoints(self, job_id: str) -> tuple[list[CheckpointRecord], Optional[int]]:
+        """The kept checkpoints, newest first, and the best one's step."""
+        job = self.get(job_id)
+        kept = [c for c in self.store.checkpoints(job_id) if not c.pruned]
+        keep_best_by = parse_spec(job.spec).checkpoint.keep_best_by
+        return sorted(kept, key=lambda c: -c.step), best_step(kept, keep_best_by)
+
+    def watch(self, job_id: str, after: int, active: Callable[[], bool]) -> Iterator[EventRecord]:
+        """Events after `after`, then new ones as they are stored; ends after the terminal state event."""
+        self.get(job_id)
+        if after < 0:
+            raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
+        last = after
+        while active():
+            version = self.store.version(job_id)
+            # The state is read before the events: when it is terminal, the terminal event (stored in the same
+            # transaction) is already among the events read next or sent before.
+            job = self.store.get_job(job_id)
+            batch = self.store.events(job_id, last, 500)
+            for event in batch:
+                yield event
+                last = event.sequence
+            if not batch and job.state.terminal:
+                return
+            if not batch:
+                self.store.wait_for_change(job_id, version, timeout=1.0)
+
+    def logs(self, job_id: str, *, tail_lines: int, follow: bool, active: Callable[[], bool]) -> Iterator[str]:
+        """The Ray job's driver log (its last `tail_lines` lines), then, with follow, new text until the job ends."""
+        if tail_lines < 0:
+            raise InvalidArgument([Violation("tail_lines", f"must be >= 0 (got {tail_lines})")])
+        job = self.get(job_id)
+        while job.submitted_at is None and not job.state.terminal and follow and active():  # nothing on Ray yet
+            time.sleep(0.5)
+            job = self.get(job_id)
+        text = self._log_text(job) if job.submitted_at is not None else ""
+        shown = text
+        if tail_lines:
+            shown = "".join(text.splitlines(keepends=True)[-tail_lines:])
+        if shown:
+            yield shown
+        seen = len(text)
+        while follow and active() and not job.state.terminal:
+            time.sleep(0.5)
+            job = self.get(job_id)  # read before the log: the last read after the end has everything
+            text = self._log_text(job)
+            if len(text) > seen:
+                yield text[seen:]
+                seen = len(text)
+
+    def _log_text(self, job: JobRecord) -> str:
+        try:
+            return self.runner.logs(job.id)
+        except JobVanished:
+            raise FailedPrecondition(f"Ray no longer has the logs of job {job.id}; look in its output_dir "
+                                     f"{job.spec.get('output_dir')}") from None
+
+    # ----------------------------------------------------------------------------------- change
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job: QUEUED ends CANCELLED at once; STARTING / RUNNING become CANCELLING until Ray stops
+        it. A job already CANCELLING or terminal comes back unchanged."""
+
+        def change(job: JobRecord, _ckpts) -> list[NewEvent]:
+            if job.state.terminal or job.state == JobState.CANCELLING:
+                return []
+            if job.state == JobState.QUEUED:
+                job.error_code, job.error_message = "CANCELLED", "cancelled before it started"
+                return [transition(job, JobState.CANCELLED, "cancelled before it started")]
+            return [transition(job, JobState.CANCELLING, "cancel requested")]
+
+        job, _ = self.store.update(_job_id(job_id), change)
+        if job.state == JobState.CANCELLING:
+            try:  # the supervisor sends the stop too, and retries while Ray is unreachable
+                self.runner.stop(job.id)
+            except (Unavailable, JobVanished):
+                pass
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Delete a terminal job's record, events and checkpoints list (its files stay)."""
+
+        def check(job: JobRecord) -> None:
+            if not job.state.terminal:
+                raise FailedPrecondition(f"job {job.id} is {job.state.value}; only a SUCCEEDED, FAILED or CANCELLED job "
+                                         f"can be deleted: cancel it first (`raysft jobs cancel {job.id}`)")
+
+        job = self.get(job_id)
+        self.store.delete_job(job.id, check)
+        if job.submitted_at is None:
+            return
+        try:
+            self.runner.delete(job.id)
+        except (Unavailable, JobVanished):
+            pass  # already gone, or Ray is away: its record there does not matter
+
+
+def _job_id(job_id: str) -> str:
+    if not job_id:
+        raise InvalidArgument([Violation("job_id", "required; pass the id CreateJob returned")])
+    return job_id
+
+
+def _request_problems(request_id: str, labels: dict) -> list[Violation]:
+    out = []
+    if request_id and not _REQUEST_ID.fullmatch(request_id):
+        out.append(Violation("request_id", "use 1 – 128 letters, digits and _ . : - (a UUID works)"))
+    if len(labels) > 64:
+        out.append(Violation("labels", f"at most 64 labels (got {len(labels)})"))
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            out.append(Violation(f"labels.{key}", "keys start with a lowercase letter and hold up to 63 lowercase "
+                                                  "letters, digits and _ . -"))
+        elif not _LABEL_VALUE.fullmatch(value):
+            out.append(Violation(f"labels.{key}", "values hold up to 63 letters, digits, spaces and _ . - / :"))
+    return out
+
+
+def _page_size(size: int, default: int) -> int:
+    if size < 0:
+        raise InvalidArgument([Violation("page_size", f"must be >= 0 (got {size})")])
+    return min(size or default, _MAX_PAGE)
+
+
+def _encode_token(kind: str, value: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
+
+
+def _decode_token(token: str, kind: str) -> int:
+    try:
+        got_kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if got_kind == kind:
+            return int(value)
+    except (ValueError, UnicodeError):
+        pass
+    raise InvalidArgument([Violation("page_token", "not a token this list returned; pass next_page_token as it came, "
+                                                   "or leave it empty for the first page")])

@@ -1,0 +1,92 @@
+"""Store records as `raysft.v1` messages (jobs, events, checkpoints)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.rpc import code_pb2, status_pb2
+
+from raysft.service.specproto import spec_to_proto
+from raysft.service.states import JobState
+from raysft.service.store import CheckpointRecord, EventRecord, JobRecord
+from raysft.service.v1 import jobs_pb2
+
+__all__ = ["job_message", "event_message", "checkpoint_message", "state_from_message", "KINDS"]
+
+KINDS = {"train": jobs_pb2.TRAIN, "tune": jobs_pb2.TUNE}
+_LEVELS = {"info": jobs_pb2.INFO, "warning": jobs_pb2.WARNING, "error": jobs_pb2.ERROR}
+
+
+def _time(t: Optional[float]) -> Optional[timestamp_pb2.Timestamp]:
+    if t is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(round(t * 1e9))
+    return stamp
+
+
+def _struct(data: dict) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(_jsonable(data))
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    # Struct holds JSON: tuples become lists, anything exotic its text.
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def state_from_message(number: int) -> JobState:
+    """The JobState of a proto JobState number. Raises ValueError for 0 or unknown numbers."""
+    return JobState(jobs_pb2.JobState.Name(number))
+
+
+def job_message(job: JobRecord, *, validate_only: bool = False) -> jobs_pb2.Job:
+    """A JobRecord as a Job message (a validate-only result has no id and no state)."""
+    p = job.progress
+    msg = jobs_pb2.Job(
+        id=job.id, kind=KINDS[job.kind], spec=spec_to_proto(job.spec),
+        state=jobs_pb2.JOB_STATE_UNSPECIFIED if validate_only else jobs_pb2.JobState.Value(job.state.value),
+        state_reason=job.state_reason, ray_submission_id=job.id if job.submitted_at else "", labels=job.labels, request_id=job.request_id or "",
+        warnings=[jobs_pb2.SpecWarning(field=w["field"], message=w["message"]) for w in job.warnings],
+        progress=jobs_pb2.Progress(step=int(p.get("step", 0)), total_steps=int(p.get("total_steps", 0)),
+                                   epoch=float(p.get("epoch", 0.0)), tokens_per_second=float(p.get("tokens_per_second", 0.0)),
+                                   train_loss=float(p.get("train_loss", 0.0))),
+    )
+    if "eval_loss" in p:
+        msg.progress.eval_loss = float(p["eval_loss"])
+    if "eta_s" in p:
+        msg.progress.eta.CopyFrom(duration_pb2.Duration(seconds=int(p["eta_s"])))
+    if job.output:
+        msg.output.CopyFrom(jobs_pb2.Output(output_dir=job.output.get("output_dir", ""),
+                                            adapter_uri=job.output.get("adapter_uri", ""),
+                                            summary=_struct(job.output.get("summary") or {})))
+    elif job.spec.get("output_dir"):
+        msg.output.output_dir = job.spec["output_dir"]
+    if job.error_code:
+        msg.error.CopyFrom(status_pb2.Status(code=code_pb2.Code.Value(job.error_code), message=job.error_message))
+    for name, t in (("create_time", job.created_at), ("start_time", job.started_at), ("end_time", job.ended_at),
+                    ("update_time", job.updated_at)):
+        stamp = _time(t) if t else None
+        if stamp is not None:
+            getattr(msg, name).CopyFrom(stamp)
+    return msg
+
+
+def event_message(e: EventRecord) -> jobs_pb2.JobEvent:
+    """An EventRecord as a JobEvent."""
+    return jobs_pb2.JobEvent(job_id=e.job_id, sequence=e.sequence, time=_time(e.time), level=_LEVELS.get(e.level, jobs_pb2.INFO),
+                             type=e.type, message=e.message, data=_struct(e.data))
+
+
+def checkpoint_message(c: CheckpointRecord, is_best: bool) -> jobs_pb2.Checkpoint:
+    """A CheckpointRecord as a Checkpoint."""
+    return jobs_pb2.Checkpoint(step=c.step, uri=c.uri, metrics=_struct(c.metrics), is_best=is_best,
+                               create_time=_time(c.created_at))

@@ -1,0 +1,157 @@
+"""The job server: store, Ray runner, supervisor and the gRPC server with health checking and reflection.
+
+`create_server("127.0.0.1:0", ...)` starts everything and returns a `RunningServer` with the bound port
+(tests use port 0); `serve(...)` runs until SIGTERM or SIGINT and shuts down gracefully: health turns
+NOT_SERVING, in-flight RPCs get a grace period, the supervisor stops following (jobs on an external
+cluster keep running and are re-attached by the next server), then the embedded Ray cluster, if any, stops.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from raysft.service.cluster import LocalRayCluster
+from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
+from raysft.service.jobs import Jobs
+from raysft.service.paths import PathPolicy
+from raysft.service.runner import RayJobsRunner
+from raysft.service.servicer import JobServicer
+from raysft.service.store import Store
+from raysft.service.supervisor import Supervisor
+from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
+
+__all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME"]
+
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name  # raysft.v1.JobService
+
+
+@dataclass
+class RunningServer:
+    """A started server: `port` is the bound port, `address` host:port."""
+
+    port: int
+    address: str
+    jobs: Jobs
+    store: Store
+    supervisor: Supervisor
+    ray_address: str
+    _grpc: grpc.Server
+    _health: health.HealthServicer
+    _cluster: Optional[LocalRayCluster]
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Graceful shutdown (idempotent)."""
+        self._health.enter_graceful_shutdown()
+        self._grpc.stop(grace_s).wait()
+        self.supervisor.stop()
+        self.store.close()
+        log.info("gRPC server and job followers stopped")
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+
+    def wait(self) -> None:
+        """Block until the gRPC server stops."""
+        self._grpc.wait_for_termination()
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///raysft-jobs.db", token: Optional[str] = None,
+                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None, ray_address: Optional[str] = None,
+                  allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
+                  allow_remote_code: bool = False, max_workers: int = 64, poll_s: float = 0.5) -> RunningServer:
+    """Start a job server on `address` (host:port; port 0 picks a free one).
+
+    Args:
+        db_url: SQLAlchemy URL of the job store.
+        token: bearer token every RPC but health checks must carry; required off loopback.
+        tls_cert, tls_key: PEM files; with both, the port speaks TLS.
+        ray_address: the Ray dashboard URL of the cluster to run jobs on; None starts an embedded local cluster.
+            RAY_ADDRESS / RAY_API_SERVER_ADDRESS in the environment win over it inside Ray's job SDK
+            (`raysft serve` clears them).
+        allowed_roots: directories spec paths must lie under (default: the working directory).
+        jobs_root: where jobs without an output_dir write (<jobs_root>/<job id>); default <first root>/runs.
+        allow_remote_code: accept specs with model.trust_remote_code.
+        max_workers: RPC threads; each open WatchJob / follow-logs stream holds one.
+        poll_s: seconds between Ray status polls per job.
+
+    Raises:
+        ValueError: a non-loopback address without a token, or only one of cert / key.
+    """
+    host, _, port = address.rpartition(":")
+    if not _is_loopback(host) and not token:
+        raise ValueError(f"binding {address} exposes the service beyond this machine; pass --token-file (and "
+                         "--tls-cert/--tls-key), or bind 127.0.0.1")
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    roots = [str(Path(r).resolve()) for r in (allowed_roots or [os.getcwd()])]
+    jobs_dir = Path(jobs_root or Path(roots[0]) / "runs").resolve()
+    store = Store(db_url)
+    cluster = None
+    if ray_address is None:
+        cluster = LocalRayCluster(jobs_dir / ".ray-cluster.json")
+        ray_address = cluster.start()
+    runner = RayJobsRunner(ray_address)
+    supervisor = Supervisor(store, runner, poll_s=poll_s)
+    jobs = Jobs(store, runner, supervisor, PathPolicy(roots, jobs_dir), allow_remote_code=allow_remote_code)
+
+    interceptors = ([AuthInterceptor(token)] if token else []) + [ErrorInterceptor()]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+                         interceptors=interceptors)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if tls_cert:
+        credentials = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    supervisor.start()  # reconcile: follow every job the store still lists as active
+    return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, cluster)
+
+
+def serve(address: str, **kwargs) -> int:
+    """Run a server until SIGTERM / SIGINT, then shut down gracefully; returns 0.
+
+    Args:
+        address: host:port to bind.
+        **kwargs: as for `create_server`.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    running = create_server(address, **kwargs)
+    print(f"raysft job service on {running.address} (Ray at {running.ray_address}, store {running.store.url})", flush=True)
+    while not stop.wait(1.0):  # a timed wait lets the signal handler run promptly
+        pass
+    print("shutting down: finishing in-flight calls", flush=True)
+    running.stop()
+    return 0

@@ -1,0 +1,40 @@
+"""Fixtures of the job service tests: a real gRPC server on 127.0.0.1 with a real SQLite store.
+
+`offline_server` points its runner at a Ray address where nothing listens: everything that needs no Ray
+job (validation, auth, reads, cancel of a job not yet on Ray) runs for real, and a CreateJob that would
+reach Ray gets UNAVAILABLE. Jobs in other states are written straight into its store (service_helpers.put_job).
+"""
+
+import grpc
+import pytest
+
+from raysft.service.server import create_server
+from raysft.service.v1 import jobs_pb2_grpc
+from service_helpers import NO_RAY, TOKEN
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("svc")
+    (root / "model").mkdir()
+    (root / "data.jsonl").write_text('{"messages": []}\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def offline_server(workdir):
+    server = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/jobs.db", token=TOKEN, ray_address=NO_RAY,
+                           allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"))
+    yield server
+    server.stop(grace_s=1)
+
+
+@pytest.fixture(scope="module")
+def channel(offline_server):
+    with grpc.insecure_channel(offline_server.address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def stub(channel):
+    return jobs_pb2_grpc.JobServiceStub(channel)
