@@ -68,7 +68,7 @@ def test_ray_job_submit_runs_raysft_train(ray_head, tmp_path):
     job = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", address, "--", "raysft", "train", str(spec_path)],
         env=env, capture_output=True, text=True, timeout=480)
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert job.returncode == 0, f"rc={job.returncode}\n{job.stdout[-3000:]}\n{job.stderr[-3000:]}"
     assert "[raysft] done" in job.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3

@@ -93,8 +93,10 @@ def _kill_a_worker_after(out: Path, step: int, killed: list):
         events = read_jsonl(out / "events.jsonl") if (out / "events.jsonl").exists() else []
         if any(e["type"] == "checkpoint_saved" and e["data"]["step"] >= step for e in events):
             # Ray titles worker processes "ray::RayTrainWorker..."; kill one like a lost node would.
-            for proc in psutil.process_iter(["cmdline"]):
-                if "ray::RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+            # Only our own cluster's workers: the local Ray's raylet is a child of this test process.
+            ours = psutil.Process().children(recursive=True)
+            for proc in ours:
+                if "ray::RayTrainWorker" in " ".join(proc.cmdline()):
                     os.kill(proc.pid, signal.SIGKILL)
                     killed.append(proc.pid)
                     return
