@@ -3,8 +3,8 @@
 Each trial is the Ray Train v2 pattern: a Tune trial function that launches a `TorchTrainer` (through
 `run_training`) whose reports reach Tune via `TuneReportCallback`. The trial function itself reserves only a
 token of memory; the Train workers reserve the spec's `scaling` resources, and the number of trials running at
-once is capped to what the cluster fits, so the rest wait in Tune as PENDING instead of holding a driver that
-waits for workers. Every trial's workers are separate processes that exit with its run, which releases their
+once is capped to what the cluster fits (the searcher creates no more), so the rest wait as pending instead
+of holding a driver that waits for workers. Every trial's workers are separate processes that exit with its run, which releases their
 GPU memory before the next trial starts.
 
 Layout of OUTPUT_DIR: spec.yaml (the campaign spec), tune/ (Ray Tune's experiment state, what
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -59,8 +60,13 @@ def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None,
     out = Path(spec.output_dir)
     if (out / "summary.json").exists():
         return  # it finished before the campaign was interrupted
-    # spec.yaml is written when a run starts: a restarted trial continues from its latest checkpoint.
-    run_training(spec, resume=(out / "spec.yaml").exists(), callbacks=[TuneReportCallback()])
+    # run_training writes spec.yaml first: this trial ran before (the campaign was interrupted). It continues
+    # from its latest registered checkpoint; with none, it starts over without the earlier attempt's records.
+    resume = (out / "spec.yaml").exists()
+    if resume and not prune_checkpoints(checkpoint_dir(Path(root), trial_id, storage_path)):
+        shutil.rmtree(out)
+        resume = False
+    run_training(spec, resume=resume, callbacks=[TuneReportCallback()])
 
 
 def _trial_dirname(trial) -> str:
@@ -98,10 +104,9 @@ def _absolute(spec: JobSpec) -> JobSpec:
 
 def _concurrency(spec: JobSpec) -> tuple[int, dict, dict]:
     """(trials at once, resources one trial's workers need, the cluster's resources)."""
-    s = spec.scaling
-    use_gpu = ray.cluster_resources().get("GPU", 0) > 0 if s.use_gpu == "auto" else bool(s.use_gpu)
+    s, have = spec.scaling, ray.cluster_resources()
+    use_gpu = have.get("GPU", 0) > 0 if s.use_gpu == "auto" else bool(s.use_gpu)
     need = ScalingConfig(num_workers=s.num_workers, use_gpu=use_gpu, resources_per_worker=s.resources_per_worker).total_resources
-    have = ray.cluster_resources()
     fits = min((int(have.get(k, 0) // v) for k, v in need.items() if v > 0), default=1)
     wanted = spec.tune.max_concurrent_trials or fits
     return max(1, min(wanted, fits)), need, {k: have.get(k, 0) for k in need}
@@ -138,16 +143,16 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
-    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table.
-    connect_ray(log_to_driver=False)
+    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table. The dashboard
+    # serves the State API through which Ray Train's PlacementGroupCleaner sees that an ASHA-stopped trial's
+    # controller died and frees its workers' placement group; without it the freed CPUs/GPUs never return.
+    connect_ray(include_dashboard=True, log_to_driver=False)
     storage = spec.checkpoint.storage_path
     base = spec.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_run_trial, base=base, root=str(out), storage_path=storage, cwd=os.getcwd()),
         ray.tune.PlacementGroupFactory([{"memory": _TRIAL_MEMORY}]))
     if resume:
-        for trial_dir in sorted((out / "trials").glob("*")):  # nothing runs yet: every unregistered checkpoint is debris
-            prune_checkpoints(checkpoint_dir(out, trial_dir.name, storage))
         print(f"[raysft] resuming the campaign in {out}", flush=True)
         tuner = ray.tune.Tuner.restore(str(experiment), trainable=trainable)
     else:
@@ -158,13 +163,13 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
             trainable,
             param_space=param_space(spec),
             tune_config=ray.tune.TuneConfig(
-                metric=tune.metric, mode=tune.mode, search_alg=make_searcher(spec),
+                metric=tune.metric, mode=tune.mode, search_alg=make_searcher(spec, cap),
                 scheduler=make_scheduler(spec, out / _STOPS), num_samples=num_samples(spec),
-                max_concurrent_trials=cap, time_budget_s=tune.time_budget_s, reuse_actors=False,
-                trial_dirname_creator=_trial_dirname),
+                time_budget_s=tune.time_budget_s, reuse_actors=False, trial_dirname_creator=_trial_dirname),
             run_config=ray.tune.RunConfig(
                 name="tune", storage_path=str(out), verbose=0,
-                callbacks=[LiveTable(list(tune.search_space), tune.metric, tune.mode), _PruneFinished(str(out), storage)]),
+                callbacks=[LiveTable(list(tune.search_space), tune.metric, tune.mode, trial_count(spec)),
+                           _PruneFinished(str(out), storage)]),
         )
     results = tuner.fit()
     return _write_outputs(spec, out, results, time.time() - started, resume)

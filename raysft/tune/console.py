@@ -16,18 +16,21 @@ def _short(value) -> str:
     return text if len(text) <= 14 else text[:13] + "…"
 
 
-def render_table(trials: list, keys: list[str], metric: str, best: dict[str, float]) -> str:
+def render_table(trials: list, keys: list[str], metric: str, best: dict[str, float], waiting: int = 0) -> str:
     """The table for Tune `Trial`s (or anything with trial_id, status, config, last_result).
 
     Args:
-        trials: the campaign's trials, in creation order.
+        trials: the campaign's trials so far, in creation order.
         keys: searched keys, shown as columns (the last part of each dotted key as the header).
         metric: the ranked metric; its latest and best value per trial are shown.
         best: trial id -> best metric value seen so far.
+        waiting: trials not created yet because every slot the cluster fits is taken; counted as pending.
     """
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
+    if waiting:
+        counts["PENDING"] = counts.get("PENDING", 0) + waiting
     header = ["trial", "state", *(k.rsplit(".", 1)[-1] for k in keys), "step", metric, "best"]
     rows = []
     for t in trials:
@@ -43,11 +46,12 @@ def render_table(trials: list, keys: list[str], metric: str, best: dict[str, flo
 class LiveTable(ray.tune.Callback):
     """Prints the trial table when a trial changes state or reports, at most every `interval_s`, and at the end.
 
-    Trials that wait for resources show as PENDING; a table is always printed when a state changes.
+    A state change always prints. Trials wait for a slot (the searcher creates at most as many as the cluster
+    fits); until then they count as pending, and so do created trials Tune has not placed yet.
     """
 
-    def __init__(self, keys: list[str], metric: str, mode: str, interval_s: float = 10.0):
-        self.keys, self.metric, self.mode, self.interval_s = keys, metric, mode, interval_s
+    def __init__(self, keys: list[str], metric: str, mode: str, total: int, interval_s: float = 10.0):
+        self.keys, self.metric, self.mode, self.total, self.interval_s = keys, metric, mode, total, interval_s
         self._best: dict[str, float] = {}
         self._states: tuple = ()
         self._dirty, self._printed_at = False, 0.0
@@ -68,8 +72,10 @@ class LiveTable(ray.tune.Callback):
             self._print(trials)
 
     def on_experiment_end(self, trials, **info):
+        self.total = len(trials)  # a time budget can end a campaign with trials never created
         self._print(trials)
 
     def _print(self, trials) -> None:
-        print(render_table(trials, self.keys, self.metric, self._best), flush=True)
+        waiting = max(0, self.total - len(trials))
+        print(render_table(trials, self.keys, self.metric, self._best, waiting), flush=True)
         self._dirty, self._printed_at = False, time.monotonic()

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import ray.train
 
+from raysft.config import load_spec
 from raysft.train.outputs import plot_loss_curve
+from raysft.train.records import read_jsonl
 
 __all__ = ["rank_trials", "export_best", "factor_effects", "format_factor_table", "write_results_csv", "plot_curves"]
 
@@ -48,14 +50,13 @@ def export_best(trial: dict, outcome: dict, dest: Path) -> Path:
     for name in _RUN_FILES:
         if (src / name).exists():
             shutil.copy2(src / name, dest / name)
-    metrics = [json.loads(line) for line in (dest / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if (dest / "metrics.jsonl").exists() else []
+    metrics = read_jsonl(dest / "metrics.jsonl")
     if not (dest / "loss_curve.png").exists():  # a trial ASHA stopped never wrote its own
         plot_loss_curve(metrics, dest / "loss_curve.png")
     best = outcome["best"]
-    summary = dict(outcome["summary"] or {
-        "method": None, "final": {}, "steps": outcome["steps"], "early_stopped": True,
-        "trained_tokens": sum(m.get("trained_tokens", 0) for m in metrics if "train_loss" in m),
+    summary = dict(outcome["summary"] or {  # a stopped trial wrote none: the same keys, from its records
+        "method": load_spec(dest / "spec.yaml").model.method, "final": {}, "steps": outcome["steps"],
+        "early_stopped": True, "trained_tokens": sum(m.get("trained_tokens", 0) for m in metrics if "train_loss" in m),
     })
     summary.update({
         "output_dir": str(dest),
@@ -67,8 +68,6 @@ def export_best(trial: dict, outcome: dict, dest: Path) -> Path:
         "config": trial["config"],
         "stopped_by": trial["stopped_by"],
     })
-    if summary.get("method") is None:
-        summary["method"] = "full" if (dest / "model").exists() else "lora"
     (dest / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return dest
 

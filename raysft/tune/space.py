@@ -13,7 +13,7 @@ from typing import Any
 
 import ray.tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import BasicVariantGenerator
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from raysft.config import JobSpec, SearchDistribution, parse_spec, set_values
 
@@ -31,13 +31,13 @@ def plain(value: Any) -> Any:
 
 
 def base_values(spec: JobSpec) -> dict[str, Any]:
-    """Each searched key's value in the base spec, as JSON data."""
+    """Each searched key's value in the base spec, as JSON data (one_at_a_time: the controlled variables)."""
     dumped = spec.model_dump(mode="json")
     out = {}
     for key in spec.tune.search_space:
         node: Any = dumped
         for part in key.split("."):
-            node = node[part]  # config validation made sure every section along the key is set
+            node = node[part]  # for one_at_a_time, validation made sure every section along the key is set
         out[key] = node
     return out
 
@@ -95,15 +95,16 @@ def trial_count(spec: JobSpec) -> int:
     return num_samples(spec) * per_sample if tune.search != "one_at_a_time" else num_samples(spec)
 
 
-def make_searcher(spec: JobSpec):
-    """The search algorithm, seeded by train.seed so a campaign draws the same configs when re-run."""
+def make_searcher(spec: JobSpec, max_concurrent: int):
+    """The search algorithm, seeded by train.seed so a campaign draws the same configs when re-run, running at
+    most `max_concurrent` trials at once (TuneConfig.max_concurrent_trials does not limit random/grid search)."""
     tune, seed = spec.tune, spec.train.seed
     if tune.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=seed)  # metric and mode come from TuneConfig
+        return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=max_concurrent)  # metric, mode: TuneConfig
     points = one_at_a_time_points(spec) if tune.search == "one_at_a_time" else None
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed)
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=max_concurrent)
 
 
 class _ASHA(ASHAScheduler):

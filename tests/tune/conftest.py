@@ -1,0 +1,103 @@
+"""Tune fixtures: a 2-CPU Ray cluster of our own, a tiny model, and small campaign specs.
+
+The cluster is started with `ray start --head --block` rather than `ray.init()`, for two reasons:
+- Ray Train frees an ASHA-stopped trial's worker placement group through its PlacementGroupCleaner, which
+  asks the State API (served by the dashboard) whether the trial's controller is alive: the dashboard must run.
+- The cleaner finds the cluster through RAY_ADDRESS; other people's Ray clusters run on this machine, so the
+  head's processes (and every worker they start) get RAY_ADDRESS pointing at ours.
+Subprocess drivers (`python -m raysft.tune`) connect to the same cluster through RAY_ADDRESS. Token
+authentication is off for this private test cluster: a process only sends Ray's token when RAY_AUTH_MODE=token
+was set before it imported ray, which pytest's collection makes impossible to arrange here.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from raysft.model.tiny import init_tiny
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    """Address of a private 2-CPU Ray cluster with a dashboard; the test process is connected to it."""
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    saved = os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH")
+    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    log = open(tmp_path_factory.mktemp("ray") / "ray_start.log", "w")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={_free_port()}", "--disable-usage-stats"],
+        env={**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            ray.init(address=address, configure_logging=False)
+            break
+        except (ConnectionError, RuntimeError):
+            if time.time() > deadline or head.poll() is not None:
+                os.killpg(head.pid, signal.SIGTERM)
+                pytest.fail(f"the test Ray cluster did not start; see {log.name}")
+            time.sleep(1)
+    yield address
+    ray.shutdown()
+    os.killpg(head.pid, signal.SIGTERM)  # the head's own session: its GCS, raylet, dashboard and workers
+    try:
+        head.wait(timeout=60)  # it drains for up to 30 s
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+    log.close()
+    if saved is None:
+        os.environ.pop("RAY_TRAIN_ENABLE_PRINT_PATCH")
+    else:
+        os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = saved
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A 1-layer, 32-wide random Llama whose tokenizer is trained on the ticket data."""
+    return str(init_tiny(tmp_path_factory.mktemp("base"), TRAIN, vocab_size=300, hidden_size=32, layers=1))
+
+
+@pytest.fixture(scope="session")
+def train_file() -> str:
+    return TRAIN
+
+
+@pytest.fixture(scope="session")
+def campaign_raw():
+    """Builds small campaign specs: campaign_raw(base, out, tune, train={...}, ...) -> raw spec mapping."""
+    return _campaign_raw
+
+
+def _campaign_raw(base: str, out: Path, tune: dict, **sections) -> dict:
+    """A small campaign spec: 128-token rows, 2 × 2 rows per step, evaluation every 2 steps, keep_last 1."""
+    raw = {
+        "model": {"name_or_path": base, "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
+        "data": {"train": [TRAIN], "validation_split": 0.1, "max_seq_len": 128},
+        "train": {"max_steps": 8, "learning_rate": 1e-3, "micro_batch_size": 2, "global_batch_size": 4,
+                  "warmup_ratio": 0.0},
+        "eval": {"every_steps": 2},
+        "checkpoint": {"keep_last": 1},
+        "output_dir": str(out),
+        "tune": tune,
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return raw
