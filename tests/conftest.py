@@ -1,6 +1,17 @@
-"""Shared fixtures: a tokenizer trained on local text (nothing downloads) and chat conversations."""
+"""Shared fixtures: a tokenizer trained on local text (nothing downloads) and chat conversations.
+
+Every Ray cluster the tests start, and this process, use token authentication, stated here before anything
+imports ray. Left unset, Ray 2.60 switches a process to token mode for good the first time it starts a local
+cluster (as `raysft train` does), after which that process refuses the calls of any cluster started later
+without tokens: the mode must be the same for the whole session.
+"""
+
+import os
+from pathlib import Path
 
 import pytest
+
+os.environ["RAY_AUTH_MODE"] = "token"
 
 from raysft.model.tokenizer import train_tokenizer
 
@@ -38,3 +49,12 @@ def chat_tokenizer():
     """A byte-level BPE tokenizer with ChatML tokens, trained on the fixture conversations."""
     texts = [m["content"] for c in CONVERSATIONS for m in c] * 20
     return train_tokenizer(texts, vocab_size=600)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_auth_token():
+    """~/.ray/auth_token, created as a first local `ray.init()` would; `ray start --head` needs it to exist."""
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        from ray._private.authentication.authentication_token_setup import generate_and_save_token
+
+        generate_and_save_token()

@@ -5,9 +5,8 @@ The cluster is started with `ray start --head --block` rather than `ray.init()`,
   asks the State API (served by the dashboard) whether the trial's controller is alive: the dashboard must run.
 - The cleaner finds the cluster through RAY_ADDRESS; other people's Ray clusters run on this machine, so the
   head's processes (and every worker they start) get RAY_ADDRESS pointing at ours.
-Subprocess drivers (`python -m raysft.tune`) connect to the same cluster through RAY_ADDRESS. Token
-authentication is off for this private test cluster: a process only sends Ray's token when RAY_AUTH_MODE=token
-was set before it imported ray, which pytest's collection makes impossible to arrange here.
+Subprocess drivers (`python -m raysft.tune`) connect to the same cluster through RAY_ADDRESS. The cluster uses
+token authentication like every other in the tests (tests/conftest.py).
 """
 
 import os
@@ -44,7 +43,7 @@ def ray_address(tmp_path_factory):
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={_free_port()}", "--disable-usage-stats"],
-        env={**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env={**os.environ, "RAY_ADDRESS": address}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while True:
         try:
