@@ -196,8 +196,8 @@ def _write_outputs(spec: JobSpec, out: Path, results, wall_time_s: float, resume
             stopped_by = "asha" if trial_id in asha_stops else ("time_budget" if tune.time_budget_s else "interrupted")
         else:
             stopped_by = "early_stopping" if (outcome["summary"] or {}).get("early_stopped") else None
-        trials.append({
-            "id": trial_id, "config": {k: plain(v) for k, v in result.config.items()}, "status": status,
+        trials.append({  # a trial whose actor died before it started has no config in its Result
+            "id": trial_id, "config": {k: plain(v) for k, v in (result.config or {}).items()}, "status": status,
             "eval_loss": best.get("eval_loss"), "exact_match": best.get("exact_match"), "best_step": best.get("step"),
             "steps": outcome["steps"], "checkpoints_kept": outcome["checkpoints_kept"],
             "early_stopped": stopped_by is not None, "stopped_by": stopped_by, "dir": str(out / "trials" / trial_id),

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from raysft.train.launcher import RunError
-from raysft.tune.campaign import run_campaign
+from raysft.tune.campaign import _write_outputs, run_campaign
 from raysft.tune.cli import add_tune_parser, main
 from raysft.tune.console import render_table
 from raysft.tune.report import export_best, factor_effects, format_factor_table, rank_trials, write_results_csv
@@ -151,3 +151,21 @@ def test_best_from_a_trial_asha_stopped_is_still_a_run_output_dir(tmp_path):
     assert summary["best"] == {"step": 4, "eval_loss": 1.5} and summary["method"] == "qlora"
     assert (summary["steps"], summary["early_stopped"], summary["stopped_by"], summary["trained_tokens"]) == (5, True, "asha", 50)
     assert summary["output_dir"] == str(dest) and summary["adapter"] == str(dest / "adapter") and summary["trial"] == "t1"
+
+
+def test_trials_that_died_before_starting_are_reported_not_a_crash(tmp_path):
+    from raysft.config import load_spec
+
+    out = tmp_path / "campaign"
+    out.mkdir()
+    spec = load_spec({"model": {"name_or_path": "m"}, "data": {"train": ["t.jsonl"]}, "output_dir": str(out),
+                      "tune": {"search_space": {"train.learning_rate": {"grid": [1e-4, 1e-3]}}}})
+    # What Ray Tune returns for a trial whose actor was cancelled before it ran: no config, no metrics.
+    results = [SimpleNamespace(path=str(out / "tune" / f"t{i}"), config=None, error=RuntimeError("ActorDiedError\nmore"))
+               for i in range(2)]
+    with pytest.raises(RunError, match="no trial produced a checkpoint scored by eval_loss"):
+        _write_outputs(spec, out, results, 1.0, False)
+    summary = json.loads((out / "tune_summary.json").read_text())
+    assert summary["statuses"] == {"error": 2} and summary["best"] is None
+    assert [(t["id"], t["config"], t["error"]) for t in summary["trials"]] == [("t0", {}, "ActorDiedError"),
+                                                                              ("t1", {}, "ActorDiedError")]
