@@ -26,6 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `raysft` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import use_ray_token_auth
+
 __all__ = ["run"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +59,8 @@ def _ray_cluster(log_dir: Path):
             [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={address.split(':')[1]}",
              "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={_free_port()}",
              "--disable-usage-stats"],
-            # Workers find the cluster through RAY_ADDRESS; token auth is off for this private, short-lived head.
-            env={**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"},
+            # Workers find the cluster through RAY_ADDRESS; token auth as this process (use_ray_token_auth).
+            env={**os.environ, "RAY_ADDRESS": address},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             for _ in range(120):
@@ -142,6 +147,7 @@ def run(quick: bool = True) -> dict:
 
 
 if __name__ == "__main__":
+    use_ray_token_auth()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the larger grid and longer trials")
     print(json.dumps(run(quick=not parser.parse_args().full), indent=2))

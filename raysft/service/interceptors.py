@@ -80,13 +80,20 @@ def _refuse(reason: str, streams: bool) -> Callable:
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps exceptions raised by handlers to gRPC statuses."""
 
+    def __init__(self):
+        # method -> (the registered handler, its guarded copy): built once per method, not once per call
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        return _rebuild(handler, lambda behaviour, streams: _guard_stream(behaviour, method) if streams
-                        else _guard(behaviour, method))
+        cached = self._guarded.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._guarded[method] = (handler, _rebuild(
+                handler, lambda behaviour, streams: _guard_stream(behaviour, method) if streams else _guard(behaviour, method)))
+        return cached[1]
 
 
 def _guard(behaviour: Callable, method: str) -> Callable:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -33,7 +34,13 @@ class RunError(RuntimeError):
 def connect_ray(**kwargs) -> None:
     """Connect to RAY_ADDRESS when set (a cluster, or the job's cluster under `ray job submit`), else start
     a local Ray: the embedded default. Token authentication is left to Ray's defaults: a local start creates
-    ~/.ray/auth_token when needed and clients on this machine read it."""
+    ~/.ray/auth_token when needed and clients on this machine read it.
+
+    The local Ray runs its dashboard, and its processes are told the dashboard's address: Ray Train's
+    placement-group cleaner asks the State API whether a run's controller is alive, and without an answer every
+    run ends waiting 12 s for the cleaner to give up (and a stopped Tune trial's CPUs never return). A local Ray
+    is not the machine's "current" cluster, so the State API would otherwise ask whichever cluster that is.
+    """
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
@@ -43,11 +50,19 @@ def connect_ray(**kwargs) -> None:
         else:
             # "local": always a fresh instance; a bare ray.init() would attach to any cluster someone else
             # started on this machine.
-            ray.init(address="local", include_dashboard=kwargs.pop("include_dashboard", False),
+            port = _free_port()
+            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
                      logging_level="warning", **kwargs)
     except ConnectionError as exc:
         raise RunError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}: {exc}; start it with "
                        "`ray start --head` or unset RAY_ADDRESS to run locally") from None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def load_run_spec(run_dir: str | Path) -> JobSpec:

@@ -166,9 +166,12 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
             if world > 1:
                 torch.distributed.all_reduce(step_loss)
             elapsed = time.perf_counter() - time_since
-            log.step({"step": step, "epoch": step / plan.steps_per_epoch, "train_loss": step_loss.item() / max(n_global, 1),
-                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since / max(elapsed, 1e-9),
-                      "trained_tokens": n_global}, total_steps)
+            metrics = {"step": step, "epoch": step / plan.steps_per_epoch, "train_loss": step_loss.item() / max(n_global, 1),
+                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since / max(elapsed, 1e-9),
+                       "trained_tokens": n_global}
+            if device.type == "cuda":  # what this process has held at most: compare with `raysft estimate`
+                metrics["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
+            log.step(metrics, total_steps)
             tokens_since, time_since = 0, time.perf_counter()
         every_eval = spec.eval.every_steps and step % spec.eval.every_steps == 0
         every_ckpt = spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0

@@ -143,10 +143,8 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
-    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table. The dashboard
-    # serves the State API through which Ray Train's PlacementGroupCleaner sees that an ASHA-stopped trial's
-    # controller died and frees its workers' placement group; without it the freed CPUs/GPUs never return.
-    connect_ray(include_dashboard=True, log_to_driver=False)
+    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table.
+    connect_ray(log_to_driver=False)
     storage = spec.checkpoint.storage_path
     base = spec.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
     trainable = ray.tune.with_resources(
