@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from raysft.local_ray import free_port
 from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, Store
@@ -42,12 +42,6 @@ _TOKEN = "bench-token"
 _AUTH = (("authorization", f"Bearer {_TOKEN}"),)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _percentiles(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
@@ -55,7 +49,7 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def _start_server(root: Path, ray_address: str | None) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     (root / "token").write_text(_TOKEN)
     cmd = [sys.executable, "-m", "raysft.service", "serve", "--port", str(port), "--db", f"sqlite:///{root}/jobs.db",
            "--allowed-root", str(root), "--allowed-root", str(_REPO / "examples/data"), "--token-file", str(root / "token")]

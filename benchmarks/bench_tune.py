@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,18 +28,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `raysft` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import use_ray_token_auth
+from raysft.local_ray import free_port, use_token_auth
 
 __all__ = ["run"]
 
 _REPO = Path(__file__).resolve().parents[1]
 _TRAIN = str(_REPO / "examples/data/tickets_train.jsonl")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -53,13 +46,13 @@ def _ray_cluster(log_dir: Path):
         yield
         ray.shutdown()
         return
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     with open(log_dir / "ray_start.log", "w") as log:
         head = subprocess.Popen(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={address.split(':')[1]}",
-             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={_free_port()}",
+             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={free_port()}",
              "--disable-usage-stats"],
-            # Workers find the cluster through RAY_ADDRESS; token auth as this process (use_ray_token_auth).
+            # Workers find the cluster through RAY_ADDRESS; token auth as this process (use_token_auth).
             env={**os.environ, "RAY_ADDRESS": address},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -147,7 +140,7 @@ def run(quick: bool = True) -> dict:
 
 
 if __name__ == "__main__":
-    use_ray_token_auth()
+    use_token_auth()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the larger grid and longer trials")
     print(json.dumps(run(quick=not parser.parse_args().full), indent=2))

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import psutil
 
-__all__ = ["chat_mix", "write_jsonl", "machine", "median", "length_summary", "StepCpuClock", "use_ray_token_auth"]
+__all__ = ["chat_mix", "write_jsonl", "machine", "median", "length_summary", "StepCpuClock"]
 
 _WORDS = (
     "order parcel refund charge invoice account password login tracking delivery week app crash screen update "
@@ -85,20 +85,6 @@ def length_summary(lengths: Sequence[int]) -> dict:
     return {"examples": len(ordered), "min": ordered[0], "median": ordered[len(ordered) // 2],
             "p90": ordered[int(0.9 * (len(ordered) - 1))], "max": ordered[-1],
             "mean": round(sum(ordered) / len(ordered), 1)}
-
-
-def use_ray_token_auth() -> None:
-    """Token authentication for this process and every Ray cluster it starts; call it before importing ray.
-
-    Left unset, Ray 2.60 switches a process to token mode for good when it starts its first local cluster (the
-    training benchmark does), and the process then refuses the calls of a cluster started later without
-    tokens (the tune benchmark's head). ~/.ray/auth_token is created when missing, as a local `ray.init()` would.
-    """
-    os.environ["RAY_AUTH_MODE"] = "token"
-    if not (Path.home() / ".ray" / "auth_token").exists():
-        from ray._private.authentication.authentication_token_setup import generate_and_save_token
-
-        generate_and_save_token()
 
 
 def median(values: Sequence[float]) -> float:

@@ -25,7 +25,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `raysft` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, use_ray_token_auth
+from benchmarks.common import machine
+from raysft.local_ray import use_token_auth
 
 __all__ = ["SECTIONS", "main", "to_markdown"]
 
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(_CHOICES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    use_ray_token_auth()
+    use_token_auth()
     results = {"quick": args.quick, "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine()}
     results.update(_run_sections(only, args.quick, Path(args.workdir) if args.workdir else None))

@@ -6,14 +6,13 @@ cluster (as `raysft train` does), after which that process refuses the calls of 
 without tokens: the mode must be the same for the whole session.
 """
 
-import os
-from pathlib import Path
-
 import pytest
 
-os.environ["RAY_AUTH_MODE"] = "token"
+from raysft.local_ray import use_token_auth
 
-from raysft.model.tokenizer import train_tokenizer
+use_token_auth()  # before anything imports ray
+
+from raysft.model.tokenizer import train_tokenizer  # noqa: E402
 
 CONVERSATIONS = [
     [
@@ -50,11 +49,3 @@ def chat_tokenizer():
     texts = [m["content"] for c in CONVERSATIONS for m in c] * 20
     return train_tokenizer(texts, vocab_size=600)
 
-
-@pytest.fixture(scope="session", autouse=True)
-def ray_auth_token():
-    """~/.ray/auth_token, created as a first local `ray.init()` would; `ray start --head` needs it to exist."""
-    if not (Path.home() / ".ray" / "auth_token").exists():
-        from ray._private.authentication.authentication_token_setup import generate_and_save_token
-
-        generate_and_save_token()

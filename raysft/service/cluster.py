@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,12 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from raysft.local_ray import free_port
 from raysft.service.runner import ray_auth_token
 
 __all__ = ["LocalRayCluster"]
 
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:
@@ -79,12 +73,12 @@ class LocalRayCluster:
             log.info("re-attached to the embedded Ray cluster at %s (pid %d)", self.address, self._pid)
             return self.address
         self._ensure_token()
-        dashboard = _free_port()
+        dashboard = free_port()
         # Short path: Ray's unix sockets live under it and socket paths are limited to ~100 characters.
         self._temp_dir = tempfile.mkdtemp(prefix="raysft-ray-", dir="/tmp")
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-               f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-               f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+               f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+               f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
                f"--temp-dir={self._temp_dir}"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")

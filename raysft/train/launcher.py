@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ray.train.torch import TorchTrainer
 from raysft.config import JobSpec, load_spec, spec_to_yaml
 from raysft.data.pipeline import prepare_data
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
+from raysft.local_ray import free_port
 from raysft.model.load import load_tokenizer, resolve_model_path
 from raysft.train.loop import train_loop_per_worker
 from raysft.train.outputs import write_outputs
@@ -50,19 +50,13 @@ def connect_ray(**kwargs) -> None:
         else:
             # "local": always a fresh instance; a bare ray.init() would attach to any cluster someone else
             # started on this machine.
-            port = _free_port()
+            port = free_port()
             ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                      runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
                      logging_level="warning", **kwargs)
     except ConnectionError as exc:
         raise RunError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}: {exc}; start it with "
                        "`ray start --head` or unset RAY_ADDRESS to run locally") from None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_run_spec(run_dir: str | Path) -> JobSpec:

@@ -6,7 +6,6 @@ fails at once on missing data)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ray.job_submission import JobSubmissionClient
 
+from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
 from raysft.service.client import JobClient, JobServiceError
 from raysft.service.runner import ray_auth_token
@@ -32,12 +32,6 @@ BIN = Path(sys.executable).parent
 TOKEN = "integration-token-5f1c"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _running(pid: int) -> bool:
     try:  # a zombie is not running; the cluster is no child of this process to reap
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -49,7 +43,7 @@ class Service:
     """`python -m raysft.service serve` in a child process."""
 
     def __init__(self, root: Path):
-        self.root, self.port = root, _free_port()
+        self.root, self.port = root, free_port()
         self.db = f"sqlite:///{root}/jobs.db"
         self.state_file = root / "runs" / ".ray-cluster.json"
         (root / "token").write_text(TOKEN + "\n")

@@ -11,7 +11,6 @@ token authentication like every other in the tests (tests/conftest.py).
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,29 +19,24 @@ from pathlib import Path
 import pytest
 import ray
 
+from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory):
     """Address of a private 2-CPU Ray cluster with a dashboard; the test process is connected to it."""
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     saved = os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH")
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     log = open(tmp_path_factory.mktemp("ray") / "ray_start.log", "w")
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={_free_port()}", "--disable-usage-stats"],
+         "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={free_port()}", "--disable-usage-stats"],
         env={**os.environ, "RAY_ADDRESS": address}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while True:
