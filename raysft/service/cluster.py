@@ -73,11 +73,36 @@ class LocalRayCluster:
             log.info("re-attached to the embedded Ray cluster at %s (pid %d)", self.address, self._pid)
             return self.address
         self._ensure_token()
+        deadline = time.time() + timeout_s
+        for attempt in range(1, 4):  # a free port can be taken before Ray binds it: retry on fresh ports
+            proc = self._launch()
+            while not self._answers(self.address):
+                exited, late = proc.poll() is not None, time.time() > deadline
+                if exited or late:
+                    output = (Path(self._temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
+                    self.stop()  # removes the temp dir, log included: its end goes into the message
+                    if exited and not late and attempt < 3:
+                        log.warning("the embedded Ray cluster exited while starting; retrying on other ports. "
+                                    "`ray start` said:\n%s", output)
+                        break
+                    raise RuntimeError(f"the embedded Ray cluster did not start; `ray start` said:\n{output}\n"
+                                       "Fix what it says, or pass --ray-address of a running cluster")
+                time.sleep(0.5)
+            else:
+                break
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"address": self.address, "pid": self._pid, "temp_dir": self._temp_dir}))
+        log.info("started an embedded Ray cluster, dashboard at %s", self.address)
+        return self.address
+
+    def _launch(self) -> subprocess.Popen:
+        """`ray start --head --block` on free ports, in a temp dir of its own, with its output in ray-start.log."""
         dashboard = free_port()
         # Short path: Ray's unix sockets live under it and socket paths are limited to ~100 characters.
         self._temp_dir = tempfile.mkdtemp(prefix="raysft-ray-", dir="/tmp")
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
                f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+               "--include-dashboard=true",  # a dashboard that cannot start stops `ray start` (and so is retried)
                f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
                f"--temp-dir={self._temp_dir}"]
         if self.num_cpus is not None:
@@ -86,17 +111,7 @@ class LocalRayCluster:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         self._pid, self.address = proc.pid, f"http://127.0.0.1:{dashboard}"
-        deadline = time.time() + timeout_s
-        while not self._answers(self.address):
-            if proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"the embedded Ray cluster did not start (see {self._temp_dir}/ray-start.log); "
-                                   "or pass --ray-address of a running cluster")
-            time.sleep(0.5)
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"address": self.address, "pid": self._pid, "temp_dir": self._temp_dir}))
-        log.info("started an embedded Ray cluster, dashboard at %s", self.address)
-        return self.address
+        return proc
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop the cluster (its running jobs end) and forget it.
