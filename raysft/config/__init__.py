@@ -1,0 +1,43 @@
+"""The job spec: one typed, validated description of a fine-tuning job.
+
+The CLI reads it from YAML plus dotted overrides, `ray job submit` runs the CLI, and the gRPC service
+validates the same model. Errors name the dotted field path and the fix; all errors of a spec are
+reported at once. Practice-based ranges (learning rate by method, epochs) are warnings, never errors.
+
+Relative paths in a spec are resolved against the working directory of the process that runs it.
+"""
+
+from raysft.config.advice import advisories
+from raysft.config.errors import SpecError, Violation
+from raysft.config.loading import load_spec, parse_spec, spec_to_yaml
+from raysft.config.overrides import apply_overrides, set_values
+from raysft.config.sections import (CheckpointSpec, DataSource, DataSpec, EarlyStoppingSpec, EvalSpec, GenerateSpec,
+                                    LoraSpec, MixSource, ModelSpec, QuantizationSpec, ScalingSpec, TrainSpec)
+from raysft.config.spec import JobSpec
+from raysft.config.tune import SearchDistribution, TuneSpec
+
+__all__ = [
+    "JobSpec",
+    "ModelSpec",
+    "LoraSpec",
+    "QuantizationSpec",
+    "DataSpec",
+    "DataSource",
+    "MixSource",
+    "TrainSpec",
+    "EvalSpec",
+    "GenerateSpec",
+    "EarlyStoppingSpec",
+    "CheckpointSpec",
+    "ScalingSpec",
+    "TuneSpec",
+    "SearchDistribution",
+    "SpecError",
+    "Violation",
+    "load_spec",
+    "parse_spec",
+    "apply_overrides",
+    "set_values",
+    "advisories",
+    "spec_to_yaml",
+]
