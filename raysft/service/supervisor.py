@@ -82,7 +82,8 @@ class Supervisor:
         try:
             spec = parse_spec(job.spec)
         except SpecError as exc:  # stored by an older server whose spec rules differed
-            self.store.update(job_id, lambda j, c: _fail(j, "INTERNAL", f"the stored spec no longer validates: {exc}"))
+            reason = f"the stored spec no longer validates: {exc}"  # `exc` is unbound after the except block
+            self.store.update(job_id, lambda j, c: _fail(j, "INTERNAL", reason))
             return
         keep = (spec.checkpoint.keep_last, spec.checkpoint.keep_best_by)
         if not await self._submitted(job_id):
@@ -132,7 +133,8 @@ class Supervisor:
                 await asyncio.sleep(max(self.poll_s, 1.0))
                 continue
             except SubmitRejected as exc:
-                self.store.update(job_id, lambda j, c: _fail(j, "INTERNAL", str(exc)))
+                reason = str(exc)
+                self.store.update(job_id, lambda j, c: _fail(j, "INTERNAL", reason))
                 return False
             try:
                 self.store.update(job_id, lambda j, c: [transition(j, JobState.STARTING, f"submitted to Ray as {job_id}")])
