@@ -8,7 +8,7 @@ import ray
 
 from raysft.config import load_spec
 from raysft.model.tiny import init_tiny
-from raysft.train.launcher import run_training
+from raysft.train.launcher import connect_ray, run_training
 from raysft.train.score import score_model
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ HELD_OUT = str(ROOT / "examples/data/tickets_test.jsonl")
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    connect_ray(num_cpus=2, configure_logging=False)  # the embedded default, dashboard included
     yield str(init_tiny(tmp_path_factory.mktemp("base"), ROOT / "examples/data/tickets_train.jsonl",
                         vocab_size=1024, hidden_size=128, layers=2))
     ray.shutdown()

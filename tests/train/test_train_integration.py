@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from raysft.config import load_spec
 from raysft.model.tiny import init_tiny
-from raysft.train.launcher import RunError, run_training
+from raysft.train.launcher import RunError, connect_ray, run_training
 from raysft.train.records import read_jsonl
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    connect_ray(num_cpus=2, configure_logging=False)  # the embedded default, dashboard included
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     yield
     ray.shutdown()
