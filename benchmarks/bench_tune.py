@@ -7,7 +7,7 @@ data, 2 trials at a time on 2 CPUs. `grid` runs every trial to its end (schedule
 trials at rungs of 2, 4, 8, ... steps (reduction factor 2). `steps_total` counts the optimizer steps the
 trials actually ran (from their metrics.jsonl); a stopped trial runs a few steps past ASHA's decision before
 Tune kills it, and those count too. Uses RAY_ADDRESS when set, else starts a private 2-CPU Ray head with a
-dashboard (Ray Train needs the State API to free a stopped trial's placement group).
+dashboard (`raysft serve`'s embedded cluster: Ray Train needs the State API to free a stopped trial's placement group).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import io
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `raysft` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raysft.local_ray import free_port, use_token_auth
+from raysft.local_ray import use_token_auth
+from raysft.service.cluster import LocalRayCluster
 
 __all__ = ["run"]
 
@@ -46,27 +45,14 @@ def _ray_cluster(log_dir: Path):
         yield
         ray.shutdown()
         return
-    address = f"127.0.0.1:{free_port()}"
-    with open(log_dir / "ray_start.log", "w") as log:
-        head = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={address.split(':')[1]}",
-             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={free_port()}",
-             "--disable-usage-stats"],
-            # Workers find the cluster through RAY_ADDRESS; token auth as this process (use_token_auth).
-            env={**os.environ, "RAY_ADDRESS": address},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            for _ in range(120):
-                try:
-                    ray.init(address=address, configure_logging=False, log_to_driver=False)
-                    break
-                except ConnectionError:
-                    time.sleep(1)
-            yield
-        finally:
-            ray.shutdown()
-            os.killpg(head.pid, signal.SIGTERM)
-            head.wait(timeout=90)
+    cluster = LocalRayCluster(log_dir / "cluster.json", num_cpus=2, num_gpus=0)
+    cluster.start()
+    try:
+        ray.init(address=cluster.gcs_address, configure_logging=False, log_to_driver=False)
+        yield
+    finally:
+        ray.shutdown()
+        cluster.stop(grace_s=90)
 
 
 def _campaign(base: str, out: Path, scheduler: str, lrs: list[float], ranks: list[int], steps: int) -> dict:

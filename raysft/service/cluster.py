@@ -2,7 +2,9 @@
 
 It is `ray start --head --block` in its own process group with free ports (a fixed port such as the
 dashboard agent's 52365 collides with other Ray instances on the machine) and its own temp dir (so
-other programs' `ray.init()` on this machine do not find and join it). Its address is kept in a state
+other programs' `ray.init()` on this machine do not find and join it). Its processes are given RAY_ADDRESS (its GCS):
+Ray's own lookups from inside the cluster, such as Ray Train's placement-group cleaner asking the State API whether a
+run's controller lives, reach this cluster and not whichever one is the machine's current. Its address is kept in a state
 file: a server killed without shutting down leaves the cluster, and its jobs, running; the next server
 with the same state file re-attaches to it instead of starting another. A graceful shutdown stops it.
 """
@@ -50,12 +52,14 @@ class LocalRayCluster:
     Args:
         state_file: where the running cluster's address and process id are kept.
         num_cpus: CPUs Ray may use (default: all).
+        num_gpus: GPUs Ray may use (default: all it detects).
     """
 
-    def __init__(self, state_file: str | Path, num_cpus: Optional[int] = None):
+    def __init__(self, state_file: str | Path, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
         self.state_file = Path(state_file)
-        self.num_cpus = num_cpus
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.address: Optional[str] = None  # the dashboard URL, once started
+        self.gcs_address: Optional[str] = None  # host:port for ray.init(address=...) and RAY_ADDRESS
         self.reattached = False
         self._pid: Optional[int] = None
         self._temp_dir: Optional[str] = None
@@ -69,6 +73,7 @@ class LocalRayCluster:
         previous = self._read_state()
         if previous and _alive(previous["pid"]) and self._answers(previous["address"]):
             self.address, self._pid, self._temp_dir = previous["address"], previous["pid"], previous["temp_dir"]
+            self.gcs_address = previous.get("gcs_address")
             self.reattached = True
             log.info("re-attached to the embedded Ray cluster at %s (pid %d)", self.address, self._pid)
             return self.address
@@ -91,24 +96,29 @@ class LocalRayCluster:
             else:
                 break
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"address": self.address, "pid": self._pid, "temp_dir": self._temp_dir}))
+        self.state_file.write_text(json.dumps({"address": self.address, "gcs_address": self.gcs_address, "pid": self._pid,
+                                               "temp_dir": self._temp_dir}))
         log.info("started an embedded Ray cluster, dashboard at %s", self.address)
         return self.address
 
     def _launch(self) -> subprocess.Popen:
         """`ray start --head --block` on free ports, in a temp dir of its own, with its output in ray-start.log."""
-        dashboard = free_port()
+        dashboard, gcs = free_port(), free_port()
         # Short path: Ray's unix sockets live under it and socket paths are limited to ~100 characters.
         self._temp_dir = tempfile.mkdtemp(prefix="raysft-ray-", dir="/tmp")
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-               f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+               f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                "--include-dashboard=true",  # a dashboard that cannot start stops `ray start` (and so is retried)
                f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
                f"--temp-dir={self._temp_dir}"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.num_gpus is not None:
+            cmd.append(f"--num-gpus={self.num_gpus}")
+        self.gcs_address = f"127.0.0.1:{gcs}"
         out = open(Path(self._temp_dir) / "ray-start.log", "wb")
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "RAY_ADDRESS": self.gcs_address})
         out.close()
         self._pid, self.address = proc.pid, f"http://127.0.0.1:{dashboard}"
         return proc

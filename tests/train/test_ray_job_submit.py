@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
+from raysft.service.cluster import LocalRayCluster
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,30 +18,16 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def ray_head(tmp_path):
-    """A Ray head started the way a user starts one (`ray start --head`), stopped with its own process."""
+def ray_head(tmp_path, monkeypatch):
+    """A Ray head started the way a user starts one (`ray start --head`, raysft's environment on PATH)."""
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     # Ray 2.60 heads use token auth whenever ~/.ray/auth_token exists, but the job CLI only sends the token
     # in token mode: state it for both (the token itself comes from tests/conftest.py, as on a user's machine).
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env, capture_output=True)
-        if probe.returncode == 0:
-            break
-        time.sleep(2)
-    else:
-        head.terminate()
-        pytest.fail("the Ray head did not come up within 120 s")
-    yield address, env
-    head.terminate()
-    head.wait(timeout=60)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cluster = LocalRayCluster(tmp_path / "cluster.json", num_cpus=2)
+    yield cluster.start(timeout_s=120), dict(os.environ)
+    cluster.stop(grace_s=60)
 
 
 def test_ray_job_submit_runs_raysft_train(ray_head, tmp_path):

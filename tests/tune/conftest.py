@@ -1,26 +1,20 @@
 """Tune fixtures: a 2-CPU Ray cluster of our own, a tiny model, and small campaign specs.
 
-The cluster is started with `ray start --head --block` rather than `ray.init()`, for two reasons:
-- Ray Train frees an ASHA-stopped trial's worker placement group through its PlacementGroupCleaner, which
-  asks the State API (served by the dashboard) whether the trial's controller is alive: the dashboard must run.
-- The cleaner finds the cluster through RAY_ADDRESS; other people's Ray clusters run on this machine, so the
-  head's processes (and every worker they start) get RAY_ADDRESS pointing at ours.
-Subprocess drivers (`python -m raysft.tune`) connect to the same cluster through RAY_ADDRESS. The cluster uses
-token authentication like every other in the tests (tests/conftest.py).
+The cluster is `raysft serve`'s embedded one (`ray start --head --block`, its processes given RAY_ADDRESS) rather
+than `ray.init()`'s: Ray Train frees an ASHA-stopped trial's worker placement group through its PlacementGroupCleaner,
+which asks the State API (served by the dashboard) of the cluster RAY_ADDRESS names whether the trial's controller is
+alive, and other Ray clusters run on this machine. Subprocess drivers (`python -m raysft.tune`) connect to the same
+cluster through RAY_ADDRESS. The cluster uses token authentication like every other in the tests (tests/conftest.py).
 """
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import ray
 
-from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
+from raysft.service.cluster import LocalRayCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
@@ -29,33 +23,14 @@ TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory):
     """Address of a private 2-CPU Ray cluster with a dashboard; the test process is connected to it."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
     saved = os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH")
-    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    log = open(tmp_path_factory.mktemp("ray") / "ray_start.log", "w")
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--num-gpus=0", "--include-dashboard=true", f"--dashboard-port={free_port()}", "--disable-usage-stats"],
-        env={**os.environ, "RAY_ADDRESS": address}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        try:
-            ray.init(address=address, configure_logging=False)
-            break
-        except (ConnectionError, RuntimeError):
-            if time.time() > deadline or head.poll() is not None:
-                os.killpg(head.pid, signal.SIGTERM)
-                pytest.fail(f"the test Ray cluster did not start; see {log.name}")
-            time.sleep(1)
-    yield address
+    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"  # inherited by the head's processes
+    cluster = LocalRayCluster(tmp_path_factory.mktemp("ray") / "cluster.json", num_cpus=2, num_gpus=0)
+    cluster.start()
+    ray.init(address=cluster.gcs_address, configure_logging=False)
+    yield cluster.gcs_address
     ray.shutdown()
-    os.killpg(head.pid, signal.SIGTERM)  # the head's own session: its GCS, raylet, dashboard and workers
-    try:
-        head.wait(timeout=60)  # it drains for up to 30 s
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-    log.close()
+    cluster.stop(grace_s=60)  # it drains for up to 30 s
     if saved is None:
         os.environ.pop("RAY_TRAIN_ENABLE_PRINT_PATCH")
     else:
