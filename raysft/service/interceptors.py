@@ -4,12 +4,14 @@ Authentication covers every RPC, streams included, except standard health checki
 probe it without credentials). The error interceptor turns raysft.service.errors exceptions into their
 status codes, INVALID_ARGUMENT with a google.rpc.BadRequest listing each field violation (its `field`
 is the dotted spec path); anything unexpected becomes INTERNAL with an id to find it in the server log,
-so nothing a client sends takes the server down.
+so nothing a client sends takes the server down. Both are grpc.aio interceptors: behaviours are coroutines, async
+generators, or (health checking's Watch) coroutines that write their responses to the context.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 import secrets
 from typing import Callable
@@ -43,7 +45,7 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Ca
                  request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Requires `authorization: Bearer <token>` metadata on every RPC but health checks."""
 
     def __init__(self, token: str):
@@ -51,14 +53,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
             raise ValueError("an empty token would let anyone in; put a long random string in the token file")
         self._token = token.encode()
 
-    def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         header = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         reason = ("invalid token" if header else "missing bearer token") + \
@@ -67,25 +69,25 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 def _refuse(reason: str, streams: bool) -> Callable:
-    def refuse(_request, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+    async def refuse(_request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
-    def refuse_stream(_request, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-        yield  # a generator, as the stream's handler must be
+    async def refuse_stream(_request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        yield  # an async generator, as the stream's handler must be
 
     return refuse_stream if streams else refuse
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions raised by handlers to gRPC statuses."""
 
     def __init__(self):
         # method -> (the registered handler, its guarded copy): built once per method, not once per call
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
@@ -97,26 +99,34 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 
 def _guard(behaviour: Callable, method: str) -> Callable:
-    def call(request, context):
+    async def call(request, context):
         try:
-            return behaviour(request, context)
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            raise  # the handler aborted the call itself: its status stands
         except Exception as exc:
-            _abort(context, exc, method)
+            await _abort(context, exc, method)
 
     return call
 
 
 def _guard_stream(behaviour: Callable, method: str) -> Callable:
-    def call(request, context):
+    if not inspect.isasyncgenfunction(behaviour):
+        return _guard(behaviour, method)  # a coroutine that writes its responses to the context
+
+    async def call(request, context):
         try:
-            yield from behaviour(request, context)
+            async for response in behaviour(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            _abort(context, exc, method)
+            await _abort(context, exc, method)
 
     return call
 
 
-def _abort(context, exc: Exception, method: str) -> None:
+async def _abort(context, exc: Exception, method: str) -> None:
     if isinstance(exc, IllegalTransition):
         code, message, details = "FAILED_PRECONDITION", str(exc), []
     elif isinstance(exc, ServiceError):
@@ -127,11 +137,9 @@ def _abort(context, exc: Exception, method: str) -> None:
             packed = any_pb2.Any()
             packed.Pack(bad)
             details = [packed]
-    elif context.code() is not None:  # the handler aborted the call itself: keep its status
-        raise exc
     else:
         ref = secrets.token_hex(4)
         log.exception("internal error %s in %s", ref, method)
         code, message, details = "INTERNAL", f"internal error (reference {ref} in the server log)", []
     status = status_pb2.Status(code=code_pb2.Code.Value(code), message=message, details=details)
-    context.abort_with_status(rpc_status.to_status(status))
+    await context.abort_with_status(rpc_status.to_status(status))

@@ -4,10 +4,16 @@
 (tests use port 0); `serve(...)` runs until SIGTERM or SIGINT and shuts down gracefully: health turns
 NOT_SERVING, in-flight RPCs get a grace period, the supervisor stops following (jobs on an external
 cluster keep running and are re-attached by the next server), then the embedded Ray cluster, if any, stops.
+
+The gRPC server is grpc.aio on an event loop of its own thread, with `max_workers` threads for the calls
+that block (see servicer.py). Measured against the thread-per-call server it replaced (benchmarks/README.md):
+with 32 clients on 2 cores each call paid for hand-offs between grpc's polling thread and the worker threads
+under one interpreter lock, which cost more than the handlers themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -20,6 +26,7 @@ from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from raysft.service.cluster import LocalRayCluster
@@ -40,6 +47,26 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name  # raysft.v1.JobService
 
 
+class _LoopThread:
+    """An asyncio event loop running on a thread of its own, with `max_workers` threads for blocking calls."""
+
+    def __init__(self, max_workers: int):
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"))
+        self._thread = threading.Thread(target=self.loop.run_forever, name="grpc-aio", daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: Optional[float] = None):
+        """Run `coro` on the loop and return its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.loop.shutdown_default_executor())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
 @dataclass
 class RunningServer:
     """A started server: `port` is the bound port, `address` host:port."""
@@ -50,15 +77,21 @@ class RunningServer:
     store: Store
     supervisor: Supervisor
     ray_address: str
-    _grpc: grpc.Server
-    _health: health.HealthServicer
+    _grpc: grpc.aio.Server
+    _health: health_aio.HealthServicer
+    _loop: _LoopThread
     _cluster: Optional[LocalRayCluster]
+    _stopped: bool = False
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Graceful shutdown (idempotent)."""
-        self._health.enter_graceful_shutdown()
-        self._grpc.stop(grace_s).wait()
-        self.supervisor.stop()
+        if self._stopped:
+            return
+        self._stopped = True
+        self._loop.run(self._health.enter_graceful_shutdown())
+        self._loop.run(self._grpc.stop(grace_s))
+        self.supervisor.stop()  # streams still waiting in threads see their end within a second
+        self._loop.close()
         self.store.close()
         log.info("gRPC server and job followers stopped")
         if self._cluster is not None:
@@ -67,7 +100,7 @@ class RunningServer:
 
     def wait(self) -> None:
         """Block until the gRPC server stops."""
-        self._grpc.wait_for_termination()
+        self._loop.run(self._grpc.wait_for_termination())
 
 
 def _is_loopback(host: str) -> bool:
@@ -96,7 +129,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         allowed_roots: directories spec paths must lie under (default: the working directory).
         jobs_root: where jobs without an output_dir write (<jobs_root>/<job id>); default <first root>/runs.
         allow_remote_code: accept specs with model.trust_remote_code.
-        max_workers: RPC threads; each open WatchJob / follow-logs stream holds one.
+        max_workers: threads for calls that block; a WatchJob / follow-logs stream holds one while it waits.
         poll_s: seconds between Ray status polls per job.
 
     Raises:
@@ -119,11 +152,27 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     supervisor = Supervisor(store, runner, poll_s=poll_s)
     jobs = Jobs(store, runner, supervisor, PathPolicy(roots, jobs_dir), allow_remote_code=allow_remote_code)
 
+    loop = _LoopThread(max_workers)
+    try:
+        server, bound, health_servicer = loop.run(_start_grpc(address, JobServicer(jobs), token, tls_cert, tls_key))
+    except BaseException:
+        loop.close()
+        supervisor.stop()
+        store.close()
+        if cluster is not None:
+            cluster.stop()
+        raise
+    supervisor.start()  # reconcile: follow every job the store still lists as active
+    return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster)
+
+
+async def _start_grpc(address: str, servicer: JobServicer, token: Optional[str], tls_cert: Optional[str],
+                      tls_key: Optional[str]) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
+    """Build, bind and start the grpc.aio server on the running loop; returns it, its port and its health servicer."""
     interceptors = ([AuthInterceptor(token)] if token else []) + [ErrorInterceptor()]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         interceptors=interceptors)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
-    health_servicer = health.HealthServicer()
+    server = grpc.aio.server(interceptors=interceptors)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if tls_cert:
@@ -131,11 +180,10 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         bound = server.add_secure_port(address, credentials)
     else:
         bound = server.add_insecure_port(address)
-    server.start()
+    await server.start()
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    supervisor.start()  # reconcile: follow every job the store still lists as active
-    return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, cluster)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound, health_servicer
 
 
 def serve(address: str, **kwargs) -> int:

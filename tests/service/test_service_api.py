@@ -11,11 +11,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from raysft.service.events import take_training_events, transition
+from raysft.service.server import create_server
 from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord
-from raysft.service.v1 import jobs_pb2
-from service_helpers import AUTH, put_job
+from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
+from service_helpers import AUTH, NO_RAY, TOKEN, put_job
 
 BASE = {"model": {"name_or_path": "model"}, "data": {"train": ["data.jsonl"]}}
 
@@ -292,3 +293,24 @@ def test_random_specs_never_crash_the_server(offline_server, stub):
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
 
     check()
+
+
+def test_streams_a_client_leaves_give_their_threads_back(tmp_path):
+    """Each waiting WatchJob holds one of the server's threads; a client that goes away must free it, or a few
+    abandoned watchers would leave CancelJob (which runs in the same threads) waiting forever."""
+    server = create_server("127.0.0.1:0", db_url=f"sqlite:///{tmp_path}/jobs.db", token=TOKEN, ray_address=NO_RAY,
+                           allowed_roots=[str(tmp_path)], max_workers=2)
+    try:
+        put_job(server, "quiet", JobState.RUNNING)
+        put_job(server, "queued", JobState.QUEUED)
+        with grpc.insecure_channel(server.address) as channel:
+            stub = jobs_pb2_grpc.JobServiceStub(channel)
+            watchers = [stub.WatchJob(jobs_pb2.WatchJobRequest(job_id="quiet", after_sequence=1), metadata=AUTH)
+                        for _ in range(2)]
+            time.sleep(0.5)  # both wait in the server's two threads for an event that never comes
+            for stream in watchers:
+                stream.cancel()
+            job = stub.CancelJob(jobs_pb2.CancelJobRequest(job_id="queued"), metadata=AUTH, timeout=5)
+            assert job.state == jobs_pb2.CANCELLED
+    finally:
+        server.stop(grace_s=0)
