@@ -26,7 +26,6 @@ from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1 import _async as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from raysft.service.cluster import LocalRayCluster
@@ -78,7 +77,7 @@ class RunningServer:
     supervisor: Supervisor
     ray_address: str
     _grpc: grpc.aio.Server
-    _health: health_aio.HealthServicer
+    _health: health.aio.HealthServicer
     _loop: _LoopThread
     _cluster: Optional[LocalRayCluster]
     _stopped: bool = False
@@ -90,8 +89,8 @@ class RunningServer:
         self._stopped = True
         self._loop.run(self._health.enter_graceful_shutdown())
         self._loop.run(self._grpc.stop(grace_s))
-        self.supervisor.stop()  # streams still waiting in threads see their end within a second
-        self._loop.close()
+        self.supervisor.stop()
+        self._loop.close()  # waits for streams still in threads: each sees its end within a second
         self.store.close()
         log.info("gRPC server and job followers stopped")
         if self._cluster is not None:
@@ -167,12 +166,12 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
 
 
 async def _start_grpc(address: str, servicer: JobServicer, token: Optional[str], tls_cert: Optional[str],
-                      tls_key: Optional[str]) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
+                      tls_key: Optional[str]) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start the grpc.aio server on the running loop; returns it, its port and its health servicer."""
     interceptors = ([AuthInterceptor(token)] if token else []) + [ErrorInterceptor()]
     server = grpc.aio.server(interceptors=interceptors)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
-    health_servicer = health_aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if tls_cert:
