@@ -95,19 +95,19 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.ListCheckpointsResponse(checkpoints=[checkpoint_message(c, c.step == best) for c in kept])
 
     async def GetJobLogs(self, request: jobs_pb2.GetJobLogsRequest, context) -> AsyncIterator[jobs_pb2.LogChunk]:
-        logs = functools.partial(self.jobs.logs, request.job_id, tail_lines=request.tail_lines, follow=request.follow)
-        async for text in _in_threads(lambda active: logs(active=active)):
+        async for text in _in_threads(functools.partial(self.jobs.logs, request.job_id, tail_lines=request.tail_lines,
+                                                        follow=request.follow)):
             yield jobs_pb2.LogChunk(text=text)
 
 
-async def _in_threads(start: Callable[[Callable[[], bool]], Iterator]) -> AsyncIterator:
-    """Items of the blocking iterator `start(active)`, each fetched in the thread pool.
+async def _in_threads(start: Callable[..., Iterator]) -> AsyncIterator:
+    """Items of the blocking iterator `start(active=...)`, each fetched in the thread pool.
 
     `active()` turns False once the stream ends for any reason (the client left, the server stops), so a fetch
     still waiting in a thread gives up at its next check instead of holding its thread.
     """
     ended = threading.Event()
-    items = start(lambda: not ended.is_set())
+    items = start(active=lambda: not ended.is_set())
     try:
         while (item := await asyncio.to_thread(next, items, _END)) is not _END:
             yield item
