@@ -89,16 +89,16 @@ class Jobs:
         events += [NewEvent("warning", "warning", str(w), {"field": w.field}) for w in warnings]
         with self._admit:
             self._check_active_jobs()
-            out = self.paths.claim(resolved["output_dir"], job_id)
+            claimed = self.paths.claim(resolved, job_id)
             try:
                 job, created = self.store.create_job(record, events, body_hash)
             except BaseException:
-                self.paths.release(out)
+                self.paths.release(claimed)
                 raise
         if created:
             self.supervisor.follow(job.id)
         else:
-            self.paths.release(out)  # a concurrent retry of the same request stored its own job first
+            self.paths.release(claimed)  # a concurrent retry of the same request stored its own job first
         return job
 
     def _check_active_jobs(self) -> None:

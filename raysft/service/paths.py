@@ -12,8 +12,8 @@ Jobs are kept apart:
 - `output_dir` defaults to `<jobs root>/<job id>`; one the client names must not exist yet (a root, another job's
   directory or any existing directory is refused), must not lie inside another job's directory, and lies under the
   jobs root only as `<jobs root>/<this job id>`. CreateJob creates it (`claim`) with a `.raysft-job` marker.
-- `checkpoint.storage_path` gets the job id appended (`<storage_path>/<job id>`), so two jobs never share a Ray run,
-  and a local one may not lie inside another job's directory.
+- `checkpoint.storage_path` gets the job id appended (`<storage_path>/<job id>`), so two jobs never share a Ray run;
+  a local one may not lie inside another job's directory, and CreateJob creates and marks it like output_dir.
 - Inputs (model, adapter, data) may not lie inside another job's directory; `job:<id>` names another job's
   output (its `adapter/` as `model.init_adapter`, its `model/` as `model.name_or_path`), resolved server-side.
 
@@ -94,27 +94,39 @@ class PathPolicy:
         parse_spec(raw)  # resolved paths keep a valid spec valid; this guards that promise
         return raw
 
-    def claim(self, output_dir: str, job_id: str) -> Path:
-        """Create the job's output_dir (it must not exist: two jobs racing for one directory get one each) and
-        mark it as the job's. Raises InvalidArgument naming output_dir when it exists."""
-        out = Path(output_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            out.mkdir(mode=0o750)
-        except FileExistsError:
-            raise InvalidArgument([Violation("output_dir", f"{out} exists; name a new directory, or leave output_dir "
-                                                           "unset for one of the job's own")]) from None
-        (out / MARKER).write_text(job_id + "\n", encoding="utf-8")
-        return out
+    def claim(self, raw: dict, job_id: str) -> list[Path]:
+        """Create the job's output_dir and local storage directory (neither may exist: two jobs racing for one
+        directory get one each), each marked as the job's; returns them for `release`.
+
+        Raises:
+            InvalidArgument: one exists already (the field named); nothing stays claimed.
+        """
+        wanted = [("output_dir", Path(raw["output_dir"]))]
+        storage = (raw.get("checkpoint") or {}).get("storage_path")
+        if storage and not _SCHEME.match(storage) and Path(storage) != wanted[0][1]:  # == with storage: <jobs root>
+            wanted.append(("checkpoint.storage_path", Path(storage)))
+        made: list[Path] = []
+        for field, folder in wanted:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(mode=0o750)
+            except FileExistsError:
+                self.release(made)
+                raise InvalidArgument([Violation(field, f"{folder} exists; name a new directory, or leave {field} unset "
+                                                        "for one of the job's own")]) from None
+            (folder / MARKER).write_text(job_id + "\n", encoding="utf-8")
+            made.append(folder)
+        return made
 
     @staticmethod
-    def release(out: Path) -> None:
-        """Remove a claimed output_dir that no stored job came to own (it holds only the marker)."""
-        (out / MARKER).unlink(missing_ok=True)
-        try:
-            out.rmdir()
-        except OSError:
-            pass
+    def release(folders: list[Path]) -> None:
+        """Remove claimed directories no stored job came to own (they hold only the marker)."""
+        for folder in reversed(folders):
+            (folder / MARKER).unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
     def owner(self, path: Path, root: Path) -> Optional[str]:
         """The job whose directory holds `path` (a resolved path under `root`): a marker on the way up, or the

@@ -150,6 +150,9 @@ def test_a_job_runs_to_success_streaming_its_events_and_listing_its_checkpoints(
     listed = subprocess.run([str(BIN / "ray"), "job", "list", "--address", service.ray_address()], capture_output=True, text=True,
                             env={**os.environ, "RAY_AUTH_MODE": "token"}, timeout=120)
     assert job.id in listed.stdout, listed.stdout[-2000:] + listed.stderr[-2000:]
+    ray_job = next(j for j in service.ray_jobs() if j.submission_id == job.id)
+    assert ray_job.entrypoint_num_cpus == 1  # the driver holds a CPU: Ray starts no more drivers than fit
+    assert (service.root / "runs" / job.id / ".raysft-job").read_text().strip() == job.id  # claimed at CreateJob
 
 
 def test_twenty_concurrent_creates_make_one_job_and_cancel_stops_it(service):

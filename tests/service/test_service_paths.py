@@ -106,8 +106,7 @@ def test_escapes_are_refused_naming_the_field(roots, sections, field):
 
 
 def _claimed(policy, job_id):
-    raw = policy.apply(_spec(), job_id)
-    return policy.claim(raw["output_dir"], job_id)
+    return policy.claim(policy.apply(_spec(), job_id), job_id)[0]
 
 
 def test_claim_creates_the_output_dir_with_a_marker_and_a_second_claim_is_refused(roots):
@@ -116,9 +115,25 @@ def test_claim_creates_the_output_dir_with_a_marker_and_a_second_claim_is_refuse
     out = _claimed(policy, "job-a")
     assert (out / MARKER).read_text().strip() == "job-a" and out == tmp / "runs" / "job-a"
     with pytest.raises(InvalidArgument) as err:
-        policy.claim(str(out), "job-b")
+        policy.claim({"output_dir": str(out)}, "job-b")
     assert _fields(err) == ["output_dir"]
-    policy.release(tmp / "runs" / "job-b")  # nothing to release: harmless
+
+
+def test_a_local_storage_directory_is_claimed_too_and_released_with_the_output_dir(roots):
+    data, _, tmp = roots
+    policy = PathPolicy([tmp], tmp / "runs")
+    raw = policy.apply(_spec(checkpoint={"storage_path": "ckpts"}), "job-a")
+    out, storage = policy.claim(raw, "job-a")
+    assert storage == tmp / "ckpts" / "job-a" and (storage / MARKER).read_text().strip() == "job-a"
+    with pytest.raises(InvalidArgument) as err:  # another job then may not write into it
+        policy.apply(_spec(output_dir=str(storage / "checkpoints" / "x")), "job-b")
+    assert _fields(err) == ["output_dir"] and "job-a" in str(err.value)
+    policy.release([out, storage])
+    assert not out.exists() and not storage.exists()
+    (tmp / "ckpts" / "job-c").mkdir()
+    with pytest.raises(InvalidArgument) as err:
+        policy.claim(policy.apply(_spec(checkpoint={"storage_path": "ckpts"}), "job-c"), "job-c")
+    assert _fields(err) == ["checkpoint.storage_path"] and not (tmp / "runs" / "job-c").exists()  # nothing stays
 
 
 @pytest.mark.parametrize("output_dir, says", [
@@ -136,7 +151,7 @@ def test_output_dirs_are_new_and_never_another_jobs(roots, output_dir, says):
     policy = PathPolicy([tmp], tmp / "runs")
     _claimed(policy, "job-a")
     (tmp / "elsewhere").mkdir()
-    policy.claim(str(tmp / "elsewhere" / "out"), "job-e")
+    policy.claim({"output_dir": str(tmp / "elsewhere" / "out")}, "job-e")
     spec = _spec(output_dir=output_dir.format(tmp=tmp))
     if says is None:
         assert policy.apply(spec, "job-b")["output_dir"] == output_dir.format(tmp=tmp)
@@ -185,8 +200,9 @@ def test_a_storage_path_of_ones_own_gets_the_job_id(roots):
     policy = PathPolicy([tmp], tmp / "runs")
     assert policy.apply(_spec(checkpoint={"storage_path": "ckpts"}), "job-b")["checkpoint"]["storage_path"] == \
         str(tmp / "ckpts" / "job-b")
-    assert policy.apply(_spec(checkpoint={"storage_path": str(tmp / "runs")}), "job-b")["checkpoint"]["storage_path"] \
-        == str(tmp / "runs" / "job-b")
+    raw = policy.apply(_spec(checkpoint={"storage_path": str(tmp / "runs")}), "job-b")
+    assert raw["checkpoint"]["storage_path"] == raw["output_dir"] == str(tmp / "runs" / "job-b")
+    assert policy.claim(raw, "job-b") == [tmp / "runs" / "job-b"]  # one directory, claimed once
 
 
 @pytest.mark.parametrize("key, value, field", [
