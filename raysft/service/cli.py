@@ -119,8 +119,10 @@ def _serve_token(args: argparse.Namespace) -> Optional[str]:
             f.write(secrets.token_urlsafe(32) + "\n")
         print(f"created token file {path} (mode 0600); `raysft jobs` on this machine reads it", flush=True)
     elif not args.token_file:
-        if path.stat().st_mode & 0o077:
-            raise ValueError(f"token file {path} is readable by other users; `chmod 600 {path}` or delete it for a new one")
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:  # someone else could know (or have planted) it
+            raise ValueError(f"token file {path} belongs to another user or others can read it; `chmod 600 {path}` "
+                             "if it is yours, or delete it for a new one")
         print(f"token file {path}", flush=True)
     token = path.read_text().strip() if path.is_file() else ""
     if not token:

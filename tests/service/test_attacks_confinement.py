@@ -301,3 +301,12 @@ def test_no_auth_only_with_an_explicit_flag(tmp_path):
     finally:
         out = _stop(proc)
     assert "--insecure-no-auth: any local user" in out and not (tmp_path / "home" / "token").exists()
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path, capsys, monkeypatch):
+    planted = tmp_path / "token"
+    planted.write_text("known-to-others-0123456789abcdef\n")
+    planted.chmod(0o644)
+    monkeypatch.setenv("RAYSFT_TOKEN_FILE", str(planted))
+    code = main(["serve", "--port", "0", "--db", f"sqlite:///{tmp_path}/j.db", "--ray-address", NO_RAY])
+    assert code == 2 and "others can read it" in capsys.readouterr().err
