@@ -3,14 +3,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+import unicodedata
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from raysft.config.errors import CrossFieldError, Violation
 
 __all__ = [
     "Section", "LoraSpec", "QuantizationSpec", "ModelSpec", "DataSource", "MixSource", "DataSpec", "TrainSpec",
-    "GenerateSpec", "EarlyStoppingSpec", "EvalSpec", "CheckpointSpec", "ScalingSpec",
+    "GenerateSpec", "EarlyStoppingSpec", "EvalSpec", "CheckpointSpec", "ScalingSpec", "Name",
 ]
+
+
+def _printable(value: str) -> str:
+    # A line break in a path or hub id ends up raw in logs and error messages (forged log lines, terminal
+    # escapes); no file system or hub needs control, format or line-separator characters in a name.
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise CrossFieldError([Violation("", f"holds the control character {bad!r} at offset {value.index(bad)}; "
+                                             "paths, URIs and hub ids take printable characters only")])
+    return value
+
+
+Name = Annotated[str, AfterValidator(_printable)]
+"""A path, URI, hub id or other name: printable characters only."""
 
 
 class Section(BaseModel):
@@ -29,7 +46,7 @@ class LoraSpec(Section):
     """LoRA scaling numerator; the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)."""
     dropout: float = Field(0.05, ge=0, lt=1)
     """Dropout on the LoRA input."""
-    target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    target_modules: Union[Literal["all-linear"], list[Name]] = "all-linear"
     """Modules to adapt: `all-linear` (every linear layer but the output head) or a list of module names."""
     use_rslora: bool = False
     """Rank-stabilised LoRA: scale by alpha / sqrt(r). Wants a lower learning rate (1e-5 – 5e-5)."""
@@ -49,7 +66,7 @@ class QuantizationSpec(Section):
 
 
 class ModelSpec(Section):
-    name_or_path: str = Field(..., min_length=1)
+    name_or_path: Name = Field(..., min_length=1)
     """Base model: a local directory in Hugging Face layout or a hub id."""
     method: Literal["lora", "qlora", "full"] = "lora"
     """lora: adapters on a 16/32-bit base; qlora: adapters on a 4-bit NF4 base; full: every weight trained."""
@@ -57,7 +74,7 @@ class ModelSpec(Section):
     """Adapter settings (lora and qlora)."""
     quantization: Optional[QuantizationSpec] = None
     """4-bit settings; qlora only. Defaults are filled in when method is qlora."""
-    init_adapter: Optional[str] = None
+    init_adapter: Optional[Name] = None
     """Continue training an earlier adapter: a PEFT adapter directory or an earlier raysft output_dir."""
     trust_remote_code: bool = False
     """Allow model code from the model repository (off: only architectures transformers ships)."""
@@ -67,14 +84,14 @@ class ModelSpec(Section):
 
 
 class DataSource(Section):
-    path: str = Field(..., min_length=1)
+    path: Name = Field(..., min_length=1)
     """JSONL, JSON array, Parquet file, or a directory written by `datasets.save_to_disk`."""
     weight: float = Field(1.0, gt=0)
     """Multi-task weighting: rows of this source are repeated (weight > 1) or subsampled (< 1)."""
 
 
 class MixSource(Section):
-    path: str = Field(..., min_length=1)
+    path: Name = Field(..., min_length=1)
     """General instruction data mixed in to reduce forgetting."""
     ratio: float = Field(..., gt=0, lt=1)
     """Share of the final train set taken by this source (0.15 – 0.3 is typical)."""
@@ -83,11 +100,11 @@ class MixSource(Section):
 class DataSpec(Section):
     train: list[DataSource] = Field(..., min_length=1)
     """Training files: paths, or {path, weight} items for multi-task weighting."""
-    validation: Optional[str] = None
+    validation: Optional[Name] = None
     """A validation file. When set, nothing is held out of train."""
     validation_split: float = Field(0.05, ge=0, lt=1)
     """Share of train held out for validation (deterministic by train.seed); ignored when validation is set."""
-    stratify_by: Optional[str] = None
+    stratify_by: Optional[Name] = None
     """Keep class shares equal across the split: a dotted record field (metadata.industry) or `assistant`."""
     mix: list[MixSource] = Field(default_factory=list)
     """General data added at a share of the final train set: [{path, ratio}]."""
@@ -184,7 +201,7 @@ class CheckpointSpec(Section):
     """Checkpoints kept on disk; the rest are pruned (the best is chosen among them)."""
     keep_best_by: Literal["eval_loss", "exact_match"] = "eval_loss"
     """Metric that ranks checkpoints; the best becomes output_dir/adapter."""
-    storage_path: Optional[str] = None
+    storage_path: Optional[Name] = None
     """Where Ray keeps checkpoints: a local path or any URI Ray storage accepts (s3://, gs://). Default: output_dir."""
 
 

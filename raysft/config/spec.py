@@ -8,7 +8,7 @@ from typing import Optional
 from pydantic import Field, model_validator
 
 from raysft.config.errors import CrossFieldError, Violation
-from raysft.config.sections import (CheckpointSpec, DataSpec, EvalSpec, ModelSpec, QuantizationSpec, ScalingSpec,
+from raysft.config.sections import (CheckpointSpec, DataSpec, EvalSpec, ModelSpec, Name, QuantizationSpec, ScalingSpec,
                                     Section, TrainSpec)
 from raysft.config.tune import TuneSpec, tune_problems
 
@@ -30,7 +30,7 @@ class JobSpec(Section):
     """Checkpoint cadence and retention."""
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     """Workers and resources."""
-    output_dir: str = "runs/my-run"
+    output_dir: Name = "runs/my-run"
     """Where the adapter, metrics, curves and summary are written."""
     tune: Optional[TuneSpec] = None
     """Hyperparameter search: `raysft tune` runs one training of this spec per trial; `raysft train` ignores it."""

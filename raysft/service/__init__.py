@@ -2,9 +2,10 @@
 
 Jobs are validated JobSpecs run as Ray Jobs (submission id = job id); a durable store keeps jobs, their
 events and checkpoints across restarts. Modules: states (lifecycle), store (SQL), specproto (spec ⇄
-proto), paths (allowed roots), events (what events do to a job), runner (Ray Jobs API), cluster (the
-embedded Ray), supervisor (following jobs, reconciling), jobs (operations), messages / servicer (gRPC
-translation), interceptors (auth, errors), server, client, cli. The API is raysft/service/v1/jobs.proto.
+proto), paths (allowed roots and storage, one directory per job), limits (operator caps), events (what
+events do to a job), runner (Ray Jobs API), cluster (the embedded Ray), supervisor (following jobs,
+reconciling), jobs (operations), messages / servicer (gRPC translation), interceptors (auth, errors),
+server, client, cli. The API is raysft/service/v1/jobs.proto.
 """
 
 from raysft.service.client import JobClient, JobServiceError

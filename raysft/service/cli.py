@@ -1,11 +1,14 @@
 """`raysft serve` and `raysft jobs ...`: parsers and handlers for the `raysft` CLI to register.
 
-    raysft serve [--host H] [--port P] [--db URL] [--token-file F] [--tls-cert C --tls-key K] [--ray-address A]
+    raysft serve [--host H] [--port P] [--db URL] [--token-file F | --insecure-no-auth] [--tls-cert C --tls-key K]
+                 [--ray-address A] [--allowed-root DIR] [--allowed-storage URI] [--max-workers N] [--max-active-jobs N] ...
     raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--wait] [--json]
     raysft jobs get|cancel|delete|watch|checkpoints ID,  raysft jobs list,  raysft jobs logs ID [--follow]
 
 Server, token and CA come from --server / --token-file / --tls-ca or RAYSFT_SERVER / RAYSFT_TOKEN /
-RAYSFT_TLS_CA. Exit codes: 0 ok; 1 the job ended FAILED or CANCELLED (submit --wait, watch); 2 bad input
+RAYSFT_TLS_CA. Without --token-file, `raysft serve` uses (creating it, mode 0600) the token file RAYSFT_TOKEN_FILE
+or ~/.raysft/token, and `raysft jobs` reads the same file when neither --token-file nor RAYSFT_TOKEN is given.
+Exit codes: 0 ok; 1 the job ended FAILED or CANCELLED (submit --wait, watch); 2 bad input
 or an RPC error, printed to stderr with its status code name and field violations.
 """
 
@@ -15,10 +18,12 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
+from typing import Optional
 
-__all__ = ["add_serve_parser", "add_jobs_parser", "cmd_serve", "cmd_jobs"]
+__all__ = ["add_serve_parser", "add_jobs_parser", "cmd_serve", "cmd_jobs", "default_token_file"]
 
 _STATES = ("QUEUED", "STARTING", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -32,7 +37,10 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token-file")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--db", default="sqlite:///raysft-jobs.db", help="SQLAlchemy URL of the job store (default: %(default)s)")
-    p.add_argument("--token-file", help="file holding the bearer token clients must send")
+    p.add_argument("--token-file", help="file holding the bearer token clients must send (default: RAYSFT_TOKEN_FILE or "
+                                        "~/.raysft/token, created with a new token when missing)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="loopback only: accept calls without a token (any local user can then run jobs as this user)")
     p.add_argument("--tls-cert", help="PEM certificate; with --tls-key the port speaks TLS")
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--ray-address", help="dashboard URL of the Ray cluster to run jobs on, e.g. http://head:8265 "
@@ -40,7 +48,16 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--allowed-root", action="append", metavar="DIR",
                    help="directory spec paths may point into (repeatable; default: the working directory)")
     p.add_argument("--jobs-root", metavar="DIR", help="where jobs without an output_dir write (default: <first root>/runs)")
+    p.add_argument("--allowed-storage", action="append", default=[], metavar="URI",
+                   help="remote URI prefix spec URIs may point under, e.g. s3://bucket/prefix (repeatable; default: none)")
     p.add_argument("--allow-remote-code", action="store_true", help="accept specs with model.trust_remote_code: true")
+    p.add_argument("--max-workers", type=int, metavar="N", help="cap on scaling.num_workers per job")
+    p.add_argument("--max-resources-per-worker", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="cap on scaling.resources_per_worker (repeatable, e.g. CPU=8 GPU=1); other resources are refused")
+    p.add_argument("--max-trials", type=int, metavar="N", help="cap on the trials of one tune campaign")
+    p.add_argument("--max-active-jobs", type=int, metavar="N", help="cap on jobs queued or running at once")
+    p.add_argument("--driver-cpus", type=float, default=1.0, help="CPUs each job driver reserves on Ray (default: 1)")
+    p.add_argument("--driver-memory-gb", type=float, help="memory each job driver reserves on Ray")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -49,29 +66,68 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM / SIGINT."""
     import logging
 
+    from raysft.service.limits import Limits, parse_resources
     from raysft.service.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    token = None
-    if args.token_file:
-        path = Path(args.token_file)
-        token = path.read_text().strip() if path.is_file() else ""
-        if not token:
-            print(f"error: token file {args.token_file} is missing or empty; write a long random string to it", file=sys.stderr)
-            return 2
+    try:
+        token = _serve_token(args)
+        limits = Limits(max_workers=args.max_workers, max_resources_per_worker=parse_resources(args.max_resources_per_worker),
+                        max_trials=args.max_trials, max_active_jobs=args.max_active_jobs, driver_cpus=args.driver_cpus,
+                        driver_memory_bytes=int(args.driver_memory_gb * 2**30) if args.driver_memory_gb else None)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # Ray's job SDK prefers these variables over the address it is given: --ray-address decides here.
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         os.environ.pop(name, None)
     try:
         return serve(f"{args.host}:{args.port}", db_url=args.db, token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                      ray_address=args.ray_address, allowed_roots=args.allowed_root, jobs_root=args.jobs_root,
-                     allow_remote_code=args.allow_remote_code)
+                     allowed_storage=tuple(args.allowed_storage), limits=limits, allow_remote_code=args.allow_remote_code)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def default_token_file() -> Path:
+    """The token file `raysft serve` creates and `raysft jobs` reads when none is named: RAYSFT_TOKEN_FILE or
+    ~/.raysft/token."""
+    return Path(os.environ.get("RAYSFT_TOKEN_FILE") or Path.home() / ".raysft" / "token").expanduser()
+
+
+def _serve_token(args: argparse.Namespace) -> Optional[str]:
+    """The server's token: --token-file's; none with --insecure-no-auth; else, on loopback, the default file's,
+    created (0600, its path printed) when missing. Raises ValueError for an empty or unsafe file."""
+    if args.insecure_no_auth:
+        if args.token_file:
+            raise ValueError("--insecure-no-auth and --token-file contradict each other; pass one")
+        print("warning: --insecure-no-auth: any local user can submit jobs that run as this user", file=sys.stderr)
+        return None
+    from raysft.service.server import is_loopback
+
+    if not args.token_file and not is_loopback(args.host):
+        return None  # create_server refuses: a token for other machines is the operator's to hand out
+    path = Path(args.token_file) if args.token_file else default_token_file()
+    if not args.token_file and not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # O_EXCL: never write through a planted link
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        print(f"created token file {path} (mode 0600); `raysft jobs` on this machine reads it", flush=True)
+    elif not args.token_file:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:  # someone else could know (or have planted) it
+            raise ValueError(f"token file {path} belongs to another user or others can read it; `chmod 600 {path}` "
+                             "if it is yours, or delete it for a new one")
+        print(f"token file {path}", flush=True)
+    token = path.read_text().strip() if path.is_file() else ""
+    if not token:
+        raise ValueError(f"token file {path} is missing or empty; write a long random string to it")
+    return token
 
 
 # ------------------------------------------------------------------------------------------- jobs
@@ -81,7 +137,8 @@ def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
     """Register `jobs <action> ...` (func=cmd_jobs) on an argparse subparsers object."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--server", help="host:port of the job service (default: RAYSFT_SERVER or 127.0.0.1:50051)")
-    common.add_argument("--token-file", help="file holding the bearer token (default: RAYSFT_TOKEN)")
+    common.add_argument("--token-file", help="file holding the bearer token (default: RAYSFT_TOKEN, else the "
+                                                      "file `raysft serve` created: RAYSFT_TOKEN_FILE or ~/.raysft/token)")
     common.add_argument("--tls-ca", help="PEM CA certificate of the server; switches to TLS (default: RAYSFT_TLS_CA)")
     common.add_argument("--json", action="store_true", help="print JSON (the Job, or one event per line)")
     jobs = subparsers.add_parser("jobs", help="submit, watch and cancel jobs on a raysft job service")
@@ -119,7 +176,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from raysft.service.client import JobClient, JobServiceError
 
     try:
-        token = Path(args.token_file).read_text().strip() if args.token_file else None
+        token = _client_token(args.token_file)
         labels = _labels(getattr(args, "label", []))
         with JobClient(args.server, token=token, tls_ca=args.tls_ca or os.environ.get("RAYSFT_TLS_CA")) as client:
             return _ACTIONS[args.action](client, args, labels)
@@ -131,6 +188,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _client_token(token_file: Optional[str]) -> Optional[str]:
+    """--token-file's token, else RAYSFT_TOKEN (None: the client reads it), else the default token file's, if any."""
+    if token_file:
+        return Path(token_file).read_text().strip()
+    if os.environ.get("RAYSFT_TOKEN"):
+        return None
+    path = default_token_file()
+    return path.read_text().strip() if path.is_file() else None
 
 
 def _labels(items: list[str]) -> dict[str, str]:

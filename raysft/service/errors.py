@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from raysft.config import Violation
 
-__all__ = ["ServiceError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition", "Unavailable"]
+__all__ = ["ServiceError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition", "ResourceExhausted",
+           "Unavailable"]
 
 
 class ServiceError(Exception):
@@ -37,6 +38,12 @@ class AlreadyExists(ServiceError):
 
 class FailedPrecondition(ServiceError):
     code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ServiceError):
+    """An operator cap is reached (e.g. active jobs); retrying later may succeed."""
+
+    code = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(ServiceError):

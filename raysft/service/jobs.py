@@ -7,15 +7,18 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import threading
 import time
+import unicodedata
 from typing import Callable, Iterator, Optional
 
 from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
-from raysft.service.errors import FailedPrecondition, InvalidArgument, Unavailable
+from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from raysft.service.events import best_step, transition
+from raysft.service.limits import Limits
 from raysft.service.paths import PathPolicy
 from raysft.service.runner import JobVanished, RayJobsRunner
-from raysft.service.states import JobState
+from raysft.service.states import ACTIVE, JobState
 from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
 from raysft.service.supervisor import Supervisor
 
@@ -33,12 +36,15 @@ class Jobs:
     Args:
         allow_remote_code: accept `model.trust_remote_code: true` (model code from a hub repository runs on
             the cluster); off by default.
+        limits: the operator's caps on workers, resources, trials and active jobs.
     """
 
     def __init__(self, store: Store, runner: RayJobsRunner, supervisor: Supervisor, paths: PathPolicy, *,
-                 allow_remote_code: bool = False):
+                 allow_remote_code: bool = False, limits: Optional[Limits] = None):
         self.store, self.runner, self.supervisor, self.paths = store, runner, supervisor, paths
         self.allow_remote_code = allow_remote_code
+        self.limits = limits or Limits()
+        self._admit = threading.Lock()  # counting active jobs and storing a new one happen as one step
 
     # ----------------------------------------------------------------------------------- create
 
@@ -68,7 +74,7 @@ class Jobs:
         if request_id and not validate_only and self.store.find_request(request_id):
             return self.store.replay_request(request_id, body_hash)  # a retry: no Ray needed
         job_id = None if validate_only else f"raysft-{secrets.token_hex(6)}"
-        resolved = self.paths.apply(spec, job_id)
+        resolved = self.paths.apply(spec, job_id, self._job_output)
         warnings = [Violation(v.field, v.message) for v in advisories(spec)]
         if kind == "train" and spec.tune is not None:
             warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
@@ -76,19 +82,46 @@ class Jobs:
                            warnings=[{"field": w.field, "message": w.message} for w in warnings])
         if validate_only:
             return record
+        self._check_active_jobs()  # again below, under the lock: this one spares Ray a ping when full
         self.runner.ping()
         events = [NewEvent("info", "state_changed", "→ QUEUED: accepted", {"from": "", "to": JobState.QUEUED.value,
                                                                           "reason": "accepted"})]
         events += [NewEvent("warning", "warning", str(w), {"field": w.field}) for w in warnings]
-        job, created = self.store.create_job(record, events, body_hash)
+        with self._admit:
+            self._check_active_jobs()
+            claimed = self.paths.claim(resolved, job_id)
+            try:
+                job, created = self.store.create_job(record, events, body_hash)
+            except BaseException:
+                self.paths.release(claimed)
+                raise
         if created:
             self.supervisor.follow(job.id)
+        else:
+            self.paths.release(claimed)  # a concurrent retry of the same request stored its own job first
         return job
+
+    def _check_active_jobs(self) -> None:
+        cap = self.limits.max_active_jobs
+        if cap is not None and len(self.store.list_jobs(states=tuple(ACTIVE), limit=cap)) >= cap:
+            raise ResourceExhausted(f"this server runs at most {cap} jobs at once (--max-active-jobs) and that many are "
+                                    "queued or running; retry when one ends, or cancel one")
+
+    def _job_output(self, job_id: str) -> str:
+        """The output_dir of a SUCCEEDED job, for `job:<id>` references; LookupError says why not."""
+        try:
+            job = self.store.get_job(_job_id(job_id))
+        except (NotFound, InvalidArgument):
+            raise LookupError(f"job:{job_id}: no such job; list jobs with `raysft jobs list`") from None
+        if job.state != JobState.SUCCEEDED:
+            raise LookupError(f"job:{job_id} is {job.state.value}; its outputs can be used once it SUCCEEDED")
+        return job.spec["output_dir"]
 
     def _policy_problems(self, spec: JobSpec, kind: str) -> list[Violation]:
         out = []
         if kind == "tune" and spec.tune is None:
             out.append(Violation("tune", "required for a TUNE job; add a tune section (search_space, search, ...)"))
+        out += self.limits.problems(spec, kind)
         if spec.model.trust_remote_code and not self.allow_remote_code:
             out.append(Violation("model.trust_remote_code", "this server does not run model code from repositories; "
                                                             "remove it, or ask the operator for `raysft serve --allow-remote-code`"))
@@ -222,6 +255,9 @@ class Jobs:
 def _job_id(job_id: str) -> str:
     if not job_id:
         raise InvalidArgument([Violation("job_id", "required; pass the id CreateJob returned")])
+    if len(job_id) > 128 or any(unicodedata.category(c)[0] in "CZ" for c in job_id):
+        raise InvalidArgument([Violation("job_id", "not a job id (ids are up to 128 printable characters without "
+                                                   "spaces); pass the id CreateJob returned")])
     return job_id
 
 

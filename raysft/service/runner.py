@@ -66,11 +66,17 @@ class RayJobsRunner:
     Args:
         address: the Ray dashboard URL (http://host:8265).
         timeout_s: per HTTP request.
+        driver_cpus, driver_memory_bytes: what each job's driver reserves on the cluster (Ray's entrypoint_num_cpus
+            and entrypoint_memory), so Ray queues drivers it has no room for instead of starting them all.
     """
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0):
+    def __init__(self, address: str, *, timeout_s: float = 10.0, driver_cpus: float = 1.0,
+                 driver_memory_bytes: Optional[int] = None):
         self.address = address if "://" in address else f"http://{address}"
         self._timeout = timeout_s
+        self._entrypoint = {"entrypoint_num_cpus": driver_cpus}
+        if driver_memory_bytes:
+            self._entrypoint["entrypoint_memory"] = int(driver_memory_bytes)
         self._lock = threading.Lock()
         self._sdk = None
         token = ray_auth_token()
@@ -134,7 +140,7 @@ class RayJobsRunner:
             try:
                 client.submit_job(entrypoint=f"raysft {kind} {_SPEC_FILE}", submission_id=job_id,
                                   runtime_env={"working_dir": tmp, "env_vars": env},
-                                  metadata={"raysft_job_id": job_id, "raysft_kind": kind})
+                                  metadata={"raysft_job_id": job_id, "raysft_kind": kind}, **self._entrypoint)
             except RuntimeError as exc:
                 text = str(exc)
                 if "already exists" in text:

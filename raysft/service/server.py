@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from raysft.service.cluster import LocalRayCluster
 from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
 from raysft.service.jobs import Jobs
+from raysft.service.limits import Limits
 from raysft.service.paths import PathPolicy
 from raysft.service.runner import RayJobsRunner
 from raysft.service.servicer import JobServicer
@@ -38,7 +39,7 @@ from raysft.service.store import Store
 from raysft.service.supervisor import Supervisor
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
-__all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME"]
+__all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME", "is_loopback"]
 
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ class RunningServer:
         self._loop.run(self._grpc.wait_for_termination())
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 in brackets or not) is this machine's loopback."""
     host = host.strip("[]")
     if host == "localhost":
         return True
@@ -115,6 +117,7 @@ def _is_loopback(host: str) -> bool:
 def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///raysft-jobs.db", token: Optional[str] = None,
                   tls_cert: Optional[str] = None, tls_key: Optional[str] = None, ray_address: Optional[str] = None,
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
+                  allowed_storage: tuple[str, ...] = (), limits: Optional[Limits] = None,
                   allow_remote_code: bool = False, max_workers: int = 64, poll_s: float = 0.5) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
@@ -127,29 +130,33 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
             (`raysft serve` clears them).
         allowed_roots: directories spec paths must lie under (default: the working directory).
         jobs_root: where jobs without an output_dir write (<jobs_root>/<job id>); default <first root>/runs.
+        allowed_storage: remote URI prefixes (s3://bucket/prefix) spec URIs may point under; none by default.
+        limits: caps on workers, resources per worker, trials and active jobs, and what job drivers reserve.
         allow_remote_code: accept specs with model.trust_remote_code.
         max_workers: threads for calls that block; a WatchJob / follow-logs stream holds one while it waits.
         poll_s: seconds between Ray status polls per job.
 
     Raises:
-        ValueError: a non-loopback address without a token, or only one of cert / key.
+        ValueError: a non-loopback address without a token, only one of cert / key, or a bad storage prefix.
     """
     host, _, port = address.rpartition(":")
-    if not _is_loopback(host) and not token:
+    if not is_loopback(host) and not token:
         raise ValueError(f"binding {address} exposes the service beyond this machine; pass --token-file (and "
                          "--tls-cert/--tls-key), or bind 127.0.0.1")
     if bool(tls_cert) != bool(tls_key):
         raise ValueError("TLS needs both --tls-cert and --tls-key")
     roots = [str(Path(r).resolve()) for r in (allowed_roots or [os.getcwd()])]
     jobs_dir = Path(jobs_root or Path(roots[0]) / "runs").resolve()
+    paths = PathPolicy(roots, jobs_dir, tuple(allowed_storage))
+    limits = limits or Limits()
     store = Store(db_url)
     cluster = None
     if ray_address is None:
         cluster = LocalRayCluster(jobs_dir / ".ray-cluster.json")
         ray_address = cluster.start()
-    runner = RayJobsRunner(ray_address)
+    runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
     supervisor = Supervisor(store, runner, poll_s=poll_s)
-    jobs = Jobs(store, runner, supervisor, PathPolicy(roots, jobs_dir), allow_remote_code=allow_remote_code)
+    jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits)
 
     loop = _LoopThread(max_workers)
     try:

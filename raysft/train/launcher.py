@@ -87,6 +87,19 @@ def _absolute(spec: JobSpec) -> JobSpec:
                                    "output_dir": str(Path(spec.output_dir).expanduser().resolve())})
 
 
+def _holds_run(storage: str) -> bool:
+    """Whether the Ray run `checkpoints` exists under `storage` (a local path or a URI Ray storage accepts)."""
+    if "://" not in storage:
+        return (Path(storage) / "checkpoints").exists()
+    import pyarrow.fs
+
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(storage)
+        return fs.get_file_info(f"{path.rstrip('/')}/checkpoints").type != pyarrow.fs.FileType.NotFound
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowException subclasses these
+        raise RunError(f"cannot check checkpoint.storage_path {storage}: {exc}; check the URI and its credentials") from None
+
+
 def _use_gpu(spec: JobSpec) -> bool:
     if spec.scaling.use_gpu == "auto":
         return ray.cluster_resources().get("GPU", 0) > 0
@@ -109,9 +122,12 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
     started = time.time()
     spec = _absolute(spec)
     out = Path(spec.output_dir)
-    if not resume and (out / "checkpoints").exists():
-        raise RunError(f"output_dir {out} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "
-                       "or set output_dir to a new directory")
+    storage = spec.checkpoint.storage_path or str(out)
+    if not resume and _holds_run(storage):
+        # Ray Train would restore the run it finds there (its snapshot names the checkpoints to load).
+        where = f"output_dir {out}" if storage == str(out) else f"checkpoint.storage_path {storage}"
+        raise RunError(f"{where} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "
+                       "or use a new directory")
     resolve_model_path(spec.model.name_or_path)
     tokenizer = load_tokenizer(spec.model.name_or_path)
     data = prepare_data(spec.data, tokenizer, spec.train.seed)
@@ -133,7 +149,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
         train_loop_config={
             "spec": spec.model_dump(mode="json"),
             "output_dir": str(out),
-            "storage_path": spec.checkpoint.storage_path or str(out),
+            "storage_path": storage,
             "data_ref": ray.put({"train": data.train, "validation": data.validation,
                                  "validation_conversations": data.validation_conversations}),
         },
@@ -141,7 +157,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
                                      resources_per_worker=spec.scaling.resources_per_worker),
         run_config=RunConfig(
             name="checkpoints",
-            storage_path=spec.checkpoint.storage_path or str(out),
+            storage_path=storage,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoint.keep_last, checkpoint_score_attribute=metric,
                 checkpoint_score_order="max" if metric == "exact_match" else "min"),

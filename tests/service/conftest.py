@@ -5,12 +5,26 @@ job (validation, auth, reads, cancel of a job not yet on Ray) runs for real, and
 reach Ray gets UNAVAILABLE. Jobs in other states are written straight into its store (service_helpers.put_job).
 """
 
+import os
+
 import grpc
 import pytest
 
 from raysft.service.server import create_server
 from raysft.service.v1 import jobs_pb2_grpc
 from service_helpers import NO_RAY, TOKEN
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _token_file_of_the_tests(tmp_path_factory):
+    """`raysft serve` / `raysft jobs` default to ~/.raysft/token: the tests' own, never the user's."""
+    old = os.environ.get("RAYSFT_TOKEN_FILE")
+    os.environ["RAYSFT_TOKEN_FILE"] = str(tmp_path_factory.mktemp("home") / "token")
+    yield
+    if old is None:
+        os.environ.pop("RAYSFT_TOKEN_FILE")
+    else:
+        os.environ["RAYSFT_TOKEN_FILE"] = old
 
 
 @pytest.fixture(scope="module")

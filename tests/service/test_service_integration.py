@@ -150,10 +150,12 @@ def test_a_job_runs_to_success_streaming_its_events_and_listing_its_checkpoints(
     listed = subprocess.run([str(BIN / "ray"), "job", "list", "--address", service.ray_address()], capture_output=True, text=True,
                             env={**os.environ, "RAY_AUTH_MODE": "token"}, timeout=120)
     assert job.id in listed.stdout, listed.stdout[-2000:] + listed.stderr[-2000:]
+    assert (service.root / "runs" / job.id / ".raysft-job").read_text().strip() == job.id  # claimed at CreateJob
 
 
 def test_twenty_concurrent_creates_make_one_job_and_cancel_stops_it(service):
     before = len(service.ray_jobs())
+    dirs_before = set((service.root / "runs").glob("raysft-*"))
     spec = _spec(service.base, max_steps=2000)
     results, errors = [], []
 
@@ -171,6 +173,8 @@ def test_twenty_concurrent_creates_make_one_job_and_cancel_stops_it(service):
         t.join()
     assert not errors and len(results) == 20 and len(set(results)) == 1
     job_id = results[0]
+    # Each racing create claimed a directory; all but the stored job's were given back.
+    assert set((service.root / "runs").glob("raysft-*")) - dirs_before == {service.root / "runs" / job_id}
     with service.client() as client:
         with pytest.raises(JobServiceError) as err:
             client.create_job({**spec, "train": {**spec["train"], "max_steps": 5}}, request_id="concurrent-1")

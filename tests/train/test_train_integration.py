@@ -55,7 +55,7 @@ def _adapter(out):
 def _final_adapter(out):
     # The last checkpoint's trainable weights (the exported adapter is the best one, not the last).
     ckpts = sorted((Path(out) / "checkpoints").glob("checkpoint_0*"))
-    return torch.load(ckpts[-1] / "trainable.pt")
+    return torch.load(ckpts[-1] / "trainable.pt", weights_only=True)
 
 
 def test_run_writes_every_output_and_refuses_to_overwrite(base, tmp_path):
