@@ -60,11 +60,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
             return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
         reason = ("invalid token" if header else "missing bearer token") + \
                  "; pass the server's token with --token-file or RAYSFT_TOKEN (metadata `authorization: Bearer <token>`)"
+        handler = await continuation(handler_call_details)
+        if handler is None:  # an unknown method: saying UNIMPLEMENTED would tell a stranger which methods exist
+            return grpc.unary_unary_rpc_method_handler(_refuse(reason, False))
         return _rebuild(handler, lambda _behaviour, streams: _refuse(reason, streams))
 
 

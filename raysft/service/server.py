@@ -115,7 +115,8 @@ def _is_loopback(host: str) -> bool:
 def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///raysft-jobs.db", token: Optional[str] = None,
                   tls_cert: Optional[str] = None, tls_key: Optional[str] = None, ray_address: Optional[str] = None,
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
-                  allow_remote_code: bool = False, max_workers: int = 64, poll_s: float = 0.5) -> RunningServer:
+                  allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
+                  poll_s: float = 0.5) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
@@ -128,7 +129,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         allowed_roots: directories spec paths must lie under (default: the working directory).
         jobs_root: where jobs without an output_dir write (<jobs_root>/<job id>); default <first root>/runs.
         allow_remote_code: accept specs with model.trust_remote_code.
-        max_workers: threads for calls that block; a WatchJob / follow-logs stream holds one while it waits.
+        max_workers: threads for calls that block (streams hold none while they wait).
+        max_streams_per_client: open WatchJob / GetJobLogs streams one client address may hold (RESOURCE_EXHAUSTED beyond).
         poll_s: seconds between Ray status polls per job.
 
     Raises:
@@ -153,7 +155,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
 
     loop = _LoopThread(max_workers)
     try:
-        server, bound, health_servicer = loop.run(_start_grpc(address, JobServicer(jobs), token, tls_cert, tls_key))
+        server, bound, health_servicer = loop.run(_start_grpc(address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), token, tls_cert, tls_key))
     except BaseException:
         loop.close()
         supervisor.stop()
