@@ -14,7 +14,6 @@ under one interpreter lock, which cost more than the handlers themselves.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from raysft.service.client import is_loopback
 from raysft.service.cluster import LocalRayCluster
 from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
 from raysft.service.jobs import Jobs
@@ -102,16 +102,6 @@ class RunningServer:
         self._loop.run(self._grpc.wait_for_termination())
 
 
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///raysft-jobs.db", token: Optional[str] = None,
                   tls_cert: Optional[str] = None, tls_key: Optional[str] = None, ray_address: Optional[str] = None,
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
@@ -137,7 +127,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         ValueError: a non-loopback address without a token, or only one of cert / key.
     """
     host, _, port = address.rpartition(":")
-    if not _is_loopback(host) and not token:
+    if not is_loopback(host) and not token:
         raise ValueError(f"binding {address} exposes the service beyond this machine; pass --token-file (and "
                          "--tls-cert/--tls-key), or bind 127.0.0.1")
     if bool(tls_cert) != bool(tls_key):
