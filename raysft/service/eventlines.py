@@ -1,7 +1,7 @@
 """The channel training events travel on: signed lines in a Ray job's log, read and checked field by field.
 
 Rank 0 prints each event as `::raysft-event:: <mac> {json}` when the server hands the job its event key
-(raysft.train.records), possibly behind a Ray prefix such as `(RayTrainWorker pid=123) `. A line is an event
+(raysft.train.records), possibly behind a Ray prefix such as `(RayTrainWorker pid=123) ` (coloured or not). A line is an event
 only when it starts so (after at most that prefix) and its MAC verifies under the job's key; whatever else the
 job prints, a spec value or a data line quoted in an error included, is log text: without the key no text can
 pass for an event, and the log shows MACs, never the key. The key is derived from a server secret and the job
@@ -31,7 +31,8 @@ _MAX_STEP = 2 ** 31 - 1
 _MAX_DATA_KEYS = 64
 _LEVELS = {"info", "warning", "error"}
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_LINE = re.compile(r"(?:\([^()\n]{1,200}\) )?" + re.escape(EVENT_PREFIX) + r"([0-9a-f]{32}) (\{.*\})\r?")
+_SGR = r"(?:\x1b\[[0-9;]*m)?"  # Ray colours the prefix unless RAY_COLOR_PREFIX=0
+_LINE = re.compile(r"(?:" + _SGR + r"\([^()\n]{1,200}\)" + _SGR + r" )?" + re.escape(EVENT_PREFIX) + r"([0-9a-f]{32}) (\{.*\})\r?")
 _EARLIEST = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).timestamp()
 
 

@@ -29,6 +29,7 @@ __all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES"]
 log = logging.getLogger(__name__)
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+_MAX_MESSAGE = 2000  # characters of an error's message; grpc clients refuse trailers over 8 kB by default
 
 _KINDS = {
     (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -141,5 +142,7 @@ async def _abort(context, exc: Exception, method: str) -> None:
         ref = secrets.token_hex(4)
         log.exception("internal error %s in %s", ref, method)
         code, message, details = "INTERNAL", f"internal error (reference {ref} in the server log)", []
+    if len(message) > _MAX_MESSAGE:  # a message quoting a client's value (a megabyte job id) must fit the trailer
+        message = message[:_MAX_MESSAGE - 3] + "..."
     status = status_pb2.Status(code=code_pb2.Code.Value(code), message=message, details=details)
     await context.abort_with_status(rpc_status.to_status(status))

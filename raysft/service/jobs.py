@@ -105,6 +105,8 @@ class Jobs:
     def list(self, *, states: tuple[JobState, ...], labels: dict, page_size: int, page_token: str
              ) -> tuple[list[JobRecord], str]:
         """One page of jobs, newest first, and the token of the next page ("" after the last)."""
+        if len(labels) > 64:  # each is a subquery: a filter of thousands would be a slow query, not a filter
+            raise InvalidArgument([Violation("labels", f"filter by at most 64 labels (got {len(labels)})")])
         size = _page_size(page_size, 50)
         before = _decode_token(page_token, "j") if page_token else None
         jobs = self.store.list_jobs(states=states, labels=labels, limit=size + 1, before=before)
@@ -254,6 +256,8 @@ class Jobs:
 def _job_id(job_id: str) -> str:
     if not job_id:
         raise InvalidArgument([Violation("job_id", "required; pass the id CreateJob returned")])
+    if len(job_id) > 64:  # the store's id column; no id is longer
+        raise InvalidArgument([Violation("job_id", f"at most 64 characters (got {len(job_id)}); pass the id CreateJob returned")])
     return job_id
 
 

@@ -140,6 +140,7 @@ class RayJobsRunner:
             # that is where `raysft` lives even when the venv is not activated; ${PATH} is expanded by Ray.
             "PATH": f"{Path(sys.executable).parent}:${{PATH}}",
             "PYTHONUNBUFFERED": "1",
+            "RAY_COLOR_PREFIX": "0",  # worker lines in the log as printed, without colour codes around their prefix
         }
         if kind == "train":
             # Trials of a tune campaign each number their events from 1, so only train jobs stream them.

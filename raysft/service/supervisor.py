@@ -246,7 +246,7 @@ def _failure(info: RayJobInfo, logs: str) -> str:
     """The reason a job failed: the CLI's `error: ...` line when it printed one, else Ray's message."""
     errors = [line.split("error: ", 1)[1] for line in logs.splitlines() if line.startswith("error: ")]
     if errors:
-        return errors[-1]
+        return errors[-1][:2000]  # job output: bounded like an event's text
     code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
     return (info.message or "the Ray job failed").splitlines()[0][:500] + code
 

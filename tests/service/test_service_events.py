@@ -42,6 +42,7 @@ def test_lines_are_cut_at_newlines_across_chunks():
 def test_event_lines_are_found_behind_ray_prefixes_and_damaged_ones_skipped():
     assert parse(_line(3, "metrics", {"step": 1}))["seq"] == 3
     assert parse(_line(3, "metrics", {}, prefix=""))["type"] == "metrics"
+    assert parse(_line(3, "metrics", {}, prefix="\x1b[36m(RayTrainWorker pid=1, ip=10.0.0.2)\x1b[0m "))["seq"] == 3
     assert parse("[raysft] step 1/3 | loss 2.0") is None
     assert parse(_line(4, "metrics", {"step": 1})[:-5]) is None  # cut off mid-line: the MAC no longer matches
 
