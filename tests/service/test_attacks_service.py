@@ -370,13 +370,13 @@ def test_huge_or_forged_page_tokens_are_invalid_argument(server, stub, other, to
     still_serves(other, server)
 
 
-@pytest.mark.parametrize("method, request, field", [
+@pytest.mark.parametrize("method, message, field", [
     ("GetJob", jobs_pb2.GetJobRequest(job_id="x" * 1_000_000), "job_id"),  # quoted back, it would overflow the trailer
     ("CancelJob", jobs_pb2.CancelJobRequest(job_id="x" * 100_000), "job_id"),
     ("ListJobs", jobs_pb2.ListJobsRequest(labels={f"k{i}": "v" for i in range(1000)}), "labels"),  # 1000 subqueries
 ])
-def test_oversized_ids_and_filters_are_refused_by_name(server, stub, other, method, request, field):
-    code, fields, err = refused(lambda: getattr(stub, method)(request, metadata=AUTH, timeout=10))
+def test_oversized_ids_and_filters_are_refused_by_name(server, stub, other, method, message, field):
+    code, fields, err = refused(lambda: getattr(stub, method)(message, metadata=AUTH, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and fields[0][0] == field and len(err.details()) < 2000
     still_serves(other, server)
 
