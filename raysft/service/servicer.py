@@ -2,7 +2,7 @@
 
 The server runs on grpc.aio: one event loop serves every call. Single-row reads run on the loop itself (well
 under a millisecond; a hop to a thread and back costs more than the work); spec validation (its cost grows with
-the spec, bounded by specproto's limits), everything that reaches Ray, writes, or pages through many rows runs in
+the spec, bounded by raysft.service.speclimits), everything that reaches Ray, writes, or pages through many rows runs in
 the loop's thread pool. Streams wait on the loop, holding no thread, and each client (by its address) may hold at
 most `max_streams_per_client` of them. Errors are raised as raysft.service.errors exceptions; the error
 interceptor turns them into status codes with details.
