@@ -10,8 +10,9 @@ with the same state file re-attaches to it instead of starting another. A gracef
 
 The state file is not trusted: before the server sends the Ray token to the address it names, or would ever
 signal its pid, that pid must be this user's `ray start --head` with the file's own temp dir and the addresses
-must be on 127.0.0.1; anything else is ignored (and a new cluster started). Every Ray process of the cluster
-binds 127.0.0.1 (`--node-ip-address`), so no other machine reaches its GCS or raylet.
+must be on 127.0.0.1; anything else is ignored (and a new cluster started). The node's address is 127.0.0.1
+(`--node-ip-address`), and the dashboard binds it; Ray 2.60's GCS and raylet still listen on every interface
+whatever the node address (`ss -ltnp` shows `*:<port>`), guarded by the cluster's token only.
 """
 
 from __future__ import annotations
