@@ -288,21 +288,26 @@ def _wake(loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> None:
 
 
 async def _until(items: AsyncIterator[str], stop: asyncio.Event) -> AsyncIterator[str]:
-    """The items of `items` until it ends or `stop` is set, whichever comes first."""
-    stopped = asyncio.ensure_future(stop.wait())
+    """The items of `items` until it ends or `stop` is set, whichever comes first; `items` is closed either way."""
+    stopped, item = asyncio.ensure_future(stop.wait()), None
     try:
         while True:
             item = asyncio.ensure_future(anext(items))
             await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not item.done():
-                item.cancel()
                 return
             try:
-                yield item.result()
+                value = item.result()
             except StopAsyncIteration:
                 return
+            item = None
+            yield value
     finally:
         stopped.cancel()
+        if item is not None and not item.done():  # the source must have stopped running before it is closed
+            item.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await item
         await items.aclose()
 
 

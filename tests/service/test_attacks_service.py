@@ -273,6 +273,33 @@ def test_streams_beyond_the_per_client_cap_are_resource_exhausted(server, other)
         channel.close()
 
 
+def test_a_followed_log_ends_with_the_job_and_closes_its_source():
+    """GetJobLogs --follow reads Ray's log stream (incremental, no thread held) until the job ends, then lets it go."""
+    import asyncio
+
+    from raysft.service.jobs import _until
+
+    closed = []
+
+    async def endless_log():
+        try:
+            while True:
+                yield "line\n"
+                await asyncio.sleep(0.01)
+        finally:
+            closed.append(True)
+
+    async def follow():
+        ended, got = asyncio.Event(), []
+        asyncio.get_running_loop().call_later(0.2, ended.set)
+        async for text in _until(endless_log(), ended):
+            got.append(text)
+        return got
+
+    got = asyncio.run(asyncio.wait_for(follow(), 5))
+    assert 3 <= len(got) < 100 and closed == [True]
+
+
 # ------------------------------------------------------------------------------------- item 5: spec size
 
 
