@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -140,6 +141,8 @@ def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
     common.add_argument("--token-file", help="file holding the bearer token (default: RAYSFT_TOKEN, else the "
                                                       "file `raysft serve` created: RAYSFT_TOKEN_FILE or ~/.raysft/token)")
     common.add_argument("--tls-ca", help="PEM CA certificate of the server; switches to TLS (default: RAYSFT_TLS_CA)")
+    common.add_argument("--allow-plaintext-token", action="store_true",
+                        help="send the token without TLS to a server off this machine (refused otherwise)")
     common.add_argument("--json", action="store_true", help="print JSON (the Job, or one event per line)")
     jobs = subparsers.add_parser("jobs", help="submit, watch and cancel jobs on a raysft job service")
     sub = jobs.add_subparsers(dest="action", required=True)
@@ -147,7 +150,10 @@ def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
     sp = sub.add_parser("submit", parents=[common], help="submit a spec as a job")
     sp.add_argument("spec", help="YAML job spec")
     sp.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    sp.add_argument("--request-id", help="idempotency key: resubmitting with it returns the same job")
+    sp.add_argument("--request-id", help="idempotency key: resubmitting with it returns the same job (default: one derived "
+                                         "from the spec, kind and labels, so running the same command again never "
+                                         "stores a second job)")
+    sp.add_argument("--new", action="store_true", help="a fresh request id: run the same spec and labels once more")
     sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--kind", choices=["train", "tune"], help="default: tune when the spec has a tune section")
     sp.add_argument("--validate-only", action="store_true", help="check the spec on the server; run nothing")
@@ -178,13 +184,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     try:
         token = _client_token(args.token_file)
         labels = _labels(getattr(args, "label", []))
-        with JobClient(args.server, token=token, tls_ca=args.tls_ca or os.environ.get("RAYSFT_TLS_CA")) as client:
+        with JobClient(args.server, token=token, tls_ca=args.tls_ca or os.environ.get("RAYSFT_TLS_CA"),
+                       allow_plaintext_token=args.allow_plaintext_token) as client:
             return _ACTIONS[args.action](client, args, labels)
     except JobServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_safe(str(exc), keep_lines=True)}", file=sys.stderr)
         return 2
     except (SpecError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_safe(str(exc), keep_lines=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -214,13 +221,23 @@ def _labels(items: list[str]) -> dict[str, str]:
 
 
 def _submit(client, args, labels) -> int:
-    job = client.create_job(args.spec, overrides=tuple(args.overrides), kind=args.kind, request_id=args.request_id,
-                            validate_only=args.validate_only, labels=labels)
+    import time
+    import uuid
+
+    from raysft.service.client import content_request_id, spec_message
+
+    message = spec_message(args.spec, tuple(args.overrides))
+    request_id = args.request_id or (str(uuid.uuid4()) if args.new else content_request_id(message, args.kind, labels))
+    asked = time.time()
+    job = client.create_job(message, kind=args.kind, request_id=request_id, validate_only=args.validate_only, labels=labels)
     if args.validate_only:
         _print_job(job, args.json, brief=True)
         return 0
     if not args.json:
-        print(f"submitted {job.id} ({_state(job)})" + "".join(f"\nwarning: {w.field}: {w.message}" for w in job.warnings))
+        again = job.create_time.seconds and job.create_time.seconds < asked - 5  # stored by an earlier run
+        print(f"{'already submitted as' if again else 'submitted'} {job.id} ({_state(job)})"
+              + (" — pass --new to run it once more" if again else "")
+              + "".join(f"\nwarning: {_safe(w.field)}: {_safe(w.message)}" for w in job.warnings))
     if not args.wait:
         if args.json:
             _print_job(job, True)
@@ -254,13 +271,13 @@ def _list(client, args, labels) -> int:
         if len(jobs) >= args.limit:
             break
     if args.json:
-        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        print(json.dumps([_job_dict(j) for j in jobs], indent=2, allow_nan=False))
         return 0
     print(f"{'ID':<20} {'STATE':<11} {'KIND':<6} {'STEP':>11}  {'CREATED':<20} LABELS")
     for j in jobs:
         step = f"{j.progress.step}/{j.progress.total_steps}" if j.progress.total_steps else "-"
-        labels_text = ",".join(f"{k}={v}" for k, v in sorted(j.labels.items()))
-        print(f"{j.id:<20} {_state(j):<11} {_kind(j):<6} {step:>11}  {_when(j.create_time):<20} {labels_text}")
+        labels_text = _safe(",".join(f"{k}={v}" for k, v in sorted(j.labels.items())))
+        print(f"{_safe(j.id):<20} {_state(j):<11} {_kind(j):<6} {step:>11}  {_when(j.create_time):<20} {labels_text}")
     return 0
 
 
@@ -270,22 +287,20 @@ def _watch(client, args, _labels) -> int:
 
 def _logs(client, args, _labels) -> int:
     for text in client.logs(args.job_id, tail_lines=args.tail, follow=args.follow):
-        sys.stdout.write(text)
+        sys.stdout.write(_safe(text, keep_lines=True))
         sys.stdout.flush()
     return 0
 
 
 def _checkpoints(client, args, _labels) -> int:
-    from google.protobuf import json_format
-
     kept = client.checkpoints(args.job_id)
     if args.json:
-        print(json.dumps([json_format.MessageToDict(c, preserving_proto_field_name=True) for c in kept], indent=2))
+        print(json.dumps([_message_dict(c) for c in kept], indent=2, allow_nan=False))
         return 0
     print(f"{'STEP':>6}  {'BEST':<4}  {'METRICS':<40}  URI")
     for c in kept:
         metrics = " ".join(f"{k} {v:.4g}" for k, v in sorted(c.metrics.items()) if isinstance(v, float))
-        print(f"{c.step:>6}  {'*' if c.is_best else '':<4}  {metrics:<40}  {c.uri}")
+        print(f"{c.step:>6}  {'*' if c.is_best else '':<4}  {_safe(metrics):<40}  {_safe(c.uri)}")
     return 0
 
 
@@ -298,24 +313,22 @@ _ACTIONS = {"submit": _submit, "get": _get, "cancel": _cancel, "delete": _delete
 
 def _follow(client, job_id: str, after: int, as_json: bool) -> int:
     """Print events as they come (a live progress bar on a terminal), then the final state; 1 unless SUCCEEDED."""
-    from google.protobuf import json_format
-
     bar = sys.stderr.isatty() and not as_json
     for event in client.watch(job_id, after_sequence=after):
         if as_json:
-            print(json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True)), flush=True)
+            print(json.dumps(_message_dict(event), allow_nan=False), flush=True)
         elif bar and event.type == "metrics":
             sys.stderr.write("\r" + _bar(client.get_job(job_id).progress))
             sys.stderr.flush()
         else:
             if bar:
                 sys.stderr.write("\r\033[K")
-            print(f"{_when(event.time)}  {event.type:<17} {event.message}", flush=True)
+            print(f"{_when(event.time)}  {_safe(event.type):<17} {_safe(event.message)}", flush=True)
     if bar:
         sys.stderr.write("\r\033[K")
     job = client.get_job(job_id)
     if as_json:  # the final Job as one more JSON line after the events
-        print(json.dumps(_job_dict(job)))
+        print(json.dumps(_job_dict(job), allow_nan=False))
     else:
         _print_job(job, False, brief=True)
     return 0 if _state(job) == "SUCCEEDED" else 1
@@ -352,24 +365,64 @@ def _when(stamp) -> str:
 
 
 def _job_dict(job) -> dict:
+    return _message_dict(job)
+
+
+def _message_dict(msg) -> dict:
+    """A message as JSON data; a number JSON cannot hold (NaN, infinity, in a Struct) becomes null."""
     from google.protobuf import json_format
 
-    return json_format.MessageToDict(job, preserving_proto_field_name=True)
+    try:
+        return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    except (ValueError, json_format.SerializeToJsonError):  # it refuses non-finite Struct numbers
+        copy = type(msg)()
+        copy.CopyFrom(msg)
+        _null_non_finite(copy)
+        return json_format.MessageToDict(copy, preserving_proto_field_name=True)
+
+
+def _null_non_finite(msg) -> None:
+    import math
+
+    if msg.DESCRIPTOR.full_name == "google.protobuf.Value" and msg.WhichOneof("kind") == "number_value" \
+            and not math.isfinite(msg.number_value):
+        msg.null_value = 0
+        return
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            items = value.values() if field.message_type.fields_by_name["value"].message_type else ()
+        else:
+            items = value if field.is_repeated else [value]
+        for item in items:
+            _null_non_finite(item)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _safe(text: str, keep_lines: bool = False) -> str:
+    """Job-controlled text fit for a terminal: control characters (escape sequences, and line breaks unless kept)
+    shown as \\xNN instead of acting on the terminal."""
+    pattern = _CONTROL_BUT_LINES if keep_lines else _CONTROL
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _print_job(job, as_json: bool, brief: bool = False) -> None:
     if as_json:
-        print(json.dumps(_job_dict(job), indent=2))
+        print(json.dumps(_job_dict(job), indent=2, allow_nan=False))
         return
     state = _state(job)
     if state == "JOB_STATE_UNSPECIFIED":  # validate-only
-        print("valid" + "".join(f"\nwarning: {w.field}: {w.message}" for w in job.warnings))
+        print("valid" + "".join(f"\nwarning: {_safe(w.field)}: {_safe(w.message)}" for w in job.warnings))
         return
-    print(f"{job.id}  {state}" + (f": {job.state_reason}" if job.state_reason else ""))
+    print(f"{_safe(job.id)}  {state}" + (f": {_safe(job.state_reason)}" if job.state_reason else ""))
     if job.error.code:
-        print(f"  error: {job.error.message}")
+        print(f"  error: {_safe(job.error.message)}")
     if job.output.adapter_uri and state == "SUCCEEDED":
-        print(f"  adapter: {job.output.adapter_uri}")
+        print(f"  adapter: {_safe(job.output.adapter_uri)}")
     if brief:
         return
     p = job.progress
@@ -377,8 +430,8 @@ def _print_job(job, as_json: bool, brief: bool = False) -> None:
           f"ended: {_when(job.end_time)}")
     if p.total_steps:
         print(f"  progress: {_bar(p)}")
-    print(f"  output_dir: {job.output.output_dir or '-'}")
+    print(f"  output_dir: {_safe(job.output.output_dir) or '-'}")
     for w in job.warnings:
-        print(f"  warning: {w.field}: {w.message}")
+        print(f"  warning: {_safe(w.field)}: {_safe(w.message)}")
     if job.labels:
-        print("  labels: " + ", ".join(f"{k}={v}" for k, v in sorted(job.labels.items())))
+        print("  labels: " + _safe(", ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))

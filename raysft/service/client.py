@@ -14,6 +14,8 @@ travel; the server fills in the defaults and validates again. RPC failures raise
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
 import uuid
 from pathlib import Path
@@ -27,11 +29,43 @@ from raysft.config import JobSpec, load_spec
 from raysft.service.specproto import spec_to_proto
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
-__all__ = ["JobClient", "JobServiceError", "TERMINAL_STATES", "DEFAULT_SERVER"]
+__all__ = ["JobClient", "JobServiceError", "TERMINAL_STATES", "DEFAULT_SERVER", "is_loopback", "content_request_id",
+           "spec_message"]
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 TERMINAL_STATES = frozenset({jobs_pb2.SUCCEEDED, jobs_pb2.FAILED, jobs_pb2.CANCELLED})
 _KINDS = {None: jobs_pb2.JOB_KIND_UNSPECIFIED, "train": jobs_pb2.TRAIN, "tune": jobs_pb2.TUNE}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 in brackets or not) is this machine's loopback."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def spec_message(spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], overrides: tuple[str, ...] = ()) -> jobs_pb2.JobSpec:
+    """The raysft.v1.JobSpec a create sends: a file or mapping (with `key=value` overrides) or a JobSpec, validated
+    here first, with only the keys it sets; a message as it is.
+
+    Raises:
+        raysft.config.SpecError: the spec is invalid.
+    """
+    if isinstance(spec, jobs_pb2.JobSpec):
+        return spec
+    parsed = spec if isinstance(spec, JobSpec) else load_spec(spec, list(overrides))
+    return spec_to_proto(parsed.model_dump(mode="json", exclude_unset=True))
+
+
+def content_request_id(spec: jobs_pb2.JobSpec, kind: Optional[str], labels: dict[str, str]) -> str:
+    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels): the same job sent twice,
+    a retry after a timeout above all, is stored once."""
+    body = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[kind], labels=labels)
+    return "sha256:" + hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()[:48]
 
 
 class JobServiceError(Exception):
@@ -64,14 +98,23 @@ class JobClient:
         tls_ca: PEM file of the CA that signed the server's certificate; switches to TLS. `tls=True` uses
             the system roots.
         timeout_s: deadline of unary calls (streams have none).
+        allow_plaintext_token: send the token without TLS to a server that is not on loopback (anyone on the
+            path can read it); refused otherwise.
+
+    Raises:
+        ValueError: a token that a header cannot carry, or one that would travel in plaintext off this machine.
     """
 
     def __init__(self, server: Optional[str] = None, *, token: Optional[str] = None, tls_ca: Optional[str] = None,
-                 tls: bool = False, timeout_s: float = 30.0):
+                 tls: bool = False, timeout_s: float = 30.0, allow_plaintext_token: bool = False):
         self.server = server or os.environ.get("RAYSFT_SERVER") or DEFAULT_SERVER
         token = (token if token is not None else os.environ.get("RAYSFT_TOKEN") or "").strip()
         if token and not token.isprintable():
             raise ValueError("the token holds characters a header cannot carry (a line break?); a token file holds one line")
+        host = self.server.split("///")[-1].rpartition(":")[0] or self.server
+        if token and not (tls_ca or tls) and not is_loopback(host) and not allow_plaintext_token:
+            raise ValueError(f"{self.server} is not this machine and the connection has no TLS: the token would travel "
+                             "in plaintext; pass --tls-ca (RAYSFT_TLS_CA), or --allow-plaintext-token on a network you trust")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         if tls_ca or tls:
             roots = Path(tls_ca).read_bytes() if tls_ca else None
@@ -114,7 +157,8 @@ class JobClient:
             spec: a YAML file, a spec mapping, a JobSpec, or a raysft.v1.JobSpec message (sent as is).
             overrides: `key.path=value` changes applied to a file or mapping.
             kind: "train" or "tune"; default: tune when the spec has a tune section.
-            request_id: idempotency key; default a new UUID, so pass your own to retry safely.
+            request_id: idempotency key; default a new UUID, so pass your own to retry safely (the CLI passes
+                `content_request_id`, so the same submission run again returns the job already stored).
             validate_only: check everything, store and run nothing.
             labels: key/value tags to filter ListJobs by.
 
@@ -122,14 +166,10 @@ class JobClient:
             raysft.config.SpecError: the spec is invalid (checked here before anything is sent).
             JobServiceError: the server refused it.
         """
-        if isinstance(spec, jobs_pb2.JobSpec):
-            message = spec
-        else:
-            parsed = spec if isinstance(spec, JobSpec) else load_spec(spec, list(overrides))
-            message = spec_to_proto(parsed.model_dump(mode="json", exclude_unset=True))
-        request = jobs_pb2.CreateJobRequest(spec=message, kind=_KINDS[kind], validate_only=validate_only,
-                                            request_id="" if validate_only else (request_id or str(uuid.uuid4())),
-                                            labels=labels or {})
+        message = spec_message(spec, overrides)
+        request = jobs_pb2.CreateJobRequest(spec=message, kind=_KINDS[kind], validate_only=validate_only, labels=labels or {})
+        if not validate_only:
+            request.request_id = request_id or str(uuid.uuid4())
         return self._unary("CreateJob", request)
 
     def get_job(self, job_id: str) -> jobs_pb2.Job:

@@ -7,6 +7,12 @@ Ray's own lookups from inside the cluster, such as Ray Train's placement-group c
 run's controller lives, reach this cluster and not whichever one is the machine's current. Its address is kept in a state
 file: a server killed without shutting down leaves the cluster, and its jobs, running; the next server
 with the same state file re-attaches to it instead of starting another. A graceful shutdown stops it.
+
+The state file is not trusted: before the server sends the Ray token to the address it names, or would ever
+signal its pid, that pid must be this user's `ray start --head` with the file's own temp dir and the addresses
+must be on 127.0.0.1; anything else is ignored (and a new cluster started). The node's address is 127.0.0.1
+(`--node-ip-address`), and the dashboard binds it; Ray 2.60's GCS and raylet still listen on every interface
+whatever the node address (`ss -ltnp` shows `*:<port>`), guarded by the cluster's token only.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,9 +34,13 @@ from typing import Optional
 from raysft.local_ray import free_port
 from raysft.service.runner import ray_auth_token
 
-__all__ = ["LocalRayCluster"]
+__all__ = ["LocalRayCluster", "trusted_state"]
 
 log = logging.getLogger(__name__)
+
+_DASHBOARD = re.compile(r"http://127\.0\.0\.1:\d{1,5}")
+_GCS = re.compile(r"127\.0\.0\.1:\d{1,5}")
+_TEMP_DIR = re.compile(r"/tmp/raysft-ray-[A-Za-z0-9_]{1,32}")
 
 
 def _alive(pid: int) -> bool:
@@ -71,7 +82,10 @@ class LocalRayCluster:
             RuntimeError: Ray did not come up within `timeout_s`; the message points at its log.
         """
         previous = self._read_state()
-        if previous and _alive(previous["pid"]) and self._answers(previous["address"]):
+        if previous and not trusted_state(previous):
+            log.warning("ignoring %s: it does not describe an embedded Ray cluster of this user on 127.0.0.1", self.state_file)
+            previous = None
+        if previous and self._answers(previous["address"]):
             self.address, self._pid, self._temp_dir = previous["address"], previous["pid"], previous["temp_dir"]
             self.gcs_address = previous.get("gcs_address")
             self.reattached = True
@@ -96,8 +110,10 @@ class LocalRayCluster:
             else:
                 break
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"address": self.address, "gcs_address": self.gcs_address, "pid": self._pid,
-                                               "temp_dir": self._temp_dir}))
+        self.state_file.unlink(missing_ok=True)  # a file (or link) someone else put there is not written through
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"address": self.address, "gcs_address": self.gcs_address, "pid": self._pid, "temp_dir": self._temp_dir}, f)
         log.info("started an embedded Ray cluster, dashboard at %s", self.address)
         return self.address
 
@@ -107,7 +123,7 @@ class LocalRayCluster:
         # Short path: Ray's unix sockets live under it and socket paths are limited to ~100 characters.
         self._temp_dir = tempfile.mkdtemp(prefix="raysft-ray-", dir="/tmp")
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-               f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+               f"--port={gcs}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                "--include-dashboard=true",  # a dashboard that cannot start stops `ray start` (and so is retried)
                f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
                f"--temp-dir={self._temp_dir}"]
@@ -178,6 +194,23 @@ class LocalRayCluster:
                 return True
         except OSError:
             return False
+
+
+def trusted_state(state: dict) -> bool:
+    """Whether a state file's content describes a live embedded cluster of this user: addresses on 127.0.0.1, a
+    raysft temp dir of this user, and a pid that is this user's `ray start --head` with that temp dir."""
+    pid, temp_dir, gcs = state.get("pid"), state.get("temp_dir"), state.get("gcs_address")
+    if not (isinstance(pid, int) and pid > 1 and isinstance(temp_dir, str) and _TEMP_DIR.fullmatch(temp_dir)
+            and isinstance(state.get("address"), str) and _DASHBOARD.fullmatch(state["address"])
+            and (gcs is None or (isinstance(gcs, str) and _GCS.fullmatch(gcs)))):
+        return False
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid() or os.stat(temp_dir).st_uid != os.getuid():
+            return False
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return _alive(pid) and b"start" in args and b"--head" in args and f"--temp-dir={temp_dir}".encode() in args
 
 
 def _session_members(sid: int) -> list[int]:

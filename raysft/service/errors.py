@@ -8,7 +8,10 @@ from __future__ import annotations
 from raysft.config import Violation
 
 __all__ = ["ServiceError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition", "ResourceExhausted",
-           "Unavailable"]
+           "Unavailable", "MAX_VIOLATIONS"]
+
+MAX_VIOLATIONS = 20  # an error's trailer stays a few kB: grpc clients refuse trailers over 8 kB by default
+_MAX_FIELD, _MAX_DESCRIPTION = 200, 300
 
 
 class ServiceError(Exception):
@@ -23,8 +26,14 @@ class InvalidArgument(ServiceError):
     code = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[Violation], summary: str = ""):
-        self.violations = list(violations)
-        lines = "; ".join(str(v) for v in self.violations)
+        # At most MAX_VIOLATIONS, each cut short, the last saying how many more there were: a request with
+        # thousands of bad labels must still get an answer its client can read.
+        shown = [Violation(v.field[:_MAX_FIELD], _cut(v.message, _MAX_DESCRIPTION)) for v in violations[:MAX_VIOLATIONS]]
+        if len(violations) > MAX_VIOLATIONS:
+            shown.append(Violation(shown[-1].field, f"... and {len(violations) - MAX_VIOLATIONS} more problem(s); fix "
+                                                    "these and send it again"))
+        self.violations = shown
+        lines = "; ".join(str(v) for v in shown[:3]) + (f"; ... ({len(violations)} in all)" if len(violations) > 3 else "")
         super().__init__(f"{summary}: {lines}" if summary else lines)
 
 
@@ -48,3 +57,7 @@ class ResourceExhausted(ServiceError):
 
 class Unavailable(ServiceError):
     code = "UNAVAILABLE"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."

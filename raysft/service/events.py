@@ -1,55 +1,25 @@
-"""What events do to a job: state transitions, training events read from Ray job logs, checkpoint retention.
+"""What events do to a job: state transitions, training events taken in, checkpoint retention.
 
 Pure functions over store records: the supervisor calls them inside one `Store.update` transaction, so a
-job's state, progress, checkpoints and events always change together.
-
-Training events arrive as `::raysft-event:: {json}` lines in the Ray job's logs (rank 0 prints them when
-RAYSFT_EVENTS_TO_STDOUT=1), possibly behind a Ray prefix such as `(RayTrainWorker pid=123) ` and possibly
-twice; re-reading the logs after a server restart repeats them all. Each carries `seq`, increasing within
-the run, so anything at or below the highest `seq` taken in is a duplicate.
+job's state, progress, checkpoints and events always change together. Training event records come from the
+job's log (raysft.service.eventlines reads and verifies them); each is checked field by field here before it
+counts, and carries `seq`, increasing within the run, so anything at or below the highest `seq` taken in is a
+duplicate (re-reading the logs after a server restart repeats them all).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
 import time
 from typing import Optional
 
+from raysft.service.eventlines import MAX_TEXT, check_event, checkpoint_prefix
 from raysft.service.states import JobState, check_transition
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent
-from raysft.train.records import EVENT_PREFIX
 
-__all__ = ["LineSplitter", "parse_event_line", "transition", "take_training_events", "retain", "best_step"]
+__all__ = ["transition", "take_training_events", "retain", "best_step", "MAX_TRAINING_EVENTS"]
 
-_LEVELS = {"info", "warning", "error"}
-
-
-class LineSplitter:
-    """Cuts a stream of text chunks into complete lines (a chunk may end mid-line)."""
-
-    def __init__(self) -> None:
-        self._rest = ""
-
-    def feed(self, chunk: str) -> list[str]:
-        """The lines completed by `chunk`."""
-        *lines, self._rest = (self._rest + chunk).split("\n")
-        return lines
-
-
-def parse_event_line(line: str) -> Optional[dict]:
-    """The event record in a Ray job log line, or None when the line holds none (or a damaged one)."""
-    at = line.find(EVENT_PREFIX)
-    if at < 0:
-        return None
-    try:
-        record = json.loads(line[at + len(EVENT_PREFIX):])
-    except ValueError:
-        return None
-    if not (isinstance(record, dict) and isinstance(record.get("seq"), int) and isinstance(record.get("type"), str)):
-        return None
-    return record
+MAX_TRAINING_EVENTS = 20_000  # per job: a 100k-step run logging every 5th step; later ones only move progress
 
 
 def transition(job: JobRecord, to: JobState, reason: str, *, level: str = "info", now: Optional[float] = None) -> NewEvent:
@@ -73,43 +43,54 @@ def transition(job: JobRecord, to: JobState, reason: str, *, level: str = "info"
 
 
 def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], records: list[dict],
-                         keep_last: int, keep_best_by: str) -> list[NewEvent]:
+                         keep_last: int, keep_best_by: str, *, now: Optional[float] = None) -> list[NewEvent]:
     """Take in training event records: update progress and checkpoints, and return the events to store.
 
-    Records at or below the highest `seq` already taken in are dropped, as is everything once the job is
-    terminal (its terminal event stays the last one).
+    Each record is checked first (eventlines.check_event): a bad one becomes an `event_rejected` warning and
+    is skipped. Records at or below the highest `seq` already taken in are dropped, as is everything once the
+    job is terminal (its terminal event stays the last one). Once a job holds MAX_TRAINING_EVENTS events its
+    training events still move progress and checkpoints but are no longer stored (one warning says so).
     """
     out: list[NewEvent] = []
     if job.state.terminal:
         return out
-    for record in sorted(records, key=lambda r: r["seq"]):
+    now = now or time.time()
+    prefix, checked = checkpoint_prefix(job.spec), []
+    for record in records:
+        clean, problem = check_event(record, ckpt_prefix=prefix, now=now)
+        if clean is None:
+            _bounded(job, out, NewEvent("warning", "event_rejected", f"a training event was skipped: {problem}"[:MAX_TEXT],
+                                        {"reason": problem[:MAX_TEXT]}, now))
+        else:
+            checked.append(clean)
+    for record in sorted(checked, key=lambda r: r["seq"]):
         if record["seq"] <= job.last_source_seq:
             continue
         if job.state == JobState.STARTING:  # training is under way before the status poll noticed
             out.append(transition(job, JobState.RUNNING, "the Ray job is running"))
         job.last_source_seq = record["seq"]
-        when = _event_time(record)
-        data = record.get("data") if isinstance(record.get("data"), dict) else {}
-        kind = record["type"]
-        level = record.get("level") if record.get("level") in _LEVELS else "info"
-        out.append(NewEvent(level, kind, str(record.get("message", "")), data, when))
+        kind, data, when = record["type"], record["data"], record["time"]
+        _bounded(job, out, NewEvent(record["level"], kind, record["message"], data, when))
         _progress(job.progress, kind, data, when)
-        if kind == "checkpoint_saved" and isinstance(data.get("step"), int):
+        if kind == "checkpoint_saved":
             step = data["step"]
             metrics = {k: v for k, v in data.items() if k not in ("step", "uri")}
-            ckpts[step] = CheckpointRecord(job.id, step, str(data.get("uri", "")), metrics, when, False, len(ckpts))
+            ckpts[step] = CheckpointRecord(job.id, step, data["uri"], metrics, when, False, len(ckpts))
             for gone in retain(ckpts, keep_last, keep_best_by):
-                out.append(NewEvent("info", "checkpoint_pruned", f"checkpoint at step {gone.step} pruned (keep_last {keep_last})",
-                                    {"step": gone.step, "uri": gone.uri}, when))
+                _bounded(job, out, NewEvent("info", "checkpoint_pruned", f"checkpoint at step {gone.step} pruned "
+                                            f"(keep_last {keep_last})", {"step": gone.step, "uri": gone.uri}, when))
     return out
 
 
-def _event_time(record: dict) -> Optional[float]:
-    """The epoch time of a training event record (its ISO `time`), or None when it has none."""
-    try:
-        return dt.datetime.fromisoformat(str(record.get("time"))).timestamp()
-    except ValueError:
-        return None
+def _bounded(job: JobRecord, out: list[NewEvent], event: NewEvent) -> None:
+    """Append `event` unless the job holds MAX_TRAINING_EVENTS already; the first one over says so instead."""
+    if job.last_sequence + len(out) < MAX_TRAINING_EVENTS:
+        out.append(event)
+    elif not job.progress.get("events_truncated"):
+        job.progress["events_truncated"] = True
+        out.append(NewEvent("warning", "events_truncated", f"this job holds {MAX_TRAINING_EVENTS} events; later training "
+                            "events only move its progress and checkpoints (the run's events.jsonl keeps them all)",
+                            {"limit": MAX_TRAINING_EVENTS}, event.time))
 
 
 def _progress(p: dict, kind: str, data: dict, when: Optional[float]) -> None:

@@ -29,6 +29,7 @@ __all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES"]
 log = logging.getLogger(__name__)
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+_MAX_MESSAGE = 2000  # characters of an error's message; grpc clients refuse trailers over 8 kB by default
 
 _KINDS = {
     (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -60,11 +61,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
             return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
         reason = ("invalid token" if header else "missing bearer token") + \
                  "; pass the server's token with --token-file or RAYSFT_TOKEN (metadata `authorization: Bearer <token>`)"
+        handler = await continuation(handler_call_details)
+        if handler is None:  # an unknown method: saying UNIMPLEMENTED would tell a stranger which methods exist
+            return grpc.unary_unary_rpc_method_handler(_refuse(reason, False))
         return _rebuild(handler, lambda _behaviour, streams: _refuse(reason, streams))
 
 
@@ -141,5 +142,7 @@ async def _abort(context, exc: Exception, method: str) -> None:
         ref = secrets.token_hex(4)
         log.exception("internal error %s in %s", ref, method)
         code, message, details = "INTERNAL", f"internal error (reference {ref} in the server log)", []
+    if len(message) > _MAX_MESSAGE:  # a message quoting a client's value (a megabyte job id) must fit the trailer
+        message = message[:_MAX_MESSAGE - 3] + "..."
     status = status_pb2.Status(code=code_pb2.Code.Value(code), message=message, details=details)
     await context.abort_with_status(rpc_status.to_status(status))

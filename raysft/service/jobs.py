@@ -4,13 +4,15 @@ watch, events, checkpoints and logs. The servicer translates messages to and fro
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
+import contextlib
 import re
 import secrets
 import threading
-import time
 import unicodedata
-from typing import Callable, Iterator, Optional
+from typing import AsyncIterator, Optional
 
 from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
 from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -136,12 +138,19 @@ class Jobs:
     def list(self, *, states: tuple[JobState, ...], labels: dict, page_size: int, page_token: str
              ) -> tuple[list[JobRecord], str]:
         """One page of jobs, newest first, and the token of the next page ("" after the last)."""
+        if len(labels) > 64:  # each is a subquery: a filter of thousands would be a slow query, not a filter
+            raise InvalidArgument([Violation("labels", f"filter by at most 64 labels (got {len(labels)})")])
         size = _page_size(page_size, 50)
         before = _decode_token(page_token, "j") if page_token else None
         jobs = self.store.list_jobs(states=states, labels=labels, limit=size + 1, before=before)
         more = len(jobs) > size
         jobs = jobs[:size]
-        return jobs, _encode_token("j", jobs[-1].ordinal) if more else ""
+        return jobs, self.page_token_after(jobs[-1]) if more else ""
+
+    @staticmethod
+    def page_token_after(job: JobRecord) -> str:
+        """The ListJobs page token of the page that starts after `job`."""
+        return _encode_token("j", job.ordinal)
 
     def events(self, job_id: str, *, after: int, page_size: int, page_token: str) -> tuple[list[EventRecord], str]:
         """One page of a job's events in order, and the next page's token ("" at the end)."""
@@ -162,55 +171,80 @@ class Jobs:
         keep_best_by = parse_spec(job.spec).checkpoint.keep_best_by
         return sorted(kept, key=lambda c: -c.step), best_step(kept, keep_best_by)
 
-    def watch(self, job_id: str, after: int, active: Callable[[], bool]) -> Iterator[EventRecord]:
-        """Events after `after`, then new ones as they are stored; ends after the terminal state event."""
+    async def watch(self, job_id: str, after: int) -> AsyncIterator[EventRecord]:
+        """Events after `after`, then new ones as they are stored; ends after the terminal state event.
+
+        Waiting holds no thread: the store's change notice wakes the stream on the event loop (a poll every
+        second covers changes made by another server sharing the store). Each read takes a pool thread briefly.
+        """
         self.get(job_id)
         if after < 0:
             raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
-        last = after
-        while active():
-            version = self.store.version(job_id)
-            # The state is read before the events: when it is terminal, the terminal event (stored in the same
-            # transaction) is already among the events read next or sent before.
-            job = self.store.get_job(job_id)
-            batch = self.store.events(job_id, last, 500)
-            for event in batch:
-                yield event
-                last = event.sequence
-            if not batch and job.state.terminal:
-                return
-            if not batch:
-                self.store.wait_for_change(job_id, version, timeout=1.0)
+        loop, changed = asyncio.get_running_loop(), asyncio.Event()
+        unsubscribe = self.store.subscribe(job_id, lambda: _wake(loop, changed))
+        try:
+            last = after
+            while True:
+                changed.clear()  # before the read: a change after it wakes the wait below
+                # The state is read before the events: when it is terminal, the terminal event (stored in the same
+                # transaction) is already among the events read next or sent before.
+                job, batch = await asyncio.to_thread(lambda: (self.store.get_job(job_id), self.store.events(job_id, last, 500)))
+                for event in batch:
+                    yield event
+                    last = event.sequence
+                if not batch and job.state.terminal:
+                    return
+                if not batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), 1.0)
+        finally:
+            unsubscribe()
 
-    def logs(self, job_id: str, *, tail_lines: int, follow: bool, active: Callable[[], bool]) -> Iterator[str]:
-        """The Ray job's driver log (its last `tail_lines` lines), then, with follow, new text until the job ends."""
+    async def logs(self, job_id: str, *, tail_lines: int, follow: bool) -> AsyncIterator[str]:
+        """The Ray job's driver log (its last `tail_lines` lines), then, with follow, new text until the job ends.
+
+        Following streams the log from Ray's log API as it grows (nothing is downloaded twice) and holds no
+        thread while it waits; it ends half a second after the store records the job's end.
+        """
         if tail_lines < 0:
             raise InvalidArgument([Violation("tail_lines", f"must be >= 0 (got {tail_lines})")])
         job = self.get(job_id)
-        while job.submitted_at is None and not job.state.terminal and follow and active():  # nothing on Ray yet
-            time.sleep(0.5)
+        while follow and job.submitted_at is None and not job.state.terminal:  # nothing on Ray yet
+            await asyncio.sleep(0.5)
             job = self.get(job_id)
-        text = self._log_text(job) if job.submitted_at is not None else ""
-        shown = text
-        if tail_lines:
-            shown = "".join(text.splitlines(keepends=True)[-tail_lines:])
-        if shown:
-            yield shown
-        seen = len(text)
-        while follow and active() and not job.state.terminal:
-            time.sleep(0.5)
-            job = self.get(job_id)  # read before the log: the last read after the end has everything
-            text = self._log_text(job)
-            if len(text) > seen:
-                yield text[seen:]
-                seen = len(text)
+        if job.submitted_at is None:
+            return
+        if not follow or job.state.terminal:
+            text = await asyncio.to_thread(self._log_text, job)
+            shown = "".join(text.splitlines(keepends=True)[-tail_lines:]) if tail_lines else text
+            if shown:
+                yield shown
+            return
+        ended = asyncio.Event()
+        watcher = asyncio.create_task(self._mark_end(job_id, ended))
+        try:
+            async for text in _until(self.runner.tail(job_id, lines=tail_lines or -1), ended):
+                yield text
+        except JobVanished:
+            raise self._gone(job) from None
+        finally:
+            watcher.cancel()
+
+    async def _mark_end(self, job_id: str, ended: asyncio.Event) -> None:
+        while not (await asyncio.to_thread(self.get, job_id)).state.terminal:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the log's last lines reach the stream (Ray reads the file every 0.1 s)
+        ended.set()
+
+    def _gone(self, job: JobRecord) -> FailedPrecondition:
+        return FailedPrecondition(f"Ray no longer has the logs of job {job.id}; look in its output_dir "
+                                  f"{job.spec.get('output_dir')}")
 
     def _log_text(self, job: JobRecord) -> str:
         try:
             return self.runner.logs(job.id)
         except JobVanished:
-            raise FailedPrecondition(f"Ray no longer has the logs of job {job.id}; look in its output_dir "
-                                     f"{job.spec.get('output_dir')}") from None
+            raise self._gone(job) from None
 
     # ----------------------------------------------------------------------------------- change
 
@@ -255,9 +289,11 @@ class Jobs:
 def _job_id(job_id: str) -> str:
     if not job_id:
         raise InvalidArgument([Violation("job_id", "required; pass the id CreateJob returned")])
-    if len(job_id) > 128 or any(unicodedata.category(c)[0] in "CZ" for c in job_id):
-        raise InvalidArgument([Violation("job_id", "not a job id (ids are up to 128 printable characters without "
-                                                   "spaces); pass the id CreateJob returned")])
+    if len(job_id) > 64:  # the store's id column; no id is longer
+        raise InvalidArgument([Violation("job_id", f"at most 64 characters (got {len(job_id)}); pass the id CreateJob returned")])
+    if any(unicodedata.category(c)[0] in "CZ" for c in job_id):
+        raise InvalidArgument([Violation("job_id", "not a job id (ids are printable characters without spaces); "
+                                                   "pass the id CreateJob returned")])
     return job_id
 
 
@@ -282,16 +318,45 @@ def _page_size(size: int, default: int) -> int:
     return min(size or default, _MAX_PAGE)
 
 
+def _wake(loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed (server stopping): nobody waits any more
+        loop.call_soon_threadsafe(changed.set)
+
+
+async def _until(items: AsyncIterator[str], stop: asyncio.Event) -> AsyncIterator[str]:
+    """The items of `items` until it ends or `stop` is set, whichever comes first; `items` is closed either way."""
+    stopped, item = asyncio.ensure_future(stop.wait()), None
+    try:
+        while True:
+            item = asyncio.ensure_future(anext(items))
+            await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():
+                return
+            try:
+                value = item.result()
+            except StopAsyncIteration:
+                return
+            item = None
+            yield value
+    finally:
+        stopped.cancel()
+        if item is not None and not item.done():  # the source must have stopped running before it is closed
+            item.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await item
+        await items.aclose()
+
+
 def _encode_token(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
 
 
 def _decode_token(token: str, kind: str) -> int:
     try:
-        got_kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if got_kind == kind:
+        got_kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":") if len(token) <= 64 else ("", "")
+        if got_kind == kind and value.isdigit() and len(value) <= 18:  # within the database's 64-bit integers
             return int(value)
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, binascii.Error):
         pass
     raise InvalidArgument([Violation("page_token", "not a token this list returned; pass next_page_token as it came, "
                                                    "or leave it empty for the first page")])

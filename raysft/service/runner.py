@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import os
 import sys
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import AsyncIterator, Optional
 import yaml
 
 from raysft.service.errors import Unavailable
+from raysft.train.records import EVENT_KEY_ENV
 
 __all__ = ["RayJobsRunner", "RayJobInfo", "JobVanished", "SubmitRejected", "ray_auth_token"]
 
@@ -105,21 +108,33 @@ class RayJobsRunner:
         except (OSError, urllib.error.URLError) as exc:
             raise Unavailable(f"cannot reach the Ray cluster at {self.address}: {_short(exc)}; retry when it is up") from None
 
-    def _call(self, what: str, fn, *args):
+    def _request(self, what: str, method: str, path: str) -> bytes:
+        """One call of the Ray Jobs REST API; its body. The HTTP status decides: 404 is JobVanished (never the
+        text of an error, which a job's own message could hold), anything else but 2xx Unavailable."""
+        request = urllib.request.Request(f"{self.address}{path}", method=method, headers=self._headers)
         try:
-            return fn(*args)
-        except RuntimeError as exc:
-            text = str(exc)
-            if "404" in text or "does not exist" in text:
-                raise JobVanished(text) from None
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise JobVanished(f"Ray has no job at {path} (HTTP 404)") from None
+            raise Unavailable(f"Ray could not {what}: HTTP {exc.code} {_short(exc.read(300).decode(errors='replace'))}") from None
+        except (OSError, urllib.error.URLError) as exc:
             raise Unavailable(f"Ray could not {what}: {_short(exc)}") from None
-        except Exception as exc:  # connection and authentication errors
-            raise Unavailable(f"Ray could not {what}: {_short(exc)}") from None
+
+    def _job(self, job_id: str) -> dict:
+        body = self._request("report the job status", "GET", f"/api/jobs/{urllib.parse.quote(job_id, safe='')}")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise Unavailable(f"Ray answered the status of job {job_id} with something other than JSON") from None
 
     # ------------------------------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, kind: str, spec: dict) -> None:
+    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes) -> None:
         """Start `raysft <kind>` on the spec as the Ray job `job_id`; a job already submitted is left as it is.
+
+        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it.
 
         Raises:
             Unavailable: Ray cannot take it now (unreachable, its job agent still starting): retry later.
@@ -131,10 +146,11 @@ class RayJobsRunner:
             # that is where `raysft` lives even when the venv is not activated; ${PATH} is expanded by Ray.
             "PATH": f"{Path(sys.executable).parent}:${{PATH}}",
             "PYTHONUNBUFFERED": "1",
+            "RAY_COLOR_PREFIX": "0",  # worker lines in the log as printed, without colour codes around their prefix
         }
         if kind == "train":
             # Trials of a tune campaign each number their events from 1, so only train jobs stream them.
-            env["RAYSFT_EVENTS_TO_STDOUT"] = "1"
+            env[EVENT_KEY_ENV] = event_key.hex()
         with tempfile.TemporaryDirectory(prefix="raysft-job-") as tmp:
             (Path(tmp) / _SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
             try:
@@ -153,35 +169,40 @@ class RayJobsRunner:
 
     def info(self, job_id: str) -> RayJobInfo:
         """Status of the Ray job. Raises JobVanished or Unavailable."""
-        d = self._call("report the job status", self._client().get_job_info, job_id)
-        return RayJobInfo(str(getattr(d.status, "value", d.status)), d.message or "", d.driver_exit_code)
+        d = self._job(job_id)
+        code = d.get("driver_exit_code")
+        return RayJobInfo(str(d.get("status", "")), str(d.get("message") or ""), code if isinstance(code, int) else None)
 
     def stop(self, job_id: str) -> None:
         """Ask Ray to stop the job (SIGTERM, then SIGKILL after its grace period). Raises JobVanished or Unavailable."""
-        self._call("stop the job", self._client().stop_job, job_id)
+        self._request("stop the job", "POST", f"/api/jobs/{urllib.parse.quote(job_id, safe='')}/stop")
 
     def delete(self, job_id: str) -> None:
         """Forget a terminal Ray job (its log files stay on the cluster). Raises JobVanished or Unavailable."""
-        self._call("delete the job", self._client().delete_job, job_id)
+        self._request("delete the job", "DELETE", f"/api/jobs/{urllib.parse.quote(job_id, safe='')}")
 
     def logs(self, job_id: str) -> str:
         """The whole driver log of the job. Raises JobVanished or Unavailable."""
-        return self._call("return the job logs", self._client().get_job_logs, job_id)
+        body = self._request("return the job logs", "GET", f"/api/jobs/{urllib.parse.quote(job_id, safe='')}/logs")
+        try:
+            return str(json.loads(body).get("logs", ""))
+        except (ValueError, AttributeError):
+            raise Unavailable(f"Ray answered the logs of job {job_id} with something other than JSON") from None
 
-    async def tail(self, job_id: str) -> AsyncIterator[str]:
-        """Log text as the job writes it, from the beginning, until cancelled (or the job ends).
+    async def tail(self, job_id: str, lines: int = -1) -> AsyncIterator[str]:
+        """Log text as the job writes it, from the beginning (or its last `lines` lines), until cancelled.
 
         Follows the driver's log file through the dashboard's log API, which polls it every 0.1 s (new
         lines arrive within ~0.1 s wherever the cluster runs); where that API is unavailable, Ray's job-log
         websocket, which polls once a second.
         """
-        info = await asyncio.to_thread(self._call, "report the job status", self._client().get_job_info, job_id)
-        while info.driver_node_id is None and info.status == "PENDING":
+        info = await asyncio.to_thread(self._job, job_id)
+        while info.get("driver_node_id") is None and info.get("status") == "PENDING":
             await asyncio.sleep(0.2)  # the driver's node is known once Ray has started it
-            info = await asyncio.to_thread(self._call, "report the job status", self._client().get_job_info, job_id)
-        if info.driver_node_id:
+            info = await asyncio.to_thread(self._job, job_id)
+        if info.get("driver_node_id"):
             try:
-                async for text in self._follow_log(job_id, info.driver_node_id):
+                async for text in self._follow_log(job_id, info["driver_node_id"], lines):
                     yield text
                 return
             except _NoLogApi:
@@ -189,10 +210,10 @@ class RayJobsRunner:
         async for chunk in self._client().tail_job_logs(job_id):
             yield chunk
 
-    async def _follow_log(self, job_id: str, node_id: str) -> AsyncIterator[str]:
+    async def _follow_log(self, job_id: str, node_id: str, lines: int) -> AsyncIterator[str]:
         import aiohttp  # ray[default] brings it; the job SDK uses it too
 
-        params = {"submission_id": job_id, "node_id": node_id, "lines": "-1", "interval": "0.1"}
+        params = {"submission_id": job_id, "node_id": node_id, "lines": str(lines), "interval": "0.1"}
         decode = codecs.getincrementaldecoder("utf-8")("replace")  # a chunk may end mid-character
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
         async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as session:

@@ -14,7 +14,6 @@ under one interpreter lock, which cost more than the handlers themselves.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from raysft.service.client import is_loopback
 from raysft.service.cluster import LocalRayCluster
 from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
 from raysft.service.jobs import Jobs
@@ -103,22 +103,12 @@ class RunningServer:
         self._loop.run(self._grpc.wait_for_termination())
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or an address, IPv6 in brackets or not) is this machine's loopback."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///raysft-jobs.db", token: Optional[str] = None,
                   tls_cert: Optional[str] = None, tls_key: Optional[str] = None, ray_address: Optional[str] = None,
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
                   allowed_storage: tuple[str, ...] = (), limits: Optional[Limits] = None,
-                  allow_remote_code: bool = False, max_workers: int = 64, poll_s: float = 0.5) -> RunningServer:
+                  allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
+                  poll_s: float = 0.5) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
@@ -133,7 +123,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         allowed_storage: remote URI prefixes (s3://bucket/prefix) spec URIs may point under; none by default.
         limits: caps on workers, resources per worker, trials and active jobs, and what job drivers reserve.
         allow_remote_code: accept specs with model.trust_remote_code.
-        max_workers: threads for calls that block; a WatchJob / follow-logs stream holds one while it waits.
+        max_workers: threads for calls that block (streams hold none while they wait).
+        max_streams_per_client: open WatchJob / GetJobLogs streams one client address may hold (RESOURCE_EXHAUSTED beyond).
         poll_s: seconds between Ray status polls per job.
 
     Raises:
@@ -160,7 +151,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
 
     loop = _LoopThread(max_workers)
     try:
-        server, bound, health_servicer = loop.run(_start_grpc(address, JobServicer(jobs), token, tls_cert, tls_key))
+        server, bound, health_servicer = loop.run(_start_grpc(address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), token, tls_cert, tls_key))
     except BaseException:
         loop.close()
         supervisor.stop()

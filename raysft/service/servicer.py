@@ -1,42 +1,71 @@
 """`raysft.v1.JobService`: translates messages to `Jobs` calls and back, nothing more.
 
-The server runs on grpc.aio: one event loop serves every call. Validation and single-row reads run on the
-loop itself (well under a millisecond; a hop to a thread and back costs more than the work), everything that
-reaches Ray, writes, or pages through many rows runs in the loop's thread pool, and streams drive their blocking
-iterators from that pool. Errors are raised as raysft.service.errors exceptions; the error interceptor turns
-them into status codes with details.
+The server runs on grpc.aio: one event loop serves every call. Single-row reads run on the loop itself (well
+under a millisecond; a hop to a thread and back costs more than the work); spec validation (its cost grows with
+the spec, bounded by raysft.service.speclimits), everything that reaches Ray, writes, or pages through many rows runs in
+the loop's thread pool. Streams wait on the loop, holding no thread, and each client (by its address) may hold at
+most `max_streams_per_client` of them. Errors are raised as raysft.service.errors exceptions; the error
+interceptor turns them into status codes with details.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import collections
+import contextlib
 import hashlib
-import threading
-from typing import AsyncIterator, Callable, Iterator
+import logging
+from typing import AsyncIterator, Iterator
 
 from google.protobuf import empty_pb2
 
 from raysft.config import SpecError, Violation
-from raysft.service.errors import InvalidArgument
+from raysft.service.errors import InvalidArgument, ResourceExhausted
 from raysft.service.jobs import Jobs
-from raysft.service.messages import checkpoint_message, event_message, job_message, state_from_message
+from raysft.service.messages import checkpoint_message, degraded_job_message, event_message, job_message, state_from_message
 from raysft.service.specproto import spec_from_proto
+from raysft.service.store import JobRecord
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
 __all__ = ["JobServicer"]
 
+log = logging.getLogger(__name__)
+
 _KIND_NAMES = {jobs_pb2.JOB_KIND_UNSPECIFIED: None, jobs_pb2.TRAIN: "train", jobs_pb2.TUNE: "tune"}
-_END = object()
+_PAGE_BYTES = 3 << 20  # a ListJobs page stops before this: grpc clients refuse messages over 4 MB by default
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    """The gRPC face of `Jobs`."""
+    """The gRPC face of `Jobs`.
 
-    def __init__(self, jobs: Jobs):
+    Args:
+        max_streams_per_client: open WatchJob / GetJobLogs streams one client address may hold.
+    """
+
+    def __init__(self, jobs: Jobs, *, max_streams_per_client: int = 64):
         self.jobs = jobs
+        self.max_streams_per_client = max_streams_per_client
+        self._streams: collections.Counter[str] = collections.Counter()  # touched on the event loop only
+
+    @contextlib.contextmanager
+    def _stream_slot(self, context) -> Iterator[None]:
+        client = _client_of(context.peer())
+        if self._streams[client] >= self.max_streams_per_client:
+            raise ResourceExhausted(f"this client already has {self.max_streams_per_client} open WatchJob / GetJobLogs "
+                                    "streams; close some (or use ListJobEvents to page through history)")
+        self._streams[client] += 1
+        try:
+            yield
+        finally:
+            self._streams[client] -= 1
+            if not self._streams[client]:
+                del self._streams[client]
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context) -> jobs_pb2.Job:
+        # Off the loop: converting and validating a spec costs in proportion to its size.
+        return await asyncio.to_thread(self._create, request)
+
+    def _create(self, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.Job:
         problems = []
         if request.kind not in _KIND_NAMES:
             problems.append(Violation("kind", f"unknown value {request.kind}; use TRAIN or TUNE"))
@@ -52,9 +81,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         # Everything but the idempotency key and validate_only identifies "the same request".
         body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels)
         body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-        create = functools.partial(self.jobs.create, raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
-                                   validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash)
-        job = create() if request.validate_only else await asyncio.to_thread(create)  # a real create asks Ray and writes
+        job = self.jobs.create(raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
+                               validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash)
         return job_message(job, validate_only=request.validate_only)
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context) -> jobs_pb2.Job:
@@ -68,10 +96,24 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             except ValueError:
                 raise InvalidArgument([Violation(f"states.{i}", f"unknown state {number}; use QUEUED, STARTING, RUNNING, "
                                                                 "CANCELLING, SUCCEEDED, FAILED or CANCELLED")]) from None
+        if request.view not in (jobs_pb2.JOB_VIEW_UNSPECIFIED, jobs_pb2.JOB_VIEW_BASIC, jobs_pb2.JOB_VIEW_FULL):
+            raise InvalidArgument([Violation("view", f"unknown view {request.view}; use BASIC or FULL")])
+        full = request.view == jobs_pb2.JOB_VIEW_FULL
         jobs, token = await asyncio.to_thread(
             self.jobs.list, states=tuple(states), labels=dict(request.labels), page_size=request.page_size,
             page_token=request.page_token)
-        return jobs_pb2.ListJobsResponse(jobs=[job_message(j) for j in jobs], next_page_token=token)
+        return await asyncio.to_thread(self._page, jobs, token, full)
+
+    def _page(self, jobs: list[JobRecord], token: str, full: bool) -> jobs_pb2.ListJobsResponse:
+        """The response for one page; it ends early (its token pointing after the last job sent) at _PAGE_BYTES."""
+        page = jobs_pb2.ListJobsResponse(next_page_token=token)
+        for i, job in enumerate(jobs):
+            message = _listed(job, full)
+            if i and page.ByteSize() + message.ByteSize() > _PAGE_BYTES:
+                page.next_page_token = self.jobs.page_token_after(jobs[i - 1])
+                break
+            page.jobs.append(message)
+        return page
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context) -> jobs_pb2.Job:
         return job_message(await asyncio.to_thread(self.jobs.cancel, request.job_id))
@@ -81,8 +123,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return empty_pb2.Empty()
 
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context) -> AsyncIterator[jobs_pb2.JobEvent]:
-        async for event in _in_threads(functools.partial(self.jobs.watch, request.job_id, request.after_sequence)):
-            yield event_message(event)
+        with self._stream_slot(context):
+            async for event in self.jobs.watch(request.job_id, request.after_sequence):
+                yield event_message(event)
 
     async def ListJobEvents(self, request: jobs_pb2.ListJobEventsRequest, context) -> jobs_pb2.ListJobEventsResponse:
         events, token = await asyncio.to_thread(
@@ -95,21 +138,22 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.ListCheckpointsResponse(checkpoints=[checkpoint_message(c, c.step == best) for c in kept])
 
     async def GetJobLogs(self, request: jobs_pb2.GetJobLogsRequest, context) -> AsyncIterator[jobs_pb2.LogChunk]:
-        async for text in _in_threads(functools.partial(self.jobs.logs, request.job_id, tail_lines=request.tail_lines,
-                                                        follow=request.follow)):
-            yield jobs_pb2.LogChunk(text=text)
+        with self._stream_slot(context):
+            async for text in self.jobs.logs(request.job_id, tail_lines=request.tail_lines, follow=request.follow):
+                yield jobs_pb2.LogChunk(text=text)
 
 
-async def _in_threads(start: Callable[..., Iterator]) -> AsyncIterator:
-    """Items of the blocking iterator `start(active=...)`, each fetched in the thread pool.
-
-    `active()` turns False once the stream ends for any reason (the client left, the server stops), so a fetch
-    still waiting in a thread gives up at its next check instead of holding its thread.
-    """
-    ended = threading.Event()
-    items = start(active=lambda: not ended.is_set())
+def _listed(job: JobRecord, full: bool) -> jobs_pb2.Job:
+    """A job as a list shows it; a stored row that cannot be converted is shown degraded, not as a failed page."""
     try:
-        while (item := await asyncio.to_thread(next, items, _END)) is not _END:
-            yield item
-    finally:
-        ended.set()
+        return job_message(job, full=full)
+    except Exception as exc:  # one bad row (an older server's, a bug) must not hide every other job
+        log.exception("job %s cannot be converted for ListJobs", job.id)
+        return degraded_job_message(job, type(exc).__name__)
+
+
+def _client_of(peer: str) -> str:
+    """The client's address without its port ("ipv4:127.0.0.1:5123" -> "ipv4:127.0.0.1"): one client, many channels."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer  # unix sockets and the like: one per peer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -168,6 +169,13 @@ class _Idempotency(_Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class _Secret(_Base):
+    __tablename__ = "server_secrets"  # random keys the server derives per-job keys from (events' MACs)
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
 _JOBS = _Job.__table__
 _JOB_FIELDS = [f.name for f in dataclasses.fields(JobRecord)]
 _CKPT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRecord)]
@@ -214,8 +222,8 @@ class Store:
             event.listen(self._engine, "connect", _sqlite_pragmas)
         _Base.metadata.create_all(self._engine)
         self._write = threading.Lock()
-        self._changed = threading.Condition()
-        self._versions: dict[str, int] = {}
+        self._listeners_lock = threading.Lock()
+        self._listeners: dict[str, set[Callable[[], None]]] = {}
 
     def close(self) -> None:
         """Release the database connections."""
@@ -223,21 +231,26 @@ class Store:
 
     # --------------------------------------------------------------------------- change notices
 
-    def version(self, job_id: str) -> int:
-        """A number that changes whenever the job or its events change (in this process)."""
-        with self._changed:
-            return self._versions.get(job_id, 0)
+    def subscribe(self, job_id: str, notify: Callable[[], None]) -> Callable[[], None]:
+        """Call `notify()` after every change of the job made in this process (from the writing thread; it
+        must be quick and never raise); returns the function that stops it."""
+        with self._listeners_lock:
+            self._listeners.setdefault(job_id, set()).add(notify)
 
-    def wait_for_change(self, job_id: str, seen: int, timeout: float) -> int:
-        """Block until the job's version differs from `seen` or `timeout` passes; returns the version."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._versions.get(job_id, 0) != seen, timeout)
-            return self._versions.get(job_id, 0)
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                listeners = self._listeners.get(job_id, set())
+                listeners.discard(notify)
+                if not listeners:
+                    self._listeners.pop(job_id, None)
+
+        return unsubscribe
 
     def _touch(self, job_id: str) -> None:
-        with self._changed:
-            self._versions[job_id] = self._versions.get(job_id, 0) + 1
-            self._changed.notify_all()
+        with self._listeners_lock:
+            listeners = list(self._listeners.get(job_id, ()))
+        for notify in listeners:
+            notify()
 
     # ----------------------------------------------------------------------------------- writes
 
@@ -348,6 +361,25 @@ class Store:
                     s.execute(delete(table).where(table.job_id == job_id))
                 s.delete(row)
         self._touch(job_id)
+
+    def secret(self, name: str) -> bytes:
+        """The server's random secret `name` (32 bytes), created on first use and kept with the jobs.
+
+        In the store, not a file, so every server sharing the store (and a restarted one) derives the same
+        per-job keys; whoever can read the database can forge those jobs' events, as they can edit its rows.
+        """
+        with self._write:
+            try:
+                with Session(self._engine) as s, s.begin():
+                    row = s.get(_Secret, name)
+                    if row is None:
+                        row = _Secret(name=name, value=secrets.token_hex(32))
+                        s.add(row)
+                    value = row.value
+            except IntegrityError:  # another server sharing the store created it first
+                with Session(self._engine) as s:
+                    value = s.get(_Secret, name).value
+        return bytes.fromhex(value)
 
     # ------------------------------------------------------------------------------------ reads
 

@@ -5,7 +5,9 @@ follows the Ray job's log through the dashboard (`RayJobsRunner.tail`, so it wor
 runs and needs no shared disk): training events reach the store ~0.1 s after they are printed. A
 dropped connection is followed again from the start; duplicates are dropped by `seq`. When Ray reports
 the job ended, the follower gets a last pass, the whole log is read once more (anything missed is taken
-in) and the terminal state is stored last.
+in) and the terminal state is stored last. Only lines signed with the job's event key count as events
+(raysft.service.eventlines); a follower that fails is logged and started again, and one whose job ended is
+forgotten.
 
 Started with the server, it is also the reconciler: every job the store lists as not terminal is
 followed again, which re-attaches to Ray jobs still running and fails the ones Ray no longer knows.
@@ -23,7 +25,8 @@ from typing import Optional
 
 from raysft.config import SpecError, parse_spec
 from raysft.service.errors import Unavailable
-from raysft.service.events import LineSplitter, parse_event_line, take_training_events, transition
+from raysft.service.eventlines import LineSplitter, job_event_key, parse_event_line
+from raysft.service.events import take_training_events, transition
 from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected
 from raysft.service.states import IllegalTransition, JobState, from_ray_status
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
@@ -31,6 +34,8 @@ from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
 __all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
+
+_RESTART_S = (1.0, 30.0)  # a failed follower starts again after 1 s, doubling up to 30 s
 
 
 class Supervisor:
@@ -47,6 +52,16 @@ class Supervisor:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._server_key = store.secret("events")
+
+    def event_key(self, job_id: str) -> bytes:
+        """The key job `job_id` signs its event lines with."""
+        return job_event_key(self._server_key, job_id)
+
+    def followed(self) -> list[str]:
+        """Ids of the jobs followed now."""
+        with self._lock:
+            return [job_id for job_id, t in self._threads.items() if t.is_alive()]
 
     def start(self) -> None:
         """Reconcile: follow every job the store has not seen end."""
@@ -72,10 +87,21 @@ class Supervisor:
     # ---------------------------------------------------------------------------------- one job
 
     def _run(self, job_id: str) -> None:
+        delay = _RESTART_S[0]
         try:
-            asyncio.run(self._follow(job_id))
-        except Exception:  # a bug here must not take the server down; the next start retries
-            log.exception("stopped following job %s", job_id)
+            while not self._stopping.is_set():
+                try:
+                    asyncio.run(self._follow(job_id))
+                    return
+                except Exception:  # a bug or a store hiccup must not leave the job unfollowed: start again
+                    log.exception("the follower of job %s failed; starting it again in %.0f s", job_id, delay)
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, _RESTART_S[1])
+        finally:
+            with self._lock:  # a finished follower is forgotten (follow() starts a new one if asked)
+                if self._threads.get(job_id) is threading.current_thread():
+                    del self._threads[job_id]
 
     async def _follow(self, job_id: str) -> None:
         job = self.store.get_job(job_id)
@@ -127,7 +153,7 @@ class Supervisor:
             if job.state != JobState.QUEUED:
                 return not job.state.terminal
             try:
-                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec)
+                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id))
             except Unavailable as exc:
                 log.info("job %s waits for Ray: %s", job_id, exc)
                 await asyncio.sleep(max(self.poll_s, 1.0))
@@ -146,14 +172,19 @@ class Supervisor:
 
     # ----------------------------------------------------------------------------------- events
 
+    def records(self, job_id: str, lines: list[str]) -> list[dict]:
+        """The event records among a job's log lines (those signed with its key)."""
+        key = self.event_key(job_id)
+        return [r for r in (parse_event_line(line, key) for line in lines) if r is not None]
+
     async def _tail(self, job_id: str, keep: tuple) -> None:
         while not self._stopping.is_set():
             lines = LineSplitter()
             try:
                 async for chunk in self.runner.tail(job_id):
-                    records = [r for r in map(parse_event_line, lines.feed(chunk)) if r]
+                    records = self.records(job_id, lines.feed(chunk))
                     if records:
-                        await asyncio.to_thread(self._take, job_id, records, keep)
+                        await asyncio.to_thread(self.take, job_id, records, keep)
                 return  # the websocket fallback ends when the job does
             except asyncio.CancelledError:
                 raise
@@ -161,7 +192,8 @@ class Supervisor:
                 log.debug("job %s: log follower interrupted (%s); reconnecting", job_id, exc)
                 await asyncio.sleep(1.0)
 
-    def _take(self, job_id: str, records: list[dict], keep: tuple) -> None:
+    def take(self, job_id: str, records: list[dict], keep: tuple) -> None:
+        """Take a job's event records into the store; keep = (checkpoint.keep_last, checkpoint.keep_best_by)."""
         self.store.update(job_id, lambda j, c: take_training_events(j, c, records, *keep))
 
     async def _drain(self, tail: asyncio.Task, job_id: str, keep: tuple) -> str:
@@ -172,9 +204,9 @@ class Supervisor:
             text = await asyncio.to_thread(self.runner.logs, job_id)
         except (JobVanished, Unavailable):
             return ""
-        records = [r for r in map(parse_event_line, text.splitlines()) if r]
+        records = self.records(job_id, text.splitlines())
         if records:
-            self._take(job_id, records, keep)
+            self.take(job_id, records, keep)
         return text
 
     def _finish(self, job_id: str, info: RayJobInfo, logs: str) -> None:
@@ -214,7 +246,7 @@ def _failure(info: RayJobInfo, logs: str) -> str:
     """The reason a job failed: the CLI's `error: ...` line when it printed one, else Ray's message."""
     errors = [line.split("error: ", 1)[1] for line in logs.splitlines() if line.startswith("error: ")]
     if errors:
-        return errors[-1]
+        return errors[-1][:2000]  # job output: bounded like an event's text
     code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
     return (info.message or "the Ray job failed").splitlines()[0][:500] + code
 

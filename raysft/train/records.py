@@ -3,23 +3,40 @@
 Files are appended line by line and flushed, so a watcher (`tail -f`) sees each line as it happens. On a
 multi-node cluster output_dir must be shared storage (as Ray's storage_path is).
 
-With RAYSFT_EVENTS_TO_STDOUT=1 every event is also printed as one line `::raysft-event:: {json}`. Ray forwards worker output
-into the Ray job's logs, so a watcher that can reach the cluster but not its disks (the gRPC service)
-reads events from `ray job logs`. Each event carries `seq`, increasing within a run (it continues after a
-resume), so a reader can drop the duplicates that re-reading logs produces.
+With RAYSFT_EVENT_KEY set (hex; the job service gives each job its own), every event is also printed as one
+line `::raysft-event:: <mac> {json}`, where <mac> is an HMAC-SHA256 of the JSON under that key. Ray forwards
+worker output into the Ray job's logs, so a watcher that can reach the cluster but not its disks (the gRPC
+service) reads events from `ray job logs`; the MAC is what tells an event from any other text the job prints
+(an error message quoting a spec value, a data line): without the key no such text can pass for an event.
+Each event carries `seq`, increasing within a run (it continues after a resume), so a reader can drop the
+duplicates that re-reading logs produces.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import hmac
 import json
 import os
 import time
 from pathlib import Path
 
-__all__ = ["EVENT_PREFIX", "RunLog", "read_jsonl"]
+__all__ = ["EVENT_PREFIX", "EVENT_KEY_ENV", "RunLog", "read_jsonl", "event_mac", "event_line"]
 
 EVENT_PREFIX = "::raysft-event:: "
+EVENT_KEY_ENV = "RAYSFT_EVENT_KEY"
+
+
+def event_mac(key: bytes, payload: str) -> str:
+    """The MAC an event line carries: HMAC-SHA256 of its JSON `payload` under the job's event key, 32 hex digits."""
+    return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def event_line(key: bytes, record: dict) -> str:
+    """One signed event line, `::raysft-event:: <mac> {json}` (the JSON on one line: no raw newlines survive dumps)."""
+    payload = json.dumps(record, ensure_ascii=False)
+    return f"{EVENT_PREFIX}{event_mac(key, payload)} {payload}"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -52,8 +69,9 @@ class RunLog:
             now = _dt.datetime.now(_dt.timezone.utc).isoformat()
             record = {"seq": self._seq, "time": now, "level": level, "type": type_, "message": message, "data": data or {}}
             self._append("events.jsonl", record)
-            if os.environ.get("RAYSFT_EVENTS_TO_STDOUT") == "1":
-                print(EVENT_PREFIX + json.dumps(record, ensure_ascii=False), flush=True)
+            key = os.environ.get(EVENT_KEY_ENV)
+            if key:
+                print(event_line(bytes.fromhex(key), record), flush=True)
 
     def resumed(self, step: int) -> None:
         """Drop metric lines past `step`: those steps are re-run from the checkpoint, so none appears twice."""

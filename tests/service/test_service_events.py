@@ -1,23 +1,35 @@
-"""Training events read from logs: parsing, deduplication, progress, and checkpoint retention as Ray does it."""
+"""Training events read from logs: signed lines, field checks, deduplication, progress, and checkpoint retention as
+Ray does it."""
 
 import json
 
 import pytest
 
-from raysft.service.events import LineSplitter, best_step, parse_event_line, retain, take_training_events, transition
+from raysft.service.eventlines import LineSplitter, check_event, job_event_key, parse_event_line
+from raysft.service.events import MAX_TRAINING_EVENTS, best_step, retain, take_training_events, transition
 from raysft.service.states import IllegalTransition, JobState
 from raysft.service.store import CheckpointRecord, JobRecord
-from raysft.train.records import EVENT_PREFIX
+from raysft.train.records import EVENT_PREFIX, event_line
+
+KEY = job_event_key(b"server secret", "j")
+SPEC = {"output_dir": "/r"}
 
 
-def _line(seq, type_, data, prefix="(RayTrainWorker pid=123) ", second=0):
-    record = {"seq": seq, "time": f"2026-01-01T00:00:{second:02d}+00:00", "level": "info", "type": type_,
-              "message": f"{type_} {seq}", "data": data}
-    return prefix + EVENT_PREFIX + json.dumps(record)
+def _record(seq, type_, data, second=0):
+    return {"seq": seq, "time": f"2026-01-01T00:00:{second:02d}+00:00", "level": "info", "type": type_,
+            "message": f"{type_} {seq}", "data": data}
+
+
+def _line(seq, type_, data, prefix="(RayTrainWorker pid=123) ", second=0, key=KEY):
+    return prefix + event_line(key, _record(seq, type_, data, second))
+
+
+def parse(line):
+    return parse_event_line(line, KEY)
 
 
 def _job(state=JobState.RUNNING):
-    return JobRecord(id="j", kind="train", spec={}, state=state)
+    return JobRecord(id="j", kind="train", spec=dict(SPEC), state=state)
 
 
 def test_lines_are_cut_at_newlines_across_chunks():
@@ -28,18 +40,90 @@ def test_lines_are_cut_at_newlines_across_chunks():
 
 
 def test_event_lines_are_found_behind_ray_prefixes_and_damaged_ones_skipped():
-    assert parse_event_line(_line(3, "metrics", {"step": 1}))["seq"] == 3
-    assert parse_event_line(_line(3, "metrics", {}, prefix=""))["type"] == "metrics"
-    assert parse_event_line("[raysft] step 1/3 | loss 2.0") is None
-    assert parse_event_line(EVENT_PREFIX + '{"seq": 4, "type": "metr') is None  # cut off mid-line
-    assert parse_event_line(EVENT_PREFIX + '{"type": "metrics"}') is None  # no seq: cannot be deduplicated
+    assert parse(_line(3, "metrics", {"step": 1}))["seq"] == 3
+    assert parse(_line(3, "metrics", {}, prefix=""))["type"] == "metrics"
+    assert parse(_line(3, "metrics", {}, prefix="\x1b[36m(RayTrainWorker pid=1, ip=10.0.0.2)\x1b[0m "))["seq"] == 3
+    assert parse("[raysft] step 1/3 | loss 2.0") is None
+    assert parse(_line(4, "metrics", {"step": 1})[:-5]) is None  # cut off mid-line: the MAC no longer matches
+
+
+def test_only_lines_signed_with_the_jobs_key_and_starting_with_the_prefix_are_events():
+    record = json.dumps(_record(5, "metrics", {"step": 1}))
+    assert parse(EVENT_PREFIX + record) is None  # the old unsigned form: any job output could print it
+    assert parse(EVENT_PREFIX + "0" * 32 + " " + record) is None  # a made-up MAC
+    assert parse(_line(5, "metrics", {"step": 1}, key=job_event_key(b"server secret", "other-job"))) is None
+    # A signed line quoted inside other text (an error message echoing a spec value) is text, not an event.
+    assert parse("error: cannot load model " + _line(5, "metrics", {"step": 1}, prefix="")) is None
+    tampered = _line(5, "metrics", {"step": 1}).replace('"step": 1', '"step": 9')
+    assert parse(tampered) is None
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"seq": 2 ** 63}, "seq must be an integer"),
+    ({"seq": True}, "seq must be an integer"),
+    ({"seq": 0}, "seq must be an integer"),
+    ({"type": "x" * 40}, "type must be"),
+    ({"type": "Metrics\n"}, "type must be"),
+    ({"level": "fatal"}, "level must be"),
+    ({"message": {"a": 1}}, "message must be text"),
+    ({"data": {"step": 1, "train_loss": float("inf")}}, "data.train_loss must be a finite number"),
+    ({"data": {"step": 1, "train_loss": float("nan")}}, "data.train_loss must be a finite number"),
+    ({"data": {"step": 2 ** 40}}, "data.step must be an integer"),
+    ({"data": {"step": 1.5}}, "data.step must be an integer"),
+    ({"data": {"step": 1, "nested": {"a": 1}}}, "data.nested must be a number"),
+    ({"data": {f"k{i}": i for i in range(65)}}, "at most 64 keys"),
+    ({"type": "checkpoint_saved", "data": {"step": 1, "uri": "s3://attacker/ck"}}, "data.uri must lie under"),
+    ({"type": "checkpoint_saved", "data": {"step": 1, "uri": "/r/checkpoints/../../etc"}}, "data.uri must lie under"),
+    ({"type": "checkpoint_saved", "data": {"uri": "/r/checkpoints/c"}}, "needs data.step"),
+])
+def test_every_event_field_is_checked(change, problem):
+    clean, why = check_event({**_record(1, "metrics", {"step": 1}), **change}, ckpt_prefix="/r/checkpoints/", now=1e9 * 1.8)
+    assert clean is None and problem in why
+
+
+def test_a_missing_or_absurd_time_is_now_and_long_text_is_cut():
+    now = 1_800_000_000.0
+    for time_value in (None, "not a time", "1970-01-01T00:00:00+00:00", "9999-01-01T00:00:00+00:00", 5):
+        record = {k: v for k, v in _record(1, "metrics", {"step": 1}).items() if k != "time"}
+        if time_value is not None:
+            record["time"] = time_value
+        clean, _ = check_event(record, ckpt_prefix="/r/checkpoints/", now=now)
+        assert clean["time"] == now
+    clean, _ = check_event({**_record(1, "metrics", {"note": "x" * 10_000}), "message": "m" * 10_000},
+                           ckpt_prefix="/r/checkpoints/", now=now)
+    assert len(clean["message"]) == 2000 and len(clean["data"]["note"]) == 2000
+
+
+def test_a_bad_event_becomes_a_warning_and_the_next_good_one_is_taken():
+    job = _job()
+    bad = {**_record(1, "metrics", {"step": 1, "train_loss": float("inf")})}
+    events = take_training_events(job, {}, [bad, _record(2, "metrics", {"step": 2, "train_loss": 1.5})], 2, "eval_loss")
+    assert [(e.type, e.level) for e in events] == [("event_rejected", "warning"), ("metrics", "info")]
+    assert "finite" in events[0].message and job.progress["step"] == 2 and job.last_source_seq == 2
+
+
+def test_events_past_the_cap_move_progress_but_are_not_stored():
+    job = _job()
+    job.last_sequence = MAX_TRAINING_EVENTS - 1
+    records = [_record(s, "metrics", {"step": s}) for s in range(1, 5)]
+    events = take_training_events(job, {}, records, 2, "eval_loss")
+    assert [e.type for e in events] == ["metrics", "events_truncated"]
+    assert job.progress["step"] == 4
+    job.last_sequence += len(events)
+    assert take_training_events(job, {}, [_record(5, "metrics", {"step": 5})], 2, "eval_loss") == []
+    assert job.progress["step"] == 5
+
+
+def test_a_line_without_newlines_does_not_grow_without_bound():
+    split = LineSplitter(max_line=10)
+    assert split.feed("x" * 25) == [] and split.feed("ab\ncd") == ["ab"]
 
 
 def test_duplicates_and_replayed_logs_are_taken_in_once_and_progress_follows():
     job, ckpts = _job(), {}
     lines = [_line(1, "started", {"total_steps": 4}, second=0), _line(2, "metrics", {"step": 1, "epoch": 0.25, "train_loss": 2.5,
              "tokens_per_s": 100.0}, second=2), _line(3, "metrics", {"step": 2, "epoch": 0.5, "train_loss": 2.0, "tokens_per_s": 120.0}, second=4)]
-    records = [parse_event_line(line) for line in lines + lines[1:]]  # Ray printed some twice
+    records = [parse(line) for line in lines + lines[1:]]  # Ray printed some twice
     events = take_training_events(job, ckpts, records, keep_last=2, keep_best_by="eval_loss")
     assert [e.type for e in events] == ["started", "metrics", "metrics"]
     assert job.last_source_seq == 3
@@ -47,14 +131,14 @@ def test_duplicates_and_replayed_logs_are_taken_in_once_and_progress_follows():
     assert job.progress["eta_s"] == pytest.approx(4.0)  # 2 s per step since `started`, 2 steps left
     assert events[1].time == pytest.approx(events[0].time + 2)  # event time is when it happened on the worker
     # A server restart re-reads the whole log: nothing new comes of it.
-    assert take_training_events(job, ckpts, [parse_event_line(line) for line in lines], 2, "eval_loss") == []
+    assert take_training_events(job, ckpts, [parse(line) for line in lines], 2, "eval_loss") == []
 
 
 def _saved(seq, step, eval_loss=None):
     data = {"step": step, "uri": f"/r/checkpoints/checkpoint_{step:06d}", "epoch": 1.0}
     if eval_loss is not None:
         data["eval_loss"] = eval_loss
-    return parse_event_line(_line(seq, "checkpoint_saved", data))
+    return parse(_line(seq, "checkpoint_saved", data))
 
 
 def test_retention_keeps_the_best_by_metric_plus_the_latest_like_ray():
@@ -82,7 +166,7 @@ def test_retention_without_validation_keeps_the_most_recent():
 
 def test_a_terminal_job_takes_no_more_events():
     job = _job(JobState.SUCCEEDED)
-    assert take_training_events(job, {}, [parse_event_line(_line(1, "metrics", {"step": 1}))], 2, "eval_loss") == []
+    assert take_training_events(job, {}, [parse(_line(1, "metrics", {"step": 1}))], 2, "eval_loss") == []
     assert job.last_source_seq == 0
 
 
@@ -99,6 +183,6 @@ def test_transition_records_times_and_refuses_illegal_moves():
 
 def test_training_events_of_a_starting_job_first_mark_it_running():
     job = _job(JobState.STARTING)
-    events = take_training_events(job, {}, [parse_event_line(_line(1, "started", {"total_steps": 3}))], 2, "eval_loss")
+    events = take_training_events(job, {}, [parse(_line(1, "started", {"total_steps": 3}))], 2, "eval_loss")
     assert [(e.type, e.data.get("to")) for e in events] == [("state_changed", "RUNNING"), ("started", None)]
     assert job.state == JobState.RUNNING and job.started_at is not None
