@@ -136,3 +136,43 @@ def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_toke
     _llama(len(chat_tokenizer), "full").save_pretrained(tmp_path / "base")
     model = load_model(ModelSpec(name_or_path=str(tmp_path / "base"), attn_implementation="eager"))
     assert model.config._attn_implementation == "eager"
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    from benchmarks.bench_loss import _packed_batch
+
+    loss_module.chunk_rows = lambda vocab: 7
+    batch = _packed_batch([[(60, 20), (40, 5)], [(90, 30)]], 500, seed=rank)  # each rank its own rows
+    grads = {}
+    for name, fn in (("new", token_loss), ("old", full_logits_loss)):
+        model = torch.nn.parallel.DistributedDataParallel(_llama(500, "full"))  # the head trains too
+        fn(model, batch)[0].backward()
+        grads[name] = {k: p.grad for k, p in model.named_parameters()}
+    torch.save(grads, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.integration
+def test_ddp_syncs_the_same_gradients_as_the_full_logits_path(tmp_path):
+    """2 gloo workers, a full fine-tune: the forward goes through DDP's wrapper, so each rank ends with the
+    all-reduced gradient, and it is the full-logits path's (lm_head included)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for name, old in ranks[0]["old"].items():
+        torch.testing.assert_close(ranks[0]["new"][name], old, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ranks[1]["new"][name], ranks[0]["new"][name], rtol=0, atol=0)  # synced
+    assert ranks[0]["new"]["module.lm_head.weight"].abs().sum() > 0
