@@ -5,9 +5,10 @@ path raysft used before (kept here, and only here, as `full_logits_loss`; the lo
 
 loss_memory: one training step (forward + backward of `token_loss`, LoRA r=8 on a hidden-128 two-layer Llama,
 fp32) on one packed row of 4,096 tokens, every position trained, at vocabularies of 151,936 (Qwen) and 32,000;
-the figure is the peak RSS the step adds over the loaded model, each configuration in a fresh subprocess.
-trained_positions_speedup: median step time on packed rows of a classification-like mix (~5% of the tokens
-trained) at a 32,000-token vocabulary, old path and new interleaved in one process.
+the figure is the peak RSS the step adds over the loaded model, each configuration in a fresh subprocess; the new
+path's children also give `raysft estimate` for the step against the peak over the bare runtime.
+trained_positions_speedup: median step time on packed rows of a classification-like mix (~4% of the tokens
+trained) at a 32,000-token vocabulary, old path and new interleaved in one process, and `packed_attention`.
 """
 
 from __future__ import annotations
