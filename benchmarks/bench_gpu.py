@@ -9,6 +9,8 @@ trained by `raysft train` on 1 Ray Train worker, bf16, packed rows of 1024 token
 tokens/s is the median of the per-step `tokens_per_s` raysft logs (real tokens, padding excluded) after
 step 2. MFU counts 4 × parameters FLOPs per token (forward, and backward through the frozen base to the
 adapters; no weight gradients for it; recomputation not counted) against the GPU's dense bf16 peak.
+On CUDA it also records the loss path's `loss_memory` (peak allocated by one step, old path and new) and
+`trained_positions_speedup` (benchmarks/bench_loss.py).
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ def run(quick: bool = True, *, shape: dict | None = None, use_gpu: bool | None =
             peak = peak_bf16_flops(device)
             figures["mfu"] = round(4 * figures["params"] * figures["tokens_per_s"] / peak, 4) if peak else None
             result[method] = figures
+    if use_gpu:  # the loss path's figures, as benchmarks/bench_loss.py takes them on the CPU
+        from benchmarks import bench_loss
+
+        result["loss_memory"] = bench_loss.cuda_loss_memory()
+        result["trained_positions_speedup"] = bench_loss.trained_positions_speedup(repeats=5 if quick else 20, device="cuda")
     return result
 
 

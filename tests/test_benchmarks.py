@@ -83,7 +83,8 @@ def test_run_py_writes_every_contract_key_even_for_skipped_sections(tmp_path, ca
     assert "skipped" in results["gpu"]
     assert results["machine"]["cores"] >= 1
     page = (tmp_path / "results.md").read_text()
-    assert "| train_throughput.ratio_vs_hf | — | | | >= 1.5 | not selected (--only) |" in page
+    assert "| train_throughput.ratio_vs_hf | — | | | >= 1.9 | not selected (--only) |" in page
+    assert results["loss_memory"] == results["trained_positions_speedup"] == {"skipped": "not selected (--only)"}
     with pytest.raises(SystemExit):
         bench_run.main(["--out", str(tmp_path), "--only", "trian"])
     assert "unknown section(s) trian" in capsys.readouterr().err

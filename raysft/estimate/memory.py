@@ -2,7 +2,8 @@
 
 The formulas follow what raysft's training loop actually allocates (`raysft.train.loop`: weights in
 the precision's dtype, PEFT adapters in fp32, `torch.optim.AdamW`, HF gradient checkpointing, SDPA
-attention, a float32 cross-entropy), so that an estimate can be checked against a measured peak.
+attention, a chunked float32 cross-entropy at trained positions), so that an estimate can be checked
+against a measured peak.
 
 Notation: P every parameter, P_lin the block linear weights (what 4-bit quantises), T trainable
 parameters, L blocks, h hidden, i intermediate, q = heads × head_dim, V vocabulary, r LoRA rank,
@@ -49,8 +50,13 @@ Activations     bytes per token per block that autograd saves for backward:
     without gradient checkpointing   tokens × (L × block + final)
     with it                          tokens × (L × a × h + block + final): each block's input, plus one
                                      block recomputed during backward
-Logits          tokens × V × (2a + 8): the 16-bit logits and a copy, the float32 log-softmax saved by the
-                loss and its float32 gradient.
+Logits          the loss (`raysft.train.loss`) applies lm_head only at positions with a target, in checkpointed
+                chunks of c = `raysft.train.chunks.chunk_rows(V)` positions (c × V float32 logits >= 32 MiB):
+                min(tokens, c) × V × (2a + 8)   one chunk's 16-bit logits and a copy, its float32 log-softmax
+                                                and gradient (recomputed in backward, one chunk at a time)
+              + tokens × h × 3a                 the gathered hidden states, their gradient and that gradient
+                                                scattered back to every position; every position counted as
+                                                trained (loss_on: all), the worst case.
 Overhead        CUDA context 0.75 GB on a GPU, plus 10% allocator fragmentation on everything above.
 
 GB here means 2^30 bytes, as torch and nvidia-smi report. Not modelled: DoRA's per-step weight-norm
@@ -61,6 +67,7 @@ from __future__ import annotations
 
 from raysft.config import JobSpec
 from raysft.estimate.shape import LINEAR_NAMES, EstimateError, ModelShape
+from raysft.train.chunks import chunk_rows
 
 __all__ = ["GB", "CUDA_CONTEXT_GB", "FRAGMENTATION", "memory_breakdown"]
 
@@ -153,7 +160,7 @@ def memory_breakdown(spec: JobSpec, shape: ModelShape) -> dict:
         activations = tokens * (shape.layers * a * h + block + final)
     else:
         activations = tokens * (shape.layers * block + final)
-    logits = tokens * shape.vocab * (2 * a + 8)
+    logits = min(tokens, chunk_rows(shape.vocab)) * shape.vocab * (2 * a + 8) + tokens * h * 3 * a
 
     parts = {
         "base_weights": base / shards + gathered + base_transient,

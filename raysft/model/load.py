@@ -39,6 +39,7 @@ __all__ = [
     "load_for_inference",
     "load_model",
     "load_tokenizer",
+    "resolve_attn_implementation",
     "resolve_model_path",
     "trainable_parameters",
 ]
@@ -173,7 +174,8 @@ def load_model(
     # A bare ModelSpec (not inside a JobSpec) leaves quantization unset for qlora: use its defaults.
     quantization = (model_spec.quantization or QuantizationSpec()) if model_spec.method == "qlora" else None
     model = load_base(
-        path, device=device, dtype=dtype, quantization=quantization, trust_remote_code=model_spec.trust_remote_code
+        path, device=device, dtype=dtype, quantization=quantization, trust_remote_code=model_spec.trust_remote_code,
+        attn_implementation=resolve_attn_implementation(model_spec.attn_implementation, device, dtype, trainable),
     )
     if model_spec.method == "full":
         model.requires_grad_(trainable)
@@ -232,6 +234,30 @@ def load_for_inference(
     )
 
 
+def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.dtype, trainable: bool = True) -> str:
+    """The transformers attention implementation `model.attn_implementation` means on `device`.
+
+    auto takes flash_attention_2 where it runs (CUDA, `flash-attn` installed, 16-bit weights: the packed
+    rows then need no mask at all), else sdpa. flex_attention is never auto's pick: on the CPU it has no
+    backward (torch 2.13), and on a GPU it has not been measured against sdpa (benchmarks/README.md).
+
+    Raises:
+        ModelError: flash_attention_2 without CUDA or without `flash-attn`; flex_attention to train on a CPU.
+    """
+    from transformers.utils import is_flash_attn_2_available
+
+    flash = device.type == "cuda" and is_flash_attn_2_available()
+    if choice == "auto":
+        return "flash_attention_2" if flash and dtype in (torch.bfloat16, torch.float16) else "sdpa"
+    if choice == "flash_attention_2" and not flash:
+        raise ModelError(f"model.attn_implementation: flash_attention_2 needs a CUDA device and the flash-attn package "
+                         f"(device here: {device.type}); install flash-attn on the GPU workers or use auto")
+    if choice == "flex_attention" and device.type == "cpu" and trainable:
+        raise ModelError("model.attn_implementation: flex_attention has no backward on the CPU in this torch; "
+                         "use auto (sdpa) to train on CPU workers")
+    return choice
+
+
 def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; 4-bit weights count as their unquantised element count."""
     trainable = total = 0
@@ -251,6 +277,7 @@ def load_base(
     dtype: torch.dtype = torch.float32,
     quantization: Optional[QuantizationSpec] = None,
     trust_remote_code: bool = False,
+    attn_implementation: Optional[str] = None,
 ) -> torch.nn.Module:
     """Load a causal LM from a resolved path, 4-bit quantised when `quantization` is given.
 
@@ -260,6 +287,8 @@ def load_base(
         dtype: dtype of every weight that is not 4-bit.
         quantization: bitsandbytes settings, or None for a plain load.
         trust_remote_code: allow model code from the model repository.
+        attn_implementation: a transformers attention implementation (`resolve_attn_implementation`);
+            None for transformers' default.
 
     Returns:
         The transformers model, parameters as loaded (trainable, eval mode).
@@ -268,7 +297,7 @@ def load_base(
         ModelError: transformers cannot load `path` (e.g. a hub id that is neither cached nor reachable).
     """
     device = torch.device(device)
-    kwargs = {}
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if quantization is not None:
         compute_dtype = _DTYPES[quantization.compute_dtype]
         if compute_dtype == torch.float16 and device.type == "cpu":

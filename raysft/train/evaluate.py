@@ -8,38 +8,12 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from raysft.data.template import encode_prompt
+from raysft.train.loss import token_loss
 from raysft.train.schedule import collate_rows
 
-__all__ = ["token_loss", "evaluate_loss", "generate_answers"]
-
-
-def token_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy over trained tokens, their count and how many argmax hits.
-
-    A target is the next token of the same example: where the next position starts a new packed
-    example (position id 0) there is no target, so no loss crosses example boundaries.
-    """
-    labels, positions = batch["labels"], batch["position_ids"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "num_trained_tokens")}
-    if _flash(model) and "attention_mask" not in inputs:
-        # Flash-attention varlen finds packed boundaries from position ids only at batch size 1.
-        inputs = {k: v.reshape(1, -1) for k, v in inputs.items()}
-    # use_cache=False: with a KV cache transformers skips packed-sequence detection and examples would
-    # attend to each other.
-    logits = model(**inputs, use_cache=False).logits.reshape(*labels.shape, -1)[:, :-1]  # (B, T-1, V)
-    targets = labels[:, 1:].masked_fill(positions[:, 1:] == 0, -100)  # (B, T-1)
-    mask = targets != -100
-    loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
-    correct = ((logits.argmax(-1) == targets) & mask).sum()
-    return loss_sum, mask.sum(), correct
-
-
-def _flash(model) -> bool:
-    config = getattr(getattr(model, "module", model), "config", None)
-    return str(getattr(config, "_attn_implementation", "")).startswith("flash")
+__all__ = ["evaluate_loss", "generate_answers"]
 
 
 def _all_reduce(values: list[float], device) -> list[float]:

@@ -22,7 +22,8 @@ from transformers import get_scheduler
 
 from raysft.config import JobSpec, spec_to_yaml
 from raysft.model.load import load_model, load_tokenizer
-from raysft.train.evaluate import evaluate_loss, generate_answers, token_loss
+from raysft.train.evaluate import evaluate_loss, generate_answers
+from raysft.train.loss import token_loss, unwrap
 from raysft.train.records import RunLog
 from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_rows
 from raysft.train.session import LocalSession, RaySession
@@ -102,7 +103,8 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
                                          packed=d.packing, autocast=autocast))
         gen = spec.eval.generate
         if gen and data["validation_conversations"]:
-            out = generate_answers(_inner(model), tokenizer, data["validation_conversations"],
+            # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
+            out = generate_answers(unwrap(model), tokenizer, data["validation_conversations"],
                                    max_new_tokens=gen.max_new_tokens, limit=gen.limit, rank=rank, world_size=world,
                                    device=device, autocast=autocast, samples=gen.samples)
             if gen.metric:
@@ -189,12 +191,7 @@ def _fsdp_kwargs(model) -> dict:
     """One FSDP unit per decoder block; use_orig_params lets frozen base and trainable adapter share a unit."""
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
-    names = set(getattr(_inner(model), "_no_split_modules", None) or getattr(getattr(_inner(model), "base_model", None), "_no_split_modules", None) or [])
+    names = set(getattr(unwrap(model), "_no_split_modules", None) or getattr(getattr(unwrap(model), "base_model", None), "_no_split_modules", None) or [])
     blocks = {type(m) for m in model.modules() if type(m).__name__ in names}
     return {"auto_wrap_policy": functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=blocks),
             "use_orig_params": True}
-
-
-def _inner(model):
-    # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
-    return getattr(model, "module", model)

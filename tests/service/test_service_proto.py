@@ -20,7 +20,7 @@ FULL = {
               "lora": {"rank": 4, "alpha": 8.5, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"], "use_rslora": True,
                        "use_dora": True},
               "quantization": {"bits": 4, "quant_type": "fp4", "double_quant": False, "compute_dtype": "float32"},
-              "init_adapter": "a", "trust_remote_code": True},
+              "init_adapter": "a", "trust_remote_code": True, "attn_implementation": "flash_attention_2"},
     "data": {"train": ["x.jsonl", {"path": "y.jsonl", "weight": 2}], "validation_split": 0.2, "stratify_by": "assistant",
              "mix": [{"path": "g.jsonl", "ratio": 0.2}], "max_seq_len": 64, "packing": False, "loss_on": "last_assistant",
              "on_too_long": "truncate"},

@@ -109,7 +109,7 @@ class QuantizationSpec(_message.Message):
     def __init__(self, bits: _Optional[int] = ..., quant_type: _Optional[_Union[QuantizationSpec.QuantType, str]] = ..., double_quant: _Optional[bool] = ..., compute_dtype: _Optional[_Union[QuantizationSpec.ComputeDtype, str]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name_or_path", "method", "lora", "quantization", "init_adapter", "trust_remote_code")
+    __slots__ = ("name_or_path", "method", "lora", "quantization", "init_adapter", "trust_remote_code", "attn_implementation")
     class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         METHOD_UNSPECIFIED: _ClassVar[ModelSpec.Method]
@@ -120,19 +120,35 @@ class ModelSpec(_message.Message):
     METHOD_LORA: ModelSpec.Method
     METHOD_QLORA: ModelSpec.Method
     METHOD_FULL: ModelSpec.Method
+    class AttnImplementation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ATTN_IMPLEMENTATION_UNSPECIFIED: _ClassVar[ModelSpec.AttnImplementation]
+        ATTN_IMPLEMENTATION_AUTO: _ClassVar[ModelSpec.AttnImplementation]
+        ATTN_IMPLEMENTATION_SDPA: _ClassVar[ModelSpec.AttnImplementation]
+        ATTN_IMPLEMENTATION_FLEX_ATTENTION: _ClassVar[ModelSpec.AttnImplementation]
+        ATTN_IMPLEMENTATION_FLASH_ATTENTION_2: _ClassVar[ModelSpec.AttnImplementation]
+        ATTN_IMPLEMENTATION_EAGER: _ClassVar[ModelSpec.AttnImplementation]
+    ATTN_IMPLEMENTATION_UNSPECIFIED: ModelSpec.AttnImplementation
+    ATTN_IMPLEMENTATION_AUTO: ModelSpec.AttnImplementation
+    ATTN_IMPLEMENTATION_SDPA: ModelSpec.AttnImplementation
+    ATTN_IMPLEMENTATION_FLEX_ATTENTION: ModelSpec.AttnImplementation
+    ATTN_IMPLEMENTATION_FLASH_ATTENTION_2: ModelSpec.AttnImplementation
+    ATTN_IMPLEMENTATION_EAGER: ModelSpec.AttnImplementation
     NAME_OR_PATH_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     INIT_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     TRUST_REMOTE_CODE_FIELD_NUMBER: _ClassVar[int]
+    ATTN_IMPLEMENTATION_FIELD_NUMBER: _ClassVar[int]
     name_or_path: str
     method: ModelSpec.Method
     lora: LoraSpec
     quantization: QuantizationSpec
     init_adapter: str
     trust_remote_code: bool
-    def __init__(self, name_or_path: _Optional[str] = ..., method: _Optional[_Union[ModelSpec.Method, str]] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., quantization: _Optional[_Union[QuantizationSpec, _Mapping]] = ..., init_adapter: _Optional[str] = ..., trust_remote_code: _Optional[bool] = ...) -> None: ...
+    attn_implementation: ModelSpec.AttnImplementation
+    def __init__(self, name_or_path: _Optional[str] = ..., method: _Optional[_Union[ModelSpec.Method, str]] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., quantization: _Optional[_Union[QuantizationSpec, _Mapping]] = ..., init_adapter: _Optional[str] = ..., trust_remote_code: _Optional[bool] = ..., attn_implementation: _Optional[_Union[ModelSpec.AttnImplementation, str]] = ...) -> None: ...
 
 class DataSource(_message.Message):
     __slots__ = ("path", "weight")

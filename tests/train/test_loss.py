@@ -1,0 +1,178 @@
+"""The loss path: logits only where a token has a target, chunked, give the loss, counts and gradients of the
+full-logits cross-entropy (`benchmarks.bench_loss.full_logits_loss`, raysft's loss before), packed and unpacked;
+and `model.attn_implementation` picks the kernel the model loads with."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_loss import full_logits_loss  # noqa: E402
+from raysft.config import ModelSpec  # noqa: E402
+from raysft.data.template import encode_dataset  # noqa: E402
+from raysft.model.load import ModelError, load_model, resolve_attn_implementation  # noqa: E402
+from raysft.train import loss as loss_module  # noqa: E402
+from raysft.train.loss import token_loss  # noqa: E402
+from raysft.train.schedule import collate_rows, make_rows  # noqa: E402
+
+SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 512}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Chunks of 5 positions, so every batch here spans many chunks and a ragged last one."""
+    monkeypatch.setattr(loss_module, "chunk_rows", lambda vocab: 5)
+
+
+@pytest.fixture(scope="module")
+def examples(chat_tokenizer, conversations):
+    encoded, _ = encode_dataset(chat_tokenizer, conversations * 3, max_seq_len=128, loss_on="assistant")
+    return encoded
+
+
+def _batch(examples, packed):
+    rows = make_rows(examples, 128, packed)
+    assert not packed or max(len(r) for r in rows) > 1
+    batch = collate_rows(examples, rows, pad_id=0, packed=packed)
+    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def _llama(vocab, method):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, tie_word_embeddings=False, attn_implementation="sdpa", **SHAPE))
+    if method == "lora":
+        model = get_peft_model(model.requires_grad_(False), LoraConfig(r=4, target_modules="all-linear"))
+    return model.train()
+
+
+def _loss_and_grads(model, batch, fn):
+    model.zero_grad(set_to_none=True)
+    loss_sum, count, correct = fn(model, batch)
+    loss_sum.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss_sum.item(), int(count), int(correct), grads
+
+
+def _assert_same(model, batch):
+    new_loss, new_count, new_correct, new_grads = _loss_and_grads(model, batch, token_loss)
+    old_loss, old_count, old_correct, old_grads = _loss_and_grads(model, batch, full_logits_loss)
+    assert new_count == old_count == int(batch["num_trained_tokens"]) > 20
+    assert new_correct == old_correct
+    assert new_loss == pytest.approx(old_loss, rel=1e-5)
+    assert new_grads.keys() == old_grads.keys() and new_grads
+    for name in old_grads:
+        torch.testing.assert_close(new_grads[name], old_grads[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    return new_grads
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_loss_counts_and_gradients_equal_the_full_logits_path(chat_tokenizer, examples, packed, method):
+    model = _llama(len(chat_tokenizer), method)
+    grads = _assert_same(model, _batch(examples, packed))
+    if method == "full":  # the head trains too, and its gradient comes through the chunks
+        assert grads["lm_head.weight"].abs().sum() > 0
+    else:
+        assert any("lora_A" in n for n in grads)
+
+
+def test_evaluation_without_gradients_gives_the_same_figures(chat_tokenizer, examples):
+    model = _llama(len(chat_tokenizer), "lora").eval()
+    batch = _batch(examples, True)
+    with torch.no_grad():
+        new, old = token_loss(model, batch), full_logits_loss(model, batch)
+    assert [int(new[1]), int(new[2])] == [int(old[1]), int(old[2])]
+    assert new[0].item() == pytest.approx(old[0].item(), rel=1e-5)
+
+
+def test_a_micro_batch_without_targets_backpropagates_zero(chat_tokenizer, examples):
+    model = _llama(len(chat_tokenizer), "lora")
+    batch = _batch(examples, False)
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    loss_sum, count, correct = token_loss(model, batch)
+    loss_sum.backward()
+    assert loss_sum.item() == 0 and int(count) == int(correct) == 0
+    assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("model_type, extra", [("gemma2", {"final_logit_softcapping": 3.0, "head_dim": 16}),
+                                               ("granite", {"logits_scaling": 4.0}),
+                                               ("cohere", {"logit_scale": 0.25})])
+def test_heads_that_scale_or_cap_their_logits_keep_doing_so(chat_tokenizer, examples, model_type, extra):
+    from transformers import AutoConfig
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=len(chat_tokenizer), attn_implementation="eager",
+                                  **{**SHAPE, **extra})
+    model = AutoModelForCausalLM.from_config(config).train()
+    _assert_same(model, _batch(examples, True))
+
+
+def test_qlora_on_real_4bit_layers_gives_the_same_loss_and_gradients(chat_tokenizer, examples, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    _llama(len(chat_tokenizer), "full").save_pretrained(tmp_path / "base")
+    model = load_model(ModelSpec(name_or_path=str(tmp_path / "base"), method="qlora", lora={"dropout": 0.0},
+                                 quantization={"compute_dtype": "float32"}))
+    assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
+    _assert_same(model, _batch(examples, True))
+
+
+def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_tokenizer, tmp_path):
+    cpu = torch.device("cpu")
+    assert resolve_attn_implementation("auto", cpu, torch.float32) == "sdpa"
+    assert resolve_attn_implementation("eager", cpu, torch.float32) == "eager"
+    assert resolve_attn_implementation("flex_attention", cpu, torch.float32, trainable=False) == "flex_attention"
+    with pytest.raises(ModelError, match="flash_attention_2 needs a CUDA device and the flash-attn package"):
+        resolve_attn_implementation("flash_attention_2", cpu, torch.bfloat16)
+    with pytest.raises(ModelError, match="flex_attention has no backward on the CPU"):
+        resolve_attn_implementation("flex_attention", cpu, torch.float32)
+    _llama(len(chat_tokenizer), "full").save_pretrained(tmp_path / "base")
+    model = load_model(ModelSpec(name_or_path=str(tmp_path / "base"), attn_implementation="eager"))
+    assert model.config._attn_implementation == "eager"
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    from benchmarks.bench_loss import _packed_batch
+
+    loss_module.chunk_rows = lambda vocab: 7
+    batch = _packed_batch([[(60, 20), (40, 5)], [(90, 30)]], 500, seed=rank)  # each rank its own rows
+    grads = {}
+    for name, fn in (("new", token_loss), ("old", full_logits_loss)):
+        model = torch.nn.parallel.DistributedDataParallel(_llama(500, "full"))  # the head trains too
+        fn(model, batch)[0].backward()
+        grads[name] = {k: p.grad for k, p in model.named_parameters()}
+    torch.save(grads, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.integration
+def test_ddp_syncs_the_same_gradients_as_the_full_logits_path(tmp_path):
+    """2 gloo workers, a full fine-tune: the forward goes through DDP's wrapper, so each rank ends with the
+    all-reduced gradient, and it is the full-logits path's (lm_head included)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for name, old in ranks[0]["old"].items():
+        torch.testing.assert_close(ranks[0]["new"][name], old, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ranks[1]["new"][name], ranks[0]["new"][name], rtol=0, atol=0)  # synced
+    assert ranks[0]["new"]["module.lm_head.weight"].abs().sum() > 0
