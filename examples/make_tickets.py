@@ -75,11 +75,11 @@ def make(seed: int = 7) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
-def main() -> None:
+def write(stem: str, train: list[dict], test: list[dict]) -> None:
+    """Write examples/data/{stem}_train.jsonl and {stem}_test.jsonl."""
     out = Path(__file__).parent / "data"
     out.mkdir(exist_ok=True)
-    train, test = make()
-    for name, rows in (("tickets_train.jsonl", train), ("tickets_test.jsonl", test)):
+    for name, rows in ((f"{stem}_train.jsonl", train), (f"{stem}_test.jsonl", test)):
         with open(out / name, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -87,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    write("tickets", *make())

@@ -60,9 +60,10 @@ def init_tiny(
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        # ~2.7x like Llama's SwiGLU MLP, a multiple of 32: bitsandbytes' CPU 4-bit kernel needs
-        # out_features divisible by 32.
-        intermediate_size=_round_up(int(hidden_size * 8 / 3), 32),
+        # ~2.7x like Llama's SwiGLU MLP, a multiple of 64 (the 4-bit block): bitsandbytes' CPU kernels need
+        # out_features divisible by 32, and its CPU dequantisation reads a row whose length (down_proj's
+        # in_features) is not a whole number of blocks with the wrong scales (2.5x the quantisation error).
+        intermediate_size=_round_up(int(hidden_size * 8 / 3), 64),
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,

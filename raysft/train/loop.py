@@ -25,7 +25,7 @@ from raysft.model.load import load_model, load_tokenizer
 from raysft.train.evaluate import evaluate_loss, generate_answers
 from raysft.train.loss import token_loss, unwrap
 from raysft.train.records import RunLog
-from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_rows
+from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_rows, step_advice
 from raysft.train.session import LocalSession, RaySession
 from raysft.train.state import load_state, save_state
 
@@ -80,6 +80,8 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
     lengths = [len(e["input_ids"]) for e in train]
     total_steps = plan.total_steps(t.epochs, t.max_steps)
     warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
+    if advice := step_advice(plan, t.epochs, t.max_steps):
+        log.warning(advice.field, advice.message, {"total_steps": total_steps})
     scheduler = get_scheduler(
         "constant_with_warmup" if t.lr_scheduler == "constant" else t.lr_scheduler,
         optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

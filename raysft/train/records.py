@@ -105,6 +105,12 @@ class RunLog:
         shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("eval_", "exact")) and isinstance(v, float))
         print(f"[raysft] eval at step {metrics['step']}: {shown}", flush=True)
 
+    def warning(self, field: str, message: str, data: dict | None = None) -> None:
+        """A console warning and a `warning` event, shaped like the service's spec advisories ({"field": ...})."""
+        self.event("warning", "warning", f"{field}: {message}", {"field": field, **(data or {})})
+        if self.enabled:
+            print(f"[raysft] warning: {field}: {message}", flush=True)
+
     def early_stop(self, step: int, key: str, state: dict, train_loss: float | None) -> None:
         """Say why training stops early (overfitting when train loss still falls)."""
         msg = (f"early stop at step {step}: {key} has not improved for {state['bad_evals']} evaluation(s); "

@@ -4,13 +4,18 @@ exactly the step it stopped and 2 workers × b see the same rows per step as 1 w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
 
+from raysft.config import Violation
 from raysft.data.packing import collate, pack
 
-__all__ = ["StepPlan", "make_rows", "count_targets", "collate_rows"]
+__all__ = ["MIN_STEPS", "StepPlan", "make_rows", "count_targets", "collate_rows", "step_advice"]
+
+MIN_STEPS = 100
+"""Fewer optimizer steps than this rarely fine-tune anything (a random-weight base needs many hundreds)."""
 
 
 def count_targets(example: dict) -> int:
@@ -79,3 +84,31 @@ class StepPlan:
         mine = self.step_rows(step)[rank::self.world_size]
         m = self.micro_batch_size
         return [mine[i:i + m] for i in range(0, len(mine), m)]
+
+
+def step_advice(plan: StepPlan, epochs: float, max_steps: int | None) -> Violation | None:
+    """A warning when `plan` takes fewer than `MIN_STEPS` optimizer steps, naming the settings that would fix it.
+
+    The fix offered is the largest global batch (a multiple of the workers) that reaches `MIN_STEPS` in the same
+    epochs, with a micro batch that divides it; when even one row per worker falls short, also the epochs needed.
+    """
+    steps = plan.total_steps(epochs, max_steps)
+    if steps >= MIN_STEPS:
+        return None
+    if max_steps and max_steps < MIN_STEPS:
+        return Violation("train.max_steps", f"{max_steps} optimizer steps rarely fine-tune anything; "
+                                            f"allow at least {MIN_STEPS}")
+    w = plan.world_size
+    fits = [g for g in range(w, plan.global_batch_size, w)
+            if dataclasses.replace(plan, global_batch_size=g).total_steps(epochs, None) >= MIN_STEPS]
+    g = fits[-1] if fits else w
+    micro = max(m for m in range(1, plan.micro_batch_size + 1) if g % (m * w) == 0)
+    fix = [f"train.global_batch_size: {g}"]
+    if micro != plan.micro_batch_size:
+        fix.append(f"train.micro_batch_size: {micro}")
+    if not fits:
+        fix.append(f"train.epochs: {math.ceil(MIN_STEPS / dataclasses.replace(plan, global_batch_size=g).steps_per_epoch)}")
+    return Violation("train.global_batch_size",
+                     f"{plan.global_batch_size} rows per step over {len(plan.rows)} rows × {epochs:g} epochs is only {steps} "
+                     f"optimizer steps; fine-tuning usually needs {MIN_STEPS} or more (a random-weight base like "
+                     f"`raysft model init-tiny`'s many hundreds): set {', '.join(fix)}, or add data")

@@ -8,7 +8,7 @@ import bitsandbytes as bnb
 import huggingface_hub.constants
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from raysft.config import JobSpec, ModelSpec, spec_to_yaml
 from raysft.model.load import (
@@ -203,6 +203,46 @@ def test_qlora_gradients_unaffected_by_an_eval_pass(tiny_dir):
         model(**_batch()).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
     assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-7) for n in grads[0])
+
+
+def _dequantised(layer) -> torch.Tensor:
+    return bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+
+
+def test_qlora_trains_against_its_dequantised_base_exactly(tiny_dir):
+    """What QLoRA computes with: NF4's usual error on every 4-bit weight, and the very gradients LoRA gets on a
+    float32 base holding those dequantised weights (every adapter reached through the 4-bit layers)."""
+    torch.manual_seed(0)
+    qlora = load_model(_spec(tiny_dir, method="qlora", quantization={"compute_dtype": "float32"}, lora={"dropout": 0.0}))
+    torch.manual_seed(0)
+    lora = load_model(_spec(tiny_dir, lora={"dropout": 0.0}))
+    quantised = {n: m for n, m in qlora.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    plain = dict(lora.named_modules())
+    with torch.no_grad():
+        for name, layer in quantised.items():
+            weight = plain[name].weight
+            assert 0.07 < ((_dequantised(layer) - weight).norm() / weight.norm()).item() < 0.11, name  # NF4: ~0.09
+            weight.copy_(_dequantised(layer))
+    _perturb_lora_b(qlora)
+    _perturb_lora_b(lora)
+    for model in (qlora, lora):
+        model(**_batch()).loss.backward()
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.requires_grad} for m in (qlora, lora)]
+    assert len(grads[0]) == 2 * len(quantised) == 28 and all(g.abs().sum() > 0 for g in grads[0].values())
+    assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-7) for n in grads[1])
+
+
+def test_cpu_4bit_layers_with_partial_blocks_warn(tmp_path, tiny_dir):
+    # down_proj's rows of 96 inputs are 1.5 blocks of 64: bitsandbytes' CPU dequantisation misreads them.
+    shutil.copytree(tiny_dir, tmp_path / "odd")  # the tokenizer files; the model is replaced
+    config = AutoConfig.from_pretrained(tiny_dir)
+    config.intermediate_size = 96
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "odd")
+    with pytest.warns(UserWarning, match=r"not a multiple of 64 .*down_proj \(96 inputs\)"):
+        model = load_model(_spec(tmp_path / "odd", method="qlora"))
+    down = model.base_model.model.model.layers[0].mlp.down_proj.base_layer
+    w = AutoModelForCausalLM.from_pretrained(tmp_path / "odd").model.layers[0].mlp.down_proj.weight
+    assert ((_dequantised(down) - w).norm() / w.norm()).item() > 0.15  # what the warning is about
 
 
 # ----------------------------------------------------------------------------------- init_adapter

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from raysft.train.schedule import StepPlan, count_targets, make_rows
+from raysft.train.schedule import MIN_STEPS, StepPlan, count_targets, make_rows, step_advice
 
 
 def _plan(world, micro, rows=10, global_batch=4):
@@ -42,3 +42,17 @@ def test_rows_and_target_counts():
     assert make_rows(examples, 12, packing=False) == [[0], [1], [2], [3]]
     assert count_targets({"labels": [7, -100, 3, 4]}) == 2  # the first label never counts
     assert Counter(map(len, rows)) == Counter({2: 2})
+
+
+def test_too_few_optimizer_steps_are_a_warning_naming_the_fix():
+    # The spec defaults on ~110 packed rows: 16 rows a step for 6 epochs is 42 steps.
+    defaults = StepPlan([[i] for i in range(110)], 16, 8, 1, seed=0)
+    advice = step_advice(defaults, 6, None)
+    assert advice.field == "train.global_batch_size" and "only 42 optimizer steps" in advice.message
+    assert "set train.global_batch_size: 6, train.micro_batch_size: 6" in advice.message
+    assert StepPlan(defaults.rows, 6, 6, 1, seed=0).total_steps(6, None) >= MIN_STEPS  # the fix it names works
+    # Even one row per worker falls short: the epochs that reach MIN_STEPS as well.
+    tiny = StepPlan([[i] for i in range(20)], 16, 1, 2, seed=0)
+    assert "set train.global_batch_size: 2, train.epochs: 10" in step_advice(tiny, 3, None).message
+    assert step_advice(StepPlan(defaults.rows, 2, 1, 2, seed=0), 12, None) is None  # the shipped recipes: 660 steps
+    assert step_advice(defaults, 100, 50).field == "train.max_steps"

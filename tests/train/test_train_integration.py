@@ -71,6 +71,8 @@ def test_run_writes_every_output_and_refuses_to_overwrite(base, tmp_path):
     assert saved["steps"] == 6 and saved["best"]["eval_loss"] == min(m["eval_loss"] for m in metrics if "eval_loss" in m)
     assert saved["trained_tokens"] > 0 and saved["data"]["composition"]["train"][TRAIN]["rows"] > 0
     assert len(list((out / "checkpoints").glob("checkpoint_0*"))) <= 2  # keep_last
+    warnings = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "warning"]
+    assert [e["data"]["field"] for e in warnings] == ["train.max_steps"]  # 6 steps: the few-steps advice
     assert load_spec(out / "spec.yaml").model.name_or_path == base
     with pytest.raises(RunError, match="already holds a run"):
         run_training(_spec(base, out))
