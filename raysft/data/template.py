@@ -43,6 +43,7 @@ __all__ = [
     "encode_conversation",
     "encode_dataset",
     "encode_final_turn",
+    "end_of_turn_ids",
 ]
 
 _IGNORE_INDEX = -100
@@ -156,6 +157,29 @@ def encode_final_turn(
     turn = _Encoder(renderer).turn(messages, tools, last)
     prompt, answer = _tokenize(tokenizer, [turn.prompt, turn.answer])
     return prompt, answer + ([tokenizer.eos_token_id] if turn.eos else [])
+
+
+def end_of_turn_ids(tokenizer, generation_eos=None) -> list[int]:
+    """Every token id that ends a model's turn: its generation_config eos ids, the template's end-of-turn token, EOS.
+
+    Args:
+        tokenizer: a transformers tokenizer.
+        generation_eos: ``generation_config.eos_token_id`` (an id, a list of ids, or None).
+
+    Returns:
+        The ids generation must stop at (gemma's <end_of_turn>, Phi's <|end|>, Llama's <|eot_id|>, ...), EOS first.
+    """
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids += generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos] * (generation_eos is not None)
+    renderer = Renderer(tokenizer)
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    try:
+        turn = _Encoder(renderer).turn(probe, None, 1)
+        ends = [m for m in renderer.markers if turn.answer.endswith(m)]
+        ids += [tokenizer.convert_tokens_to_ids(m) for m in ends[:1]]
+    except TemplateRejected:
+        pass  # a template that refuses the probe: generation_config and EOS still stop it
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i >= 0))
 
 
 def encode_dataset(
