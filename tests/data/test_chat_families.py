@@ -226,3 +226,21 @@ def test_the_date_is_fixed_per_run():
     b = encode_conversation(tokenizer, [Q1, A1], max_seq_len=4096, date=datetime.date(2026, 3, 2)).examples
     assert a != b and "01 Mar 2026" in tokenizer.decode(a[0]["input_ids"])
     assert a == encode_conversation(tokenizer, [Q1, A1], max_seq_len=4096, date=day).examples
+
+
+@pytest.mark.parametrize("family, ends", [
+    ("gemma-2", ["<eos>", "<end_of_turn>"]), ("phi-3.5-mini", ["<|endoftext|>", "<|end|>"]),
+    ("llama-3.2", ["<|eot_id|>"]), ("internlm2.5", ["</s>", "<|im_end|>"]), ("glm-4", ["<|endoftext|>"])])
+def test_generation_stops_at_every_end_of_turn_token(family, ends):
+    from raysft.data.template import end_of_turn_ids
+
+    tokenizer = tokenizer_for(family)
+    assert end_of_turn_ids(tokenizer) == tokenizer.convert_tokens_to_ids(ends)
+    generation_eos = tokenizer.convert_tokens_to_ids(SOURCES[family]["generation_eos"])
+    assert set(generation_eos) <= set(end_of_turn_ids(tokenizer, generation_eos))
+
+
+def test_rows_the_template_rejects_are_skipped_and_counted():
+    rows = [[Q1, A1], [SYSTEM, Q1, A1], [Q1, A1, Q2, A2], [Q1, Q2, A2]]
+    examples, counts = encode_dataset(tokenizer_for("gemma-2"), rows, max_seq_len=4096)
+    assert (counts["kept"], counts["template_rejected"], len(examples)) == (2, 2, 2)
