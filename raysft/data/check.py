@@ -55,6 +55,8 @@ __all__ = [
     "check_file",
     "format_report",
     "check_main",
+    "load_tokenizer_dir",
+    "print_text",
 ]
 
 MAX_FINDINGS = 1000
@@ -366,7 +368,8 @@ def format_report(report: dict) -> str:
     return "\n".join(out)
 
 
-def _load_tokenizer(directory: Union[str, Path]):
+def load_tokenizer_dir(directory: Union[str, Path]):
+    """A tokenizer from a local directory (never downloads); DataError naming the directory when it holds none."""
     path = Path(directory)
     if not path.is_dir():
         raise DataError(
@@ -383,7 +386,8 @@ def _load_tokenizer(directory: Union[str, Path]):
         ) from e
 
 
-def _print(text: str) -> None:
+def print_text(text: str) -> None:
+    """Print to stdout; lone surrogates (valid in JSON strings) as backslash escapes instead of an error."""
     # Lone surrogates (valid in JSON strings) cannot be encoded; backslashreplace writes them as \udXXX,
     # which is still the same JSON string escape.
     print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
@@ -408,10 +412,10 @@ def check_main(
         holds none, 2 when the file or tokenizer cannot be read (the reason goes to stderr).
     """
     try:
-        tokenizer = _load_tokenizer(tokenizer_dir) if tokenizer_dir else None
+        tokenizer = load_tokenizer_dir(tokenizer_dir) if tokenizer_dir else None
         report = check_file(path, tokenizer, max_seq_len)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    _print(json.dumps(report, ensure_ascii=False) if as_json else format_report(report))
+    print_text(json.dumps(report, ensure_ascii=False) if as_json else format_report(report))
     return 1 if report["errors_total"] or not report["valid"] else 0

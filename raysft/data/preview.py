@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Union
 
-from raysft.data.check import _load_tokenizer, _print
+from raysft.data.check import load_tokenizer_dir, print_text
 from raysft.data.errors import DataError
 from raysft.data.records import RecordError, iter_raw, to_conversation, tools_of
 from raysft.data.template import encode_conversation
@@ -88,7 +88,7 @@ def preview_main(path: Union[str, Path], tokenizer_dir: Union[str, Path], *, los
         0 when every shown line trains, 1 when some line is skipped, 2 when the file or tokenizer cannot be used.
     """
     try:
-        tokenizer = _load_tokenizer(tokenizer_dir)
+        tokenizer = load_tokenizer_dir(tokenizer_dir)
         on, off = (_ON, _OFF) if sys.stdout.isatty() else (_PLAIN_ON, _PLAIN_OFF)
         skipped: Counter = Counter()
         splits: Counter = Counter()
@@ -106,13 +106,13 @@ def preview_main(path: Union[str, Path], tokenizer_dir: Union[str, Path], *, los
                 notes["eos_appended"] += result.eos_appended
                 notes["reasoning_dropped"] += result.reasoning_dropped
             if as_json:
-                _print(json.dumps(shown, ensure_ascii=False))
+                print_text(json.dumps(shown, ensure_ascii=False))
             elif "error" in shown:
-                _print(f"--- line {shown['line']}: skipped, {shown['error']['code']}: {shown['error']['message']}")
+                print_text(f"--- line {shown['line']}: skipped, {shown['error']['code']}: {shown['error']['message']}")
             else:
                 for k, example in enumerate(shown["examples"], 1):
                     part = f" (example {k} of {len(shown['examples'])})" if len(shown["examples"]) > 1 else ""
-                    _print(f"--- line {shown['line']}{part}\n{_highlighted(tokenizer, example, on, off)}")
+                    print_text(f"--- line {shown['line']}{part}\n{_highlighted(tokenizer, example, on, off)}")
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -120,12 +120,12 @@ def preview_main(path: Union[str, Path], tokenizer_dir: Union[str, Path], *, los
         reasons = ", ".join(f"{n} {r}" for r, n in splits.items() if n) or "none"
         skips = ", ".join(f"{n} {code}" for code, n in skipped.items()) or "none"
         fraction = trained / tokens if tokens else 0.0
-        _print(f"=== {lines} lines -> {rows} examples; split into one example per trained turn: "
+        print_text(f"=== {lines} lines -> {rows} examples; split into one example per trained turn: "
                f"{sum(splits.values())} ({reasons}); skipped: {skips}; {fraction:.1%} of tokens trained on")
         if notes["eos_appended"]:
-            _print(f"warning: {notes['eos_appended']} conversations: the template writes nothing after an answer, "
+            print_text(f"warning: {notes['eos_appended']} conversations: the template writes nothing after an answer, "
                    f"so EOS {tokenizer.eos_token!r} is appended to the trained answers")
         if notes["reasoning_dropped"]:
-            _print(f"warning: {notes['reasoning_dropped']} conversations: the template drops the reasoning of a "
+            print_text(f"warning: {notes['reasoning_dropped']} conversations: the template drops the reasoning of a "
                    "trained turn, so it is not trained on")
     return 1 if skipped else 0
