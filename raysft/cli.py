@@ -48,6 +48,13 @@ def cmd_data_check(args) -> int:
     return check_main(args.path, args.tokenizer, args.max_seq_len, args.json)
 
 
+def cmd_data_preview(args) -> int:
+    from raysft.data.preview import preview_main
+
+    return preview_main(args.path, args.tokenizer, loss_on=args.loss_on, max_seq_len=args.max_seq_len, limit=args.n,
+                        as_json=args.json)
+
+
 def cmd_model_init_tiny(args) -> int:
     from raysft.model.tiny import init_tiny
 
@@ -128,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-seq-len", type=int, default=None)
     sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
     sp.set_defaults(func=cmd_data_check)
+    sp = data.add_parser("preview", help="show how conversations are rendered and which tokens are trained")
+    sp.add_argument("path")
+    sp.add_argument("--tokenizer", required=True, help="tokenizer (or model) directory whose chat template is used")
+    sp.add_argument("--loss-on", choices=["assistant", "last_assistant", "all"], default="assistant")
+    sp.add_argument("--max-seq-len", type=int, default=2048)
+    sp.add_argument("-n", type=int, default=None, metavar="K", help="only the first K lines")
+    sp.add_argument("--json", action="store_true", help="one JSON object per input line")
+    sp.set_defaults(func=cmd_data_preview)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(dest="action", required=True)
     sp = model.add_parser("init-tiny", help="write a small random Llama model + a tokenizer trained on FILE")

@@ -4,16 +4,20 @@
 (~130 bytes: 1M examples ~130 MB, whatever their length) and nothing else grows with the file;
 percentiles come from a fixed-size reservoir sample (exact up to 10,000 examples).
 
-Errors are the record codes of `raysft.data.records` (the line cannot be trained on). Warnings (the line
-is usable but suspicious):
+Errors are the record codes of `raysft.data.records` (the line cannot be trained on), and with a tokenizer
+
+    template_rejected  the tokenizer's chat template refuses the conversation (its own message is quoted), or
+                       the conversation has tool calls and the template no tool support
+
+Warnings (the line is usable but suspicious):
 
     duplicate        same conversation (roles and contents, other keys ignored) as an earlier line
     near_duplicate   the same after lowercasing and removing whitespace and punctuation
     not_alternating  user/assistant turns do not alternate starting with user (this includes a
                      conversation with no user turn at all)
-    too_long         more tokens than max_seq_len (only with a tokenizer), counted on the conversation
-                     rendered by the tokenizer's chat template, or DEFAULT_CHAT_TEMPLATE when it has none
-    template_error   the tokenizer's own chat template refuses the conversation (only with a tokenizer)
+    too_long         an example longer than max_seq_len (only with a tokenizer), encoded exactly as training
+                     encodes it (the tokenizer's chat template, or DEFAULT_CHAT_TEMPLATE when it has none)
+    reasoning_dropped  a file-level finding (line 0): the chat template leaves the reasoning of trained turns out
     label_imbalance  a file-level finding (line 0, listed first): the final answers look like class
                      labels and the largest class has more than LABEL_IMBALANCE_RATIO x the smallest
 
@@ -39,8 +43,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 from raysft.data.errors import DataError
-from raysft.data.records import RecordError, iter_raw, to_conversation
-from raysft.data.template import DEFAULT_CHAT_TEMPLATE
+from raysft.data.records import RecordError, iter_raw, to_conversation, tools_of
+from raysft.data.render import split_reasoning
+from raysft.data.template import ChatTemplateError, encode_conversation
 
 __all__ = [
     "MAX_FINDINGS",
@@ -50,6 +55,8 @@ __all__ = [
     "check_file",
     "format_report",
     "check_main",
+    "load_tokenizer_dir",
+    "print_text",
 ]
 
 MAX_FINDINGS = 1000
@@ -215,7 +222,9 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
         {"total", "valid", "format_rate", "errors", "errors_total", "warnings", "warnings_total", "stats"};
         each finding is {"line", "code", "message"}. `stats` has "chars" and "turns" (user/assistant
         messages per example, with a "histogram") summaries ({min, p50, p90, max, mean}, None values
-        when there is no valid example), "tokens" with a tokenizer, and "labels" ({label: count}) plus
+        when there is no valid example), "reasoning" and "tool_calls" (valid examples whose assistant turns
+        carry reasoning / tool calls), with a tokenizer "tokens" (the longest encoded example of each line) and
+        "split" (conversations training makes one example per trained turn), and "labels" ({label: count}) plus
         "labels_other" (examples outside those labels) when the data looks like classification.
 
     Raises:
@@ -225,8 +234,8 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
     duplicates, labels = _Duplicates(), _Labels()
     chars, tokens, turns = _Distribution(), _Distribution(), _Distribution()
     turn_histogram: Counter = Counter()
-    template = None if tokenizer is None or tokenizer.chat_template else DEFAULT_CHAT_TEMPLATE
     total = valid = 0
+    kinds: Counter = Counter()  # reasoning, tool_calls, split, reasoning_dropped
     for line, value in iter_raw(path):
         total += 1
         try:
@@ -234,6 +243,18 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
         except RecordError as e:
             errors.add(line, e.code, e.message)
             continue
+        if tokenizer is not None:
+            n_tokens = _encoded_tokens(tokenizer, conversation, tools_of(value), line, errors, kinds)
+            if n_tokens is None:
+                continue
+            tokens.add(n_tokens)
+            if max_seq_len is not None and n_tokens > max_seq_len:
+                warnings.add(
+                    line,
+                    "too_long",
+                    f"{n_tokens} tokens > max_seq_len {max_seq_len}; training drops or truncates it "
+                    "(data.on_too_long): shorten it or raise data.max_seq_len",
+                )
         valid += 1
         found = duplicates.check(line, conversation)
         if found:
@@ -242,28 +263,27 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
         if problem:
             warnings.add(line, "not_alternating", problem)
         chars.add(sum(len(m["content"]) for m in conversation))
-        n_turns = sum(m["role"] != "system" for m in conversation)
+        n_turns = sum(m["role"] in ("user", "assistant") for m in conversation)
         turns.add(n_turns)
         turn_histogram[n_turns] += 1
         labels.add(conversation[-1]["content"])
-        if tokenizer is not None:
-            n_tokens = _count_tokens(tokenizer, conversation, template, line, warnings)
-            if n_tokens is not None:
-                tokens.add(n_tokens)
-                if max_seq_len is not None and n_tokens > max_seq_len:
-                    warnings.add(
-                        line,
-                        "too_long",
-                        f"{n_tokens} tokens > max_seq_len {max_seq_len}; training drops or truncates it "
-                        "(data.on_too_long): shorten it or raise data.max_seq_len",
-                    )
+        answers = [m for m in conversation if m["role"] == "assistant"]
+        kinds["reasoning"] += any(split_reasoning(m)[0].strip() for m in answers)
+        kinds["tool_calls"] += any(m.get("tool_calls") for m in answers)
 
     stats: dict = {
         "chars": chars.summary(),
         "turns": {**turns.summary(), "histogram": dict(sorted(turn_histogram.items()))},
     }
+    stats["reasoning"], stats["tool_calls"] = kinds["reasoning"], kinds["tool_calls"]
     if tokenizer is not None:
         stats["tokens"] = tokens.summary()
+        stats["split"] = kinds["split"]
+    if kinds["reasoning_dropped"]:
+        warnings.total += 1
+        warnings.items.insert(0, {"line": 0, "code": "reasoning_dropped", "message": (
+            f"the chat template leaves out the reasoning of trained turns in {kinds['reasoning_dropped']} examples, "
+            "so it is not trained on; use a template that renders reasoning (e.g. the updated DeepSeek-R1 one)")})
     distribution = labels.distribution()
     if distribution:
         stats["labels"] = distribution
@@ -285,15 +305,19 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
     }
 
 
-def _count_tokens(tokenizer, conversation: list[dict], template, line: int, warnings: _Findings) -> Optional[int]:
+def _encoded_tokens(tokenizer, conversation, tools, line: int, errors: _Findings, kinds: Counter) -> Optional[int]:
+    """Tokens of the longest example training makes of the line (its own code path), None when it rejects it."""
     try:
-        text = tokenizer.apply_chat_template(conversation, tokenize=False, chat_template=template)
-        # The rendered text already holds the template's special tokens; don't add a second BOS.
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    except Exception as e:  # a model's own Jinja template may raise on any conversation it dislikes
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        warnings.add(line, "template_error", f"the tokenizer's chat template cannot render it: {reason}")
+        result = encode_conversation(tokenizer, conversation, max_seq_len=1 << 30, tools=tools)
+    except ChatTemplateError as e:
+        errors.add(line, "template_rejected", str(e))
         return None
+    if result.status == "template_rejected":
+        errors.add(line, "template_rejected", f"the tokenizer's chat template rejects it: {result.error}")
+        return None
+    kinds["split"] += result.split is not None
+    kinds["reasoning_dropped"] += result.reasoning_dropped
+    return max((len(e["input_ids"]) for e in result.examples), default=result.n_tokens)
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -335,13 +359,17 @@ def format_report(report: dict) -> str:
     histogram = ", ".join(f"{n} turns: {count}" for n, count in stats["turns"]["histogram"].items())
     histogram = f" ({histogram})" if histogram else ""
     out.append(f"  user/assistant turns per example: {_summary_text(stats['turns'])}{histogram}")
+    out.append(f"  examples with reasoning: {stats['reasoning']}, with tool calls: {stats['tool_calls']}")
+    if "split" in stats:
+        out.append(f"  conversations training splits into one example per trained turn: {stats['split']}")
     if "labels" in stats:
         shown = ", ".join(f"{label!r}: {count}" for label, count in stats["labels"].items())
         out.append(f"  labels ({len(stats['labels'])} classes, {stats['labels_other']} other): {shown}")
     return "\n".join(out)
 
 
-def _load_tokenizer(directory: Union[str, Path]):
+def load_tokenizer_dir(directory: Union[str, Path]):
+    """A tokenizer from a local directory (never downloads); DataError naming the directory when it holds none."""
     path = Path(directory)
     if not path.is_dir():
         raise DataError(
@@ -358,7 +386,8 @@ def _load_tokenizer(directory: Union[str, Path]):
         ) from e
 
 
-def _print(text: str) -> None:
+def print_text(text: str) -> None:
+    """Print to stdout; lone surrogates (valid in JSON strings) as backslash escapes instead of an error."""
     # Lone surrogates (valid in JSON strings) cannot be encoded; backslashreplace writes them as \udXXX,
     # which is still the same JSON string escape.
     print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
@@ -383,10 +412,10 @@ def check_main(
         holds none, 2 when the file or tokenizer cannot be read (the reason goes to stderr).
     """
     try:
-        tokenizer = _load_tokenizer(tokenizer_dir) if tokenizer_dir else None
+        tokenizer = load_tokenizer_dir(tokenizer_dir) if tokenizer_dir else None
         report = check_file(path, tokenizer, max_seq_len)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    _print(json.dumps(report, ensure_ascii=False) if as_json else format_report(report))
+    print_text(json.dumps(report, ensure_ascii=False) if as_json else format_report(report))
     return 1 if report["errors_total"] or not report["valid"] else 0

@@ -6,13 +6,17 @@ Order of operations (each step deterministic by `train.seed`):
    `data.validation`;
 3. apply multi-task weights to the remaining train rows of each source;
 4. add `data.mix` general data at its share of the final train set;
-5. template and tokenise with loss masks; over-length and target-less examples are dropped and counted.
+5. template and tokenise with loss masks (see `raysft.data.template`): conversations the chat template rejects,
+   over-length and target-less examples are dropped and counted; templates that print today's date see one date
+   per run (`template_date`, recorded in the run's summary).
 """
 
 from __future__ import annotations
 
+import datetime
 import random
 from dataclasses import dataclass, field
+from typing import Optional
 
 from raysft.config import DataSpec
 from raysft.data.errors import DataError
@@ -31,14 +35,16 @@ class PreparedData:
     """Encoded train examples ({input_ids, labels})."""
     validation: list[dict]
     """Encoded validation examples."""
-    validation_conversations: list[list[dict]]
-    """Validation conversations (messages) for generation-based evaluation."""
+    validation_conversations: list[dict]
+    """Validation conversations ({"messages", "tools"}) for generation-based evaluation."""
     composition: dict
     """Rows and tokens per source and split, as realised."""
     encoding: dict = field(default_factory=dict)
     """Encoding counts per split: kept, truncated, dropped, tokens, trained tokens and fraction."""
     skipped_invalid: int = 0
     """Invalid records skipped across all files."""
+    template_date: str = ""
+    """The day (ISO) that templates printing today's date saw while encoding."""
 
 
 def _load(path: str) -> tuple[list[dict], int]:
@@ -48,12 +54,20 @@ def _load(path: str) -> tuple[list[dict], int]:
     return items, invalid
 
 
-def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
+def prepare_data(data: DataSpec, tokenizer, seed: int, template_date: Optional[datetime.date] = None) -> PreparedData:
     """Read, split, weight, mix and encode the data a spec names.
 
+    Args:
+        data: the spec's data section.
+        tokenizer: the base model's tokenizer (its chat template renders the conversations).
+        seed: seeds the split, weighting and mixing.
+        template_date: the day templates that print today's date see (default today).
+
     Raises:
-        DataError: a file is missing or unreadable, has no valid rows, or nothing is left to train on.
+        DataError: a file is missing or unreadable, has no valid rows, or nothing is left to train on;
+            `ChatTemplateError` (a DataError) when the data has tool calls the chat template cannot render.
     """
+    template_date = template_date or datetime.date.today()
     skipped = 0
     sources: list[tuple[str, dict]] = []  # (source path, item), domain train sources in spec order
     for src in data.train:
@@ -88,14 +102,13 @@ def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
     for split, pairs in (("train", weighted), ("validation", val_pairs)):
         examples, stats = [], {}
         for source in dict.fromkeys(p[0] for p in pairs):
-            convs = [it["messages"] for s, it in pairs if s == source]
+            convs = [it for s, it in pairs if s == source]
             kept, counts_ = encode_dataset(
-                tokenizer, convs, max_seq_len=data.max_seq_len, loss_on=data.loss_on, on_too_long=data.on_too_long)
+                tokenizer, convs, max_seq_len=data.max_seq_len, loss_on=data.loss_on, on_too_long=data.on_too_long,
+                date=template_date)
             examples += kept
             composition[split][source] = {"rows": len(kept), "tokens": counts_["tokens"], "trained_tokens": counts_["trained_tokens"]}
-            for k, v in counts_.items():
-                if k != "trained_fraction":
-                    stats[k] = stats.get(k, 0) + v
+            _merge(stats, counts_)
         stats["trained_fraction"] = stats.get("trained_tokens", 0) / max(stats.get("tokens", 0), 1)
         encoded[split], encoding[split] = examples, stats
 
@@ -109,11 +122,27 @@ def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
     return PreparedData(
         train=encoded["train"],
         validation=encoded["validation"],
-        validation_conversations=[it["messages"] for _, it in val_pairs],
+        validation_conversations=[{"messages": it["messages"], "tools": it.get("tools")} for _, it in val_pairs],
         composition=composition,
         encoding=encoding,
         skipped_invalid=skipped,
+        template_date=template_date.isoformat(),
     )
+
+
+def _merge(stats: dict, counts: dict) -> None:
+    """Add one source's encoding counts to its split's (numbers summed, reasons summed, warnings listed once)."""
+    for k, v in counts.items():
+        if k == "trained_fraction":
+            continue
+        if k == "split_reasons":
+            reasons = stats.setdefault(k, {})
+            for reason, n in v.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        elif k == "warnings":
+            stats[k] = list(dict.fromkeys(stats.get(k, []) + v))
+        else:
+            stats[k] = stats.get(k, 0) + v
 
 
 def _split(sources: list[tuple[str, dict]], data: DataSpec, seed: int):

@@ -5,16 +5,26 @@ conversation or raises `RecordError`, and `load_conversations` does both for the
 
 Accepted records (other keys, such as `metadata`, are kept in the record and ignored here):
 
-    {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}
+    {"messages": [{"role": "system" | "user" | "assistant" | "tool", "content": str}, ...], "tools": [...]}
     {"prompt": str, "completion": str, "system": str (optional)}
+
+Assistant messages may carry `reasoning_content` (str), `tool_calls` (OpenAI format: [{"id", "type": "function",
+"function": {"name", "arguments": JSON string or object}}], content then optional) and `weight` (0: context,
+not trained; 1: trained). A `tool` message answers an earlier call by its `tool_call_id`. `tools` (optional) is
+the OpenAI list of function schemas the conversation may call.
 
 Error codes, checked in this order (the first problem of a record wins):
 
     invalid_json        not valid JSON, not UTF-8, or not a JSON object
     missing_messages    no non-empty `messages` list and no prompt/completion pair
-    bad_role            a role other than system/user/assistant (the closest one is suggested)
-    bad_content         a message that is not an object, or content missing, not a string, or blank
+    bad_role            a role other than system/user/assistant/tool (the closest one is suggested)
+    bad_content         a message that is not an object, or content missing, not a string, or blank (an
+                        assistant message with tool calls may have none); reasoning_content not a string
+    bad_weight          an assistant `weight` other than 0 or 1
     system_not_first    a system message after the first turn
+    bad_tool_call       a tool call (or `tools` entry) without a function name, or arguments that are not JSON
+    unknown_tool        a called function that `tools` does not declare (checked when `tools` is given)
+    orphan_tool_result  a `tool` message whose `tool_call_id` matches no earlier call
     last_not_assistant  the conversation does not end with an assistant turn
 
 A user turn is not required: `[system, assistant]` still trains the assistant turn, so the data check
@@ -31,15 +41,19 @@ from typing import Iterator, Union
 
 from raysft.data.errors import DataError
 
-__all__ = ["ERROR_CODES", "ROLES", "RecordError", "iter_raw", "to_conversation", "load_conversations"]
+__all__ = ["ERROR_CODES", "ROLES", "RecordError", "iter_raw", "to_conversation", "tools_of", "load_conversations"]
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 ERROR_CODES = (
     "invalid_json",
     "missing_messages",
     "bad_role",
     "bad_content",
+    "bad_weight",
     "system_not_first",
+    "bad_tool_call",
+    "unknown_tool",
+    "orphan_tool_result",
     "last_not_assistant",
 )
 
@@ -239,8 +253,9 @@ def to_conversation(record: object) -> list[dict]:
         record: a value yielded by `iter_raw` (a `RecordError` from it is raised as is).
 
     Returns:
-        A new list of {"role", "content"} dicts (other message keys dropped); a prompt/completion record
-        becomes [system?, user, assistant].
+        A new list of message dicts with role, content and, where given, reasoning_content, tool_calls,
+        tool_call_id and weight (other message keys dropped); a prompt/completion record becomes
+        [system?, user, assistant].
 
     Raises:
         RecordError: the record is unusable; `.code` is the first problem in `ERROR_CODES` order.
@@ -267,6 +282,7 @@ def to_conversation(record: object) -> list[dict]:
     for i, message in enumerate(conversation[1:], 2):
         if message["role"] == "system":
             raise RecordError("system_not_first", f"message {i} is a system message; move it to the start")
+    _check_tools(conversation, record.get("tools"))
     if conversation[-1]["role"] != "assistant":
         raise RecordError(
             "last_not_assistant",
@@ -289,10 +305,89 @@ def _to_message(index: int, message: object) -> dict:
             "bad_role", f"message {index} role {_show(role)} is not one of {list(ROLES)}{_suggest(role)}"
         )
     content = message.get("content")
-    if not isinstance(content, str) or not content.strip():
+    calls = message.get("tool_calls") if role == "assistant" else None
+    blank_ok = bool(calls) and (content is None or isinstance(content, str))
+    if not blank_ok and (not isinstance(content, str) or (not content.strip() and role != "tool")):
         what = "is missing" if content is None else f"must be a non-blank string, got {_show(content)}"
         raise RecordError("bad_content", f"message {index} ({role}) content {what}")
-    return {"role": role, "content": content}
+    out = {"role": role, "content": content or ""}
+    if role == "assistant":
+        out.update(_assistant_fields(index, message))
+    if role == "tool" and message.get("tool_call_id") is not None:
+        out["tool_call_id"] = message["tool_call_id"]
+    return out
+
+
+def _assistant_fields(index: int, message: dict) -> dict:
+    out: dict = {}
+    reasoning = message.get("reasoning_content")
+    if reasoning is not None:
+        if not isinstance(reasoning, str):
+            raise RecordError("bad_content", f"message {index} reasoning_content must be a string, got {_show(reasoning)}")
+        out["reasoning_content"] = reasoning
+    if "weight" in message:
+        weight = message["weight"]
+        if weight not in (0, 1) or isinstance(weight, bool):
+            raise RecordError("bad_weight", f"message {index} weight {_show(weight)} must be 0 (context) or 1 (trained)")
+        out["weight"] = int(weight)
+    if message.get("tool_calls") is not None:
+        calls = message["tool_calls"]
+        if not isinstance(calls, list):
+            raise RecordError("bad_tool_call", f"message {index} tool_calls must be a list, got {_show(calls)}")
+        out["tool_calls"] = [_tool_call(index, k, call) for k, call in enumerate(calls, 1)]
+    return out
+
+
+def _tool_call(index: int, k: int, call: object) -> dict:
+    where = f"message {index} tool call {k}"
+    function = call.get("function") if isinstance(call, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise RecordError("bad_tool_call", f"{where} has no function name; write {{\"function\": {{\"name\": ..., \"arguments\": ...}}}}")
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError as e:
+            raise RecordError("bad_tool_call", f"{where} ({name}) arguments are not valid JSON ({e}): {_show(arguments)}") from None
+        if not isinstance(parsed, dict):
+            raise RecordError("bad_tool_call", f"{where} ({name}) arguments must be a JSON object, got {_show(arguments)}")
+    elif not isinstance(arguments, dict):
+        raise RecordError("bad_tool_call", f"{where} ({name}) arguments must be a JSON string or object, got {_show(arguments)}")
+    out = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    if isinstance(call.get("id"), str):
+        out["id"] = call["id"]
+    return out
+
+
+def _check_tools(conversation: list[dict], tools: object) -> None:
+    """Tool calls name declared tools (when `tools` is given) and every tool result answers an earlier call."""
+    declared = None
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise RecordError("bad_tool_call", f"'tools' must be a list of function schemas, got {_show(tools)}")
+        declared = set()
+        for k, tool in enumerate(tools, 1):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            name = function.get("name") if isinstance(function, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                raise RecordError("bad_tool_call", f"tools[{k}] has no function name; write {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}")
+            declared.add(name)
+    call_ids: set = set()
+    for index, message in enumerate(conversation, 1):
+        for call in message.get("tool_calls", ()):
+            name = call["function"]["name"]
+            if declared is not None and name not in declared:
+                raise RecordError("unknown_tool", f"message {index} calls {name!r}, which 'tools' does not declare (declared: {sorted(declared)})")
+            call_ids.add(call.get("id"))
+        if message["role"] == "tool" and (message.get("tool_call_id") is None or message["tool_call_id"] not in call_ids):
+            raise RecordError("orphan_tool_result", f"message {index} answers tool_call_id {_show(message.get('tool_call_id'))}, "
+                              "which no earlier assistant tool call has; give the call its id or drop the result")
+
+
+def tools_of(record: object) -> list | None:
+    """The `tools` list of a record that `to_conversation` accepted (None when it declares none)."""
+    return record.get("tools") if isinstance(record, dict) and record.get("tools") else None
 
 
 def _suggest(role: object) -> str:
@@ -322,7 +417,8 @@ def load_conversations(path: Union[str, Path]) -> tuple[list[dict], int]:
         path: a file or saved-dataset directory, as for `iter_raw`.
 
     Returns:
-        ([{"messages": conversation, "record": original value}, ...], number of invalid records).
+        ([{"messages": conversation, "tools": tools or None, "record": original value}, ...], number of invalid
+        records).
         Run `raysft data check` to see which records were invalid and why.
 
     Raises:
@@ -331,7 +427,7 @@ def load_conversations(path: Union[str, Path]) -> tuple[list[dict], int]:
     examples, invalid = [], 0
     for _, value in iter_raw(path):
         try:
-            examples.append({"messages": to_conversation(value), "record": value})
+            examples.append({"messages": to_conversation(value), "tools": tools_of(value), "record": value})
         except RecordError:
             invalid += 1
     return examples, invalid

@@ -1,91 +1,105 @@
-"""Chat templating and loss masks (see DESIGN.md decision 2).
+"""Chat templating and loss masks: train what serving sends (see DESIGN.md decision 2).
 
-Loss masks are correct by construction: a conversation is rendered with the tokenizer's chat template prefix by
-prefix (messages[:i], then messages[:i+1]), each newly added piece of text is tokenized on its own and the pieces
-are concatenated. For an assistant turn the prefix is rendered with ``add_generation_prompt=True`` so the assistant
-header belongs to the prompt; the piece that follows is the assistant content and its end-of-turn token
-(``<|im_end|>`` for ChatML), which is the span trained on. ``{% generation %}`` tags are never needed.
+For every trained assistant turn i the prompt is exactly ``render(messages[:i], add_generation_prompt=True)``,
+what vLLM / transformers send at inference, and the target is that turn's answer as the template renders it in
+``render(messages[:i+1])``, through its end-of-turn token. Where the template puts nothing after the answer (GLM-4),
+the tokenizer's EOS is appended to the target so the model still learns to stop (warned once).
 
-BOS: the rendered template is authoritative. Pieces are tokenized with ``add_special_tokens=False``, so a BOS
-appears only where the template writes one. That is what ``apply_chat_template(tokenize=True)`` and chat serving
-(vLLM, TGI) feed the model, so the trained adapter sees at training time what it sees when served.
-SentencePiece-style tokenizers that prefix every encoded string with a space get each piece encoded after a
-newline that is then stripped, so no space appears inside the chat that the rendered text does not have.
+When the full rendering holds every trained turn's prompt and answer in place (ChatML, Llama, gemma, ...), the
+conversation is one sequence with several trained spans. When it does not (Qwen3 adds an empty <think> block only
+to the final turn, DeepSeek-R1's generation prompt opens <think> that rendered turns lack, Mistral moves the system
+prompt into the last user message, Phi-3.5 ends a non-generation render with EOS), the conversation is split into
+one example per trained turn, each with its serving-time prompt; the counts say how many and why. ``{% generation
+%}`` tags are never needed.
+
+Tokens: pieces are tokenized with ``add_special_tokens=False``, so a BOS appears only where the template writes one,
+as in ``apply_chat_template(tokenize=True)``. SentencePiece-style tokenizers that prefix every encoded string with a
+space get each piece encoded after a newline that is then stripped.
 """
 
 from __future__ import annotations
 
+import datetime
+import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Optional, Sequence
 
-from transformers.utils.chat_template_utils import render_jinja_template
+from raysft.data.render import (
+    DEFAULT_CHAT_TEMPLATE,
+    ChatTemplateError,
+    Renderer,
+    TemplateRejected,
+    chat_template_of,
+    split_reasoning,
+)
 
 __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
     "ChatTemplateError",
     "EncodeResult",
+    "TemplateRejected",
     "chat_template_of",
     "encode_conversation",
     "encode_dataset",
-    "encode_prompt",
+    "encode_final_turn",
+    "end_of_turn_ids",
 ]
-
-# ChatML, used when a tokenizer ships no chat template of its own. Every turn ends with <|im_end|>,
-# which is also the EOS token the model learns to emit after an assistant answer.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 _IGNORE_INDEX = -100
 LossOn = Literal["assistant", "last_assistant", "all"]
 OnTooLong = Literal["drop", "truncate"]
-Status = Literal["ok", "truncated", "dropped_too_long", "dropped_no_target"]
+Status = Literal["ok", "truncated", "dropped_too_long", "dropped_no_target", "template_rejected"]
+# Why a conversation became one example per trained turn.
+SPLIT_NOT_PREFIX = "renders_turns_differently"
+SPLIT_EOS = "eos_appended_mid_conversation"
+# A generation prompt ending like this opens a reasoning block the rendered turn may not have (DeepSeek-R1).
+_OPEN_THINK = "<think>\n"
 
-# A rendered piece of the conversation: its text and the index of the assistant message it is the answer of
-# (-1 for prompt text: system/user turns, headers, the whitespace a template writes between turns).
-_Segment = tuple[str, int]
+# A rendered piece: its text (None: the tokenizer's EOS token) and the message index it is the answer of
+# (-1 for prompt text, -2 for "train on every token").
+_Piece = tuple[Optional[str], int]
 
 # Tokenizers that put a prefix space in front of every encoded string (SentencePiece style), looked up once each.
 _PREFIX_SPACE: "weakref.WeakKeyDictionary[object, bool]" = weakref.WeakKeyDictionary()
-
-
-class ChatTemplateError(ValueError):
-    """A tokenizer's chat template cannot be used to build loss masks; the message names the tokenizer and fix."""
+_WARNED: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
 class EncodeResult:
-    """One encoded conversation.
+    """One encoded conversation: one example, or one per trained turn when the template needs that.
 
     Attributes:
-        example: ``{"input_ids": [...], "labels": [...]}`` (labels -100 where not trained), or None when dropped.
-        status: "ok", "truncated", "dropped_too_long" or "dropped_no_target".
-        n_tokens: tokens in ``example``; for a dropped conversation, tokens of its full encoding.
-        n_trained: labelled tokens in ``example`` (0 when dropped).
+        examples: ``[{"input_ids": [...], "labels": [...]}, ...]`` (labels -100 where not trained); empty when dropped.
+        status: "ok", "truncated" (some example cut to max_seq_len), "dropped_too_long", "dropped_no_target" or
+            "template_rejected".
+        n_tokens: tokens in `examples`; for a dropped conversation, tokens of its full encoding.
+        n_trained: labelled tokens in `examples` (0 when dropped).
+        split: why the conversation was split into one example per trained turn, None when it was not.
+        eos_appended: the template writes nothing after an answer, so EOS was appended to the targets.
+        reasoning: a trained turn carries reasoning; reasoning_dropped: the template left some of it out.
+        error: the template's message when status is "template_rejected".
     """
 
-    example: dict[str, list[int]] | None
+    examples: list[dict[str, list[int]]]
     status: Status
     n_tokens: int
     n_trained: int
+    split: Optional[str] = None
+    eos_appended: bool = False
+    reasoning: bool = False
+    reasoning_dropped: bool = False
+    error: Optional[str] = None
 
 
-def chat_template_of(tokenizer) -> str:
-    """The chat template used for `tokenizer`.
-
-    Args:
-        tokenizer: a transformers tokenizer.
-
-    Returns:
-        The tokenizer's own template, or ``DEFAULT_CHAT_TEMPLATE`` (ChatML) when it has none.
-    """
-    if not tokenizer.chat_template:
-        return DEFAULT_CHAT_TEMPLATE
-    return tokenizer.get_chat_template()
+@dataclass
+class _Turn:
+    index: int
+    prompt: str  # the serving-time prompt text
+    answer: str  # the target text, through the end-of-turn token
+    eos: bool  # the template writes nothing after the answer: EOS is appended
+    reasoning: bool = False
+    reasoning_dropped: bool = False
 
 
 def encode_conversation(
@@ -95,201 +109,329 @@ def encode_conversation(
     max_seq_len: int,
     loss_on: LossOn = "assistant",
     on_too_long: OnTooLong = "drop",
+    tools: Optional[list] = None,
+    date: Optional[datetime.date] = None,
 ) -> EncodeResult:
     """Tokenize one conversation and label the tokens to train on.
 
     Args:
         tokenizer: a transformers tokenizer; its chat template (or ChatML) renders the conversation.
-        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
+        messages: ``[{"role": "system"|"user"|"assistant"|"tool", "content": str, ...}, ...]``; assistant messages
+            may carry ``reasoning_content``, ``tool_calls`` and ``weight`` (0: context, not trained).
         max_seq_len: most tokens an example may have.
-        loss_on: "assistant" labels every assistant turn, "last_assistant" only the final one, "all" every token
-            but the first (which nothing before it predicts). An assistant turn's label span is its content and
-            its end-of-turn token, never the header.
-        on_too_long: "drop" drops a conversation longer than `max_seq_len`; "truncate" keeps its first
-            `max_seq_len` tokens, and drops it as "dropped_no_target" if no labelled token is left.
+        loss_on: "assistant" labels every assistant turn of weight 1, "last_assistant" only the final one, "all"
+            every token but the first. An assistant turn's label span is its answer and end-of-turn token.
+        on_too_long: "drop" drops an example longer than `max_seq_len`; "truncate" keeps its first `max_seq_len`
+            tokens (dropped as "dropped_no_target" if no labelled token is left).
+        tools: the conversation's OpenAI `tools` list (function schemas), given to the template.
+        date: the day templates that print today's date see (default today).
 
     Returns:
-        The example with its status and token counts.
+        The examples with their status and token counts. A conversation the template rejects is returned with
+        status "template_rejected" and the template's message in `error`.
 
     Raises:
-        ChatTemplateError: the template renders earlier turns differently depending on what follows.
+        ChatTemplateError: the conversation uses tools and the template has no tool support.
     """
-    template = chat_template_of(tokenizer)
-    segments = _segments(tokenizer, template, messages)
-    pieces = _tokenize(tokenizer, [text for text, _ in segments])
-    return _assemble(pieces, segments, _trained_turns(messages, loss_on), max_seq_len, on_too_long)
+    return _Encoder(Renderer(tokenizer, date)).encode(messages, tools, max_seq_len, loss_on, on_too_long)
 
 
-def encode_prompt(tokenizer, messages: Sequence[dict]) -> list[int]:
-    """Tokens that prompt the model for the final assistant message, for greedy generation in evaluation.
-
-    The result is exactly the prefix of ``encode_conversation(tokenizer, messages, ...)["input_ids"]`` before the
-    final assistant span, so evaluation prompts match what training showed the model.
+def encode_final_turn(
+    tokenizer, messages: Sequence[dict], tools: Optional[list] = None, date: Optional[datetime.date] = None
+) -> tuple[list[int], list[int]]:
+    """The serving prompt of the final assistant message and the target training teaches for it, as token ids.
 
     Args:
         tokenizer: a transformers tokenizer.
-        messages: a conversation; when it has no assistant message, all of it is the prompt.
+        messages: a conversation; when it has no assistant message, all of it is the prompt and the target is empty.
+        tools: the conversation's tools list.
+        date: the day templates that print today's date see.
 
     Returns:
-        Token ids of the messages before the final assistant message, ending with the assistant header.
+        (prompt ids: ``apply_chat_template(messages[:last], add_generation_prompt=True)`` tokenized, target ids).
     """
+    renderer = Renderer(tokenizer, date)
     last = _last_assistant(messages)
-    prefix = messages if last is None else messages[:last]
-    segments = _segments(tokenizer, chat_template_of(tokenizer), prefix, generation_prompt=True)
-    return [tok for piece in _tokenize(tokenizer, [text for text, _ in segments]) for tok in piece]
+    if last is None:
+        return _tokenize(tokenizer, [renderer.render(messages, tools, True)])[0], []
+    turn = _Encoder(renderer).turn(messages, tools, last)
+    prompt, answer = _tokenize(tokenizer, [turn.prompt, turn.answer])
+    return prompt, answer + ([tokenizer.eos_token_id] if turn.eos else [])
+
+
+def end_of_turn_ids(tokenizer, generation_eos=None) -> list[int]:
+    """Every token id that ends a model's turn: its generation_config eos ids, the template's end-of-turn token, EOS.
+
+    Args:
+        tokenizer: a transformers tokenizer.
+        generation_eos: ``generation_config.eos_token_id`` (an id, a list of ids, or None).
+
+    Returns:
+        The ids generation must stop at (gemma's <end_of_turn>, Phi's <|end|>, Llama's <|eot_id|>, ...), EOS first.
+    """
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids += generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos] * (generation_eos is not None)
+    renderer = Renderer(tokenizer)
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    try:
+        turn = _Encoder(renderer).turn(probe, None, 1)
+        ends = [m for m in renderer.markers if turn.answer.endswith(m)]
+        ids += [tokenizer.convert_tokens_to_ids(m) for m in ends[:1]]
+    except TemplateRejected:
+        pass  # a template that refuses the probe: generation_config and EOS still stop it
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i >= 0))
 
 
 def encode_dataset(
     tokenizer,
-    conversations: Iterable[Sequence[dict]],
+    conversations: Iterable,
     *,
     max_seq_len: int,
     loss_on: LossOn = "assistant",
     on_too_long: OnTooLong = "drop",
-) -> tuple[list[dict[str, list[int]]], dict[str, float]]:
+    date: Optional[datetime.date] = None,
+) -> tuple[list[dict[str, list[int]]], dict]:
     """Encode many conversations (see `encode_conversation`) and count what happened to them.
 
     Args:
         tokenizer: a transformers tokenizer.
-        conversations: the conversations.
+        conversations: message lists, or ``{"messages": [...], "tools": [...]}`` dicts.
         max_seq_len: most tokens an example may have.
         loss_on: which tokens are trained on.
         on_too_long: "drop" or "truncate".
+        date: the day templates that print today's date see (default today).
 
     Returns:
-        The kept examples in input order, and counts: "examples" (seen), "kept", "truncated",
-        "dropped_too_long", "dropped_no_target", "tokens" and "trained_tokens" (over kept examples) and
-        "trained_fraction" (trained_tokens / tokens, 0.0 when nothing was kept).
+        The kept examples in input order, and counts: "examples" (conversations seen), "kept", "truncated",
+        "dropped_too_long", "dropped_no_target", "template_rejected", "split" (conversations made one example per
+        trained turn) with "split_reasons" ({reason: n}), "rows" (examples produced), "eos_appended",
+        "reasoning" / "reasoning_dropped" (conversations), "tokens" and "trained_tokens" (over kept examples),
+        "trained_fraction" (0.0 when nothing was kept) and "warnings" (sentences for the data report).
+
+    Raises:
+        ChatTemplateError: some conversation uses tools and the template has no tool support.
     """
-    template = chat_template_of(tokenizer)
-    conversations = list(conversations)
-    all_segments = [_segments(tokenizer, template, messages) for messages in conversations]
-    # One batched tokenizer call: the Rust tokenizer's per-call overhead dominates on short segments.
-    flat = _tokenize(tokenizer, [text for segments in all_segments for text, _ in segments])
-    counts = dict.fromkeys(
-        ("examples", "kept", "truncated", "dropped_too_long", "dropped_no_target", "tokens", "trained_tokens"), 0
-    )
-    kept, start = [], 0
-    for messages, segments in zip(conversations, all_segments):
-        pieces = flat[start : start + len(segments)]
-        start += len(segments)
-        result = _assemble(pieces, segments, _trained_turns(messages, loss_on), max_seq_len, on_too_long)
+    encoder = _Encoder(Renderer(tokenizer, date))
+    counts: dict = dict.fromkeys(
+        ("examples", "kept", "truncated", "dropped_too_long", "dropped_no_target", "template_rejected", "split",
+         "rows", "eos_appended", "reasoning", "reasoning_dropped", "tokens", "trained_tokens"), 0)
+    counts["split_reasons"] = {}
+    kept: list[dict] = []
+    for conversation in conversations:
+        messages, tools = _unpack(conversation)
+        result = encoder.encode(messages, tools, max_seq_len, loss_on, on_too_long)
         counts["examples"] += 1
-        if result.status in ("dropped_too_long", "dropped_no_target"):
+        for key in ("eos_appended", "reasoning", "reasoning_dropped"):
+            counts[key] += getattr(result, key)
+        if result.split:
+            counts["split"] += 1
+            counts["split_reasons"][result.split] = counts["split_reasons"].get(result.split, 0) + 1
+        if not result.examples:
             counts[result.status] += 1
             continue
         counts["truncated"] += result.status == "truncated"
         counts["kept"] += 1
+        counts["rows"] += len(result.examples)
         counts["tokens"] += result.n_tokens
         counts["trained_tokens"] += result.n_trained
-        kept.append(result.example)
+        kept += result.examples
     counts["trained_fraction"] = counts["trained_tokens"] / counts["tokens"] if counts["tokens"] else 0.0
+    counts["warnings"] = encoder.warnings(counts)
     return kept, counts
+
+
+def _unpack(conversation) -> tuple[Sequence[dict], Optional[list]]:
+    if isinstance(conversation, dict):
+        return conversation["messages"], conversation.get("tools")
+    return conversation, None
 
 
 def _last_assistant(messages: Sequence[dict]) -> int | None:
     return next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "assistant"), None)
 
 
-def _trained_turns(messages: Sequence[dict], loss_on: LossOn) -> set[int] | None:
-    """Indices of the assistant messages whose spans are labelled; None means every token ("all")."""
-    if loss_on == "all":
-        return None
+def _trained_turns(messages: Sequence[dict], loss_on: LossOn) -> list[int]:
+    """Indices of the assistant messages whose answers are labelled (weight 0 turns are context)."""
     if loss_on == "last_assistant":
         last = _last_assistant(messages)
-        return set() if last is None else {last}
-    if loss_on == "assistant":
-        return {i for i, m in enumerate(messages) if m["role"] == "assistant"}
+        return [] if last is None or messages[last].get("weight", 1) == 0 else [last]
+    if loss_on in ("assistant", "all"):
+        return [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1) != 0]
     raise ValueError(f"loss_on={loss_on!r}: use 'assistant', 'last_assistant' or 'all'")
 
 
-def _render(tokenizer, template: str, messages: Sequence[dict], generation_prompt: bool) -> str:
-    # render_jinja_template is what apply_chat_template calls; used directly because it also renders an empty
-    # prefix (a conversation that opens with an assistant turn) and skips the tokenizer-call overhead.
-    rendered, _ = render_jinja_template(
-        conversations=[list(messages)],
-        chat_template=template,
-        add_generation_prompt=generation_prompt,
-        **tokenizer.special_tokens_map,
-    )
-    return rendered[0]
+def _uses_tools(messages: Sequence[dict], tools: Optional[list]) -> bool:
+    return bool(tools) or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
 
 
-def _segments(
-    tokenizer, template: str, messages: Sequence[dict], generation_prompt: bool = False
-) -> list[_Segment]:
-    """Split the rendered conversation into prompt pieces and assistant answers (content + end-of-turn)."""
-    if not messages and not generation_prompt:
-        raise ValueError("conversation has no messages: give at least one user and one assistant message")
-    end_markers = _end_markers(tokenizer)
-    segments: list[_Segment] = []
-    prev, pending = "", ""  # pending: prompt text not yet emitted (e.g. the newline after an <|im_end|>)
-    for i, message in enumerate(messages):
-        if message["role"] == "assistant":
-            head = _extend(tokenizer, prev, _render(tokenizer, template, messages[:i], True), i)
-            full = _extend(tokenizer, head, _render(tokenizer, template, messages[: i + 1], False), i)
-            answer = full[len(head) :]
-            cut = _end_of_turn(answer, message["content"], end_markers)
-            segments.append((pending + head[len(prev) :], -1))
-            segments.append((answer[:cut], i))
-            pending = answer[cut:]
+class _Encoder:
+    """Turns conversations into examples with one renderer; remembers what the data report must say."""
+
+    def __init__(self, renderer: Renderer):
+        self.r = renderer
+        self.tokenizer = renderer.tokenizer
+
+    def encode(self, messages, tools, max_seq_len: int, loss_on: LossOn, on_too_long: OnTooLong) -> EncodeResult:
+        if not messages:
+            raise ValueError("conversation has no messages: give at least one user and one assistant message")
+        if _uses_tools(messages, tools) and not self.r.supports_tools:
+            raise ChatTemplateError(
+                f"the chat template of tokenizer {self.r.name!r} has no tool support (it never reads tool_calls), "
+                "but the data has tools, tool calls or tool messages; use a model whose template renders tools "
+                "(Qwen2.5/Qwen3, Llama 3.1+, Mistral, DeepSeek-R1) or remove the tool turns")
+        trained = _trained_turns(messages, loss_on)
+        try:
+            turns = [self.turn(messages, tools, i) for i in trained]
+            full = self.r.render(messages, tools, False)
+        except TemplateRejected as e:
+            return EncodeResult([], "template_rejected", 0, 0, error=e.message)
+        flags = {"eos_appended": any(t.eos for t in turns), "reasoning": any(t.reasoning for t in turns),
+                 "reasoning_dropped": any(t.reasoning_dropped for t in turns)}
+        if loss_on == "all":
+            last = turns[-1] if turns and turns[-1].index == len(messages) - 1 else None
+            pieces: list[list[_Piece]] = [[(full, -2)] + ([(None, -2)] if last and last.eos else [])]
+            split = None
         else:
-            full = _extend(tokenizer, prev, _render(tokenizer, template, messages[: i + 1], False), i)
-            pending += full[len(prev) :]
-        prev = full
-    if generation_prompt:
-        head = _extend(tokenizer, prev, _render(tokenizer, template, messages, True), len(messages))
-        pending += head[len(prev) :]
-    segments.append((pending, -1))
-    return [s for s in segments if s[0]]
+            pieces, split = self._pieces(messages, turns, full)
+        return self._assemble(pieces, max_seq_len, on_too_long, split, flags)
+
+    def turn(self, messages: Sequence[dict], tools, i: int) -> _Turn:
+        """The serving prompt and the rendered answer (through its end-of-turn token) of assistant message i."""
+        prompt = self.r.render(messages[:i], tools, True)
+        done = self.r.render(messages[: i + 1], tools, False)
+        start = self._shared(prompt, done)
+        rest = done[start:]
+        cut, eos = self._end_of_turn(messages, tools, i, rest, start)
+        answer = rest[:cut]
+        reasoning, _ = split_reasoning(messages[i])
+        if prompt[start:].endswith(_OPEN_THINK) and reasoning.strip() and reasoning.strip() not in answer:
+            # The generation prompt opens <think> but the rendered turn drops the reasoning (DeepSeek-R1): the model
+            # writes the reasoning next at serving time, so that is what it is trained on.
+            answer = f"{reasoning.strip()}\n</think>\n\n{answer.lstrip()}"
+        if eos:
+            self._warn("eos", f"the chat template of {self.r.name!r} writes nothing after an assistant answer; "
+                              f"raysft appends EOS {self.tokenizer.eos_token!r} to each trained answer")
+        dropped = bool(reasoning.strip()) and reasoning.strip() not in answer
+        return _Turn(i, prompt, answer, eos, bool(reasoning.strip()), dropped)
+
+    def _shared(self, prompt: str, done: str) -> int:
+        """Where the answer starts in `done`: after the text it shares with the serving prompt."""
+        n = next((k for k, (a, b) in enumerate(zip(prompt, done)) if a != b), min(len(prompt), len(done)))
+        if n < len(prompt):
+            # The prompt goes on with text the rendered turn lacks (DeepSeek-R1's "<think>\n"): back off to the end
+            # of the last special token, so a first answer character that equals the prompt's is not lost.
+            ends = [prompt.rfind(m, 0, n) + len(m) for m in self.r.markers if 0 <= prompt.rfind(m, 0, n) <= n - len(m)]
+            n = max(ends, default=n)
+        return n
+
+    def _end_of_turn(self, messages, tools, i: int, rest: str, start: int) -> tuple[int, bool]:
+        """(length of the answer in `rest`, whether EOS must be appended); `rest` is the render after the prompt.
+
+        The end-of-turn text is what the template writes right after the content, found by rendering the content
+        with a sentinel appended; its last occurrence in `rest` ends the turn, so a special-token string inside the
+        content (or a template that rewrites the content) cannot cut the answer short.
+        """
+        content = messages[i].get("content")
+        if isinstance(content, str) and content.strip():
+            sentinel = "\ue000raysft-end\ue000"
+            probe = [*messages[:i], {**messages[i], "content": content + sentinel}]
+            rendered = self.r.render(probe, tools, False)
+            at = rendered.find(sentinel, start)
+            if at >= 0:
+                tail = rendered[at + len(sentinel):]
+                hits = [(tail.find(m), m) for m in self.r.markers if m in tail]
+                if not hits:
+                    return (len(rest) - len(tail) if tail and rest.endswith(tail) else len(rest)), True
+                at_marker, marker = min(hits, key=lambda h: (h[0], -len(h[1])))
+                end_text = tail[: at_marker + len(marker)]
+                found = rest.rfind(end_text)
+                if found >= 0:
+                    return found + len(end_text), False
+        # No content to anchor on (a tool-call turn): the turn ends after the last special token in it.
+        ends = [rest.rfind(m) + len(m) for m in self.r.markers if m in rest]
+        return (max(ends), False) if ends else (len(rest), True)
+
+    def _pieces(self, messages, turns: list[_Turn], full: str) -> tuple[list[list[_Piece]], Optional[str]]:
+        """One sequence with a span per turn when `full` holds every prompt and answer in place, else one each."""
+        seq: list[_Piece] = []
+        pos, reason = 0, None
+        for k, t in enumerate(turns):
+            begin, end = len(t.prompt), len(t.prompt) + len(t.answer)
+            if begin < pos or not full.startswith(t.prompt + t.answer):
+                reason = SPLIT_NOT_PREFIX
+                break
+            if t.eos and (k < len(turns) - 1 or t.index < len(messages) - 1):
+                reason = SPLIT_EOS
+                break
+            seq += [(full[pos:begin], -1), (t.answer, t.index)]
+            pos = end
+        if reason is None:
+            tail = [(None, turns[-1].index)] if turns and turns[-1].eos else [(full[pos:], -1)]
+            return [seq + tail], None
+        return [[(t.prompt, -1), (t.answer, t.index)] + ([(None, t.index)] if t.eos else []) for t in turns], reason
+
+    def _assemble(self, examples: list[list[_Piece]], max_seq_len, on_too_long, split, flags) -> EncodeResult:
+        texts = [text for pieces in examples for text, _ in pieces if text]
+        flat = iter(_tokenize(self.tokenizer, texts))
+        kept, total, statuses = [], 0, []
+        for pieces in examples:
+            input_ids: list[int] = []
+            labels: list[int] = []
+            for text, turn in pieces:
+                ids = [self.tokenizer.eos_token_id] if text is None else (next(flat) if text else [])
+                input_ids += ids
+                labels += ids if turn != -1 else [_IGNORE_INDEX] * len(ids)
+            if pieces and pieces[0][1] == -2 and labels:
+                labels[0] = _IGNORE_INDEX  # "all": nothing before the first token predicts it
+            example, status = _fit(input_ids, labels, max_seq_len, on_too_long)
+            statuses.append(status)
+            if example is None:
+                total += len(input_ids)
+                continue
+            kept.append(example)
+        if not kept:
+            status = "dropped_too_long" if "dropped_too_long" in statuses else "dropped_no_target"
+            return EncodeResult([], status, total, 0, split, **flags)
+        n_tokens = sum(len(e["input_ids"]) for e in kept)
+        n_trained = sum(label != _IGNORE_INDEX for e in kept for label in e["labels"])
+        status = "truncated" if "truncated" in statuses else "ok"
+        return EncodeResult(kept, status, n_tokens, n_trained, split, **flags)
+
+    def _warn(self, key: str, message: str) -> None:
+        if (self.r.template, key) not in _WARNED:
+            _WARNED.add((self.r.template, key))
+            warnings.warn(message, stacklevel=3)
+
+    def warnings(self, counts: dict) -> list[str]:
+        """Sentences for the data report about what the template made raysft do."""
+        out = []
+        if counts["eos_appended"]:
+            out.append(f"{counts['eos_appended']} conversations: the chat template writes nothing after an answer; "
+                       f"EOS {self.tokenizer.eos_token!r} was appended to their trained answers")
+        if counts["reasoning_dropped"]:
+            out.append(f"{counts['reasoning_dropped']} conversations: the chat template drops the reasoning of a "
+                       "trained turn, so that reasoning is not trained on")
+        if counts["split"]:
+            reasons = ", ".join(f"{n} {r}" for r, n in counts["split_reasons"].items())
+            out.append(f"{counts['split']} conversations were split into one example per trained turn ({reasons})")
+        return out
 
 
-def _extend(tokenizer, shorter: str, longer: str, i: int) -> str:
-    """Return `longer` after checking that the render of a shorter prefix is a string prefix of it."""
-    if longer.startswith(shorter):
-        return longer
-    at = next((k for k, (a, b) in enumerate(zip(shorter, longer)) if a != b), min(len(shorter), len(longer)))
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    raise ChatTemplateError(
-        f"the chat template of tokenizer {name!r} is not prefix-stable: the conversation's first {i} messages "
-        f"rendered alone are not a prefix of the render that goes on with message {i} (0-based; they differ at "
-        f"character {at}: "
-        f"{shorter[at:at + 40]!r} vs {longer[at:at + 40]!r}). Loss masks are built by rendering the conversation "
-        "prefix by prefix, so earlier turns must render the same whatever follows them. Fix the tokenizer's "
-        "chat_template (remove logic that depends on which message is last, such as dropping earlier reasoning), "
-        "or set tokenizer.chat_template = raysft.data.template.DEFAULT_CHAT_TEMPLATE (ChatML)."
-    )
-
-
-def _end_markers(tokenizer) -> tuple[str, ...]:
-    """Special-token strings that can close an assistant turn (<|im_end|>, <|eot_id|>, </s>, <end_of_turn>...)."""
-    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-    if tokenizer.eos_token:
-        specials.add(tokenizer.eos_token)
-    return tuple(specials)
-
-
-def _end_of_turn(answer: str, content: str, end_markers: tuple[str, ...]) -> int:
-    """Index just past the end-of-turn marker in the rendered `answer` (all of it when there is none).
-
-    The search starts after the content (when the template kept it verbatim or trimmed), so a special token
-    written inside the content is not mistaken for the end of the turn.
-    """
-    start = 0
-    for probe in (content, content.strip()):
-        at = answer.find(probe) if probe else -1
-        if at >= 0:
-            start = at + len(probe)
-            break
-    ends = [(at, marker) for marker in end_markers if (at := answer.find(marker, start)) >= 0]
-    if not ends:
-        return len(answer)
-    at, marker = min(ends)
-    return at + len(marker)
+def _fit(input_ids, labels, max_seq_len: int, on_too_long: OnTooLong):
+    status = "ok"
+    if len(input_ids) > max_seq_len:
+        if on_too_long == "drop":
+            return None, "dropped_too_long"
+        if on_too_long != "truncate":
+            raise ValueError(f"on_too_long={on_too_long!r}: use 'drop' or 'truncate'")
+        input_ids, labels, status = input_ids[:max_seq_len], labels[:max_seq_len], "truncated"
+    if all(label == _IGNORE_INDEX for label in labels):
+        return None, "dropped_no_target"
+    return {"input_ids": input_ids, "labels": labels}, status
 
 
 def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text on its own, without special tokens added around it."""
+    """Token ids of each text on its own, without special tokens added around it (one batched call)."""
     if not texts:
         return []
     if not _adds_prefix_space(tokenizer):
@@ -301,7 +443,7 @@ def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
     out = []
     for text, ids in zip(texts, tokenizer(["\n" + t for t in texts], add_special_tokens=False)["input_ids"]):
         if ids[: len(newline)] == newline:
-            out.append(ids[len(newline) :])
+            out.append(ids[len(newline):])
         else:
             out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     return out
@@ -315,37 +457,9 @@ def _adds_prefix_space(tokenizer) -> bool:
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     after_newline = tokenizer("\na", add_special_tokens=False)["input_ids"]
-    adds = after_newline[: len(newline)] == newline and after_newline[len(newline) :] != plain
+    adds = after_newline[: len(newline)] == newline and after_newline[len(newline):] != plain
     try:
         _PREFIX_SPACE[tokenizer] = adds
     except TypeError:  # not weak-referenceable: checked again next time (three short encodes)
         pass
     return adds
-
-
-def _assemble(
-    pieces: list[list[int]],
-    segments: list[_Segment],
-    trained: set[int] | None,
-    max_seq_len: int,
-    on_too_long: OnTooLong,
-) -> EncodeResult:
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for ids, (_, turn) in zip(pieces, segments):
-        input_ids += ids
-        labels += ids if trained is None or turn in trained else [_IGNORE_INDEX] * len(ids)
-    if trained is None and labels:
-        labels[0] = _IGNORE_INDEX  # nothing before the first token predicts it
-    n_tokens = len(input_ids)
-    status: Status = "ok"
-    if n_tokens > max_seq_len:
-        if on_too_long == "drop":
-            return EncodeResult(None, "dropped_too_long", n_tokens, 0)
-        if on_too_long != "truncate":
-            raise ValueError(f"on_too_long={on_too_long!r}: use 'drop' or 'truncate'")
-        input_ids, labels, status = input_ids[:max_seq_len], labels[:max_seq_len], "truncated"
-    n_trained = sum(label != _IGNORE_INDEX for label in labels)
-    if n_trained == 0:
-        return EncodeResult(None, "dropped_no_target", n_tokens, 0)
-    return EncodeResult({"input_ids": input_ids, "labels": labels}, status, len(input_ids), n_trained)

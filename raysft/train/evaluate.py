@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from raysft.data.template import encode_prompt
+from raysft.data.template import encode_final_turn, end_of_turn_ids
 from raysft.train.loss import token_loss
 from raysft.train.schedule import collate_rows
 
@@ -45,9 +45,15 @@ def evaluate_loss(model, examples: list[dict], rows: list[list[int]], *, micro_b
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int, limit: int | None,
+def generate_answers(model, tokenizer, conversations: list, *, max_new_tokens: int, limit: int | None,
                      rank: int, world_size: int, device, autocast, samples: int = 0) -> dict:
-    """Greedy answers to held-out conversations, compared with their final assistant message.
+    """Greedy answers to held-out conversations, compared with the target training teaches for the final turn.
+
+    Args:
+        conversations: message lists or {"messages", "tools"} dicts. Each prompt is the serving prompt of the final
+            assistant message; generation stops at any end-of-turn id of the model (`end_of_turn_ids`), and the
+            answer and the reference (the rendered final answer, a tool call included) are compared as decoded text
+            without special tokens.
 
     Returns:
         {"exact_match": float, "n": int, "samples": [{prompt, reference, generation}, ...]} — samples
@@ -55,21 +61,23 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], *, max_n
     """
     model.eval()
     items = conversations[:limit] if limit else conversations
+    stop = end_of_turn_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
     hits = total = 0
     kept: list[dict] = []
     for conv in items[rank::world_size]:
-        prompt = encode_prompt(tokenizer, conv)
+        messages, tools = (conv["messages"], conv.get("tools")) if isinstance(conv, dict) else (conv, None)
+        prompt, target = encode_final_turn(tokenizer, messages, tools)
         ids = torch.tensor([prompt], device=device)
         with autocast():
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
         answer = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
-        reference = conv[-1]["content"].strip()
+        reference = tokenizer.decode(target, skip_special_tokens=True).strip()
         hits += answer == reference
         total += 1
         if len(kept) < samples:
-            kept.append({"prompt": conv[:-1], "reference": reference, "generation": answer})
+            kept.append({"prompt": messages[:-1], "reference": reference, "generation": answer})
     hits, total = _all_reduce([float(hits), float(total)], device)
     model.train()
     return {"exact_match": hits / max(total, 1), "n": int(total), "samples": kept}

@@ -133,6 +133,8 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
     data = prepare_data(spec.data, tokenizer, spec.train.seed)
     print(f"[raysft] data: {len(data.train)} train / {len(data.validation)} validation examples, "
           f"{data.encoding['train']['trained_fraction']:.1%} of train tokens trained on", flush=True)
+    for line in data.encoding["train"].get("warnings", []):
+        print(f"[raysft] data: {line}", flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
     # Ray Train's print patch would echo every worker line twice; it is propagated to the workers.

@@ -50,7 +50,8 @@ def write_outputs(out: Path, spec: JobSpec, data, final: dict, best_metrics: dic
         "steps": final.get("step"),
         "early_stopped": bool(final.get("early_stopped")),
         "trained_tokens": final.get("trained_tokens"),
-        "data": {"composition": data.composition, "encoding": data.encoding, "skipped_invalid": data.skipped_invalid},
+        "data": {"composition": data.composition, "encoding": data.encoding, "skipped_invalid": data.skipped_invalid,
+                 "template_date": data.template_date},
         "wall_time_s": round(wall_time_s, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -18,6 +18,8 @@ __all__ = ["score_model"]
 def score_model(model_dir: str, data_path: str, *, max_new_tokens: int = 32, limit: int | None = None) -> dict:
     """Greedy exact match of `model_dir` on the final assistant answers of `data_path`.
 
+    Generation stops at any of the model's end-of-turn ids (see `raysft.data.template.end_of_turn_ids`).
+
     Args:
         model_dir: a run's output_dir (base + adapter, or model/ for a full fine-tune) or a model directory.
         data_path: chat data; each conversation's final assistant message is the reference.
@@ -35,5 +37,6 @@ def score_model(model_dir: str, data_path: str, *, max_new_tokens: int = 32, lim
     items, _ = load_conversations(data_path)
     if not items:
         raise DataError(f"{data_path}: no valid conversations to score; run `raysft data check {data_path}`")
-    return generate_answers(model, tokenizer, [it["messages"] for it in items], max_new_tokens=max_new_tokens,
+    conversations = [{"messages": it["messages"], "tools": it["tools"]} for it in items]
+    return generate_answers(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
                             limit=limit, rank=0, world_size=1, device=device, autocast=contextlib.nullcontext, samples=5)

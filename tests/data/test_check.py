@@ -144,12 +144,15 @@ def test_too_long_counts_chat_template_tokens(tmp_path, chat_tokenizer):
     assert check_file(path, bare, max_seq_len=limit)["stats"]["tokens"] == report["stats"]["tokens"]
 
 
-def test_template_that_raises_is_a_warning(tmp_path, chat_tokenizer):
+def test_template_that_raises_is_a_template_rejected_error(tmp_path, chat_tokenizer):
     strict = copy.deepcopy(chat_tokenizer)
-    strict.chat_template = "{{ raise_exception('roles must alternate') }}"
-    report = check_file(_write(tmp_path / "d.jsonl", [[U("a"), A("b")]]), strict, max_seq_len=8)
-    assert [(f["line"], f["code"]) for f in report["warnings"]] == [(1, "template_error")]
-    assert "roles must alternate" in report["warnings"][0]["message"]
+    strict.chat_template = (
+        "{% if messages[0]['content'] == 'a' %}{{ raise_exception('roles must alternate') }}{% endif %}"
+        + chat_tokenizer.chat_template)
+    report = check_file(_write(tmp_path / "d.jsonl", [[U("b"), A("c")], [U("a"), A("b")]]), strict, max_seq_len=64)
+    assert [(f["line"], f["code"]) for f in report["errors"]] == [(2, "template_rejected")]
+    assert "roles must alternate" in report["errors"][0]["message"]
+    assert (report["valid"], report["total"]) == (1, 2)
 
 
 def _classification(tmp_path, counts):
@@ -277,3 +280,40 @@ def test_arbitrary_json_values_never_raise(tmp_path, values):
     assert report["total"] == len(values)
     assert report["valid"] + report["errors_total"] == len(values)
     assert all(f["line"] in range(1, len(values) + 1) for f in report["errors"] + report["warnings"])
+
+
+def _call(name, arguments, call_id="call_1"):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def test_tool_call_codes_at_their_lines(tmp_path):
+    tools = [{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}]
+    ask = U("Where is order 4412?")
+    good = {"tools": tools, "messages": [
+        ask, {"role": "assistant", "content": None, "tool_calls": [_call("get_order", '{"order_id": "4412"}')]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "in transit"}, A("It is in transit.")]}
+    rows = [
+        good,
+        {"tools": tools, "messages": [ask, {"role": "assistant", "content": "", "tool_calls": [_call("", "{}")]}]},
+        {"tools": tools, "messages": [ask, {"role": "assistant", "tool_calls": [_call("get_order", "{order: 4412")]}]},
+        {"tools": tools, "messages": [ask, {"role": "assistant", "tool_calls": [_call("cancel_order", "{}")]}]},
+        {"tools": tools, "messages": [ask, {"role": "tool", "tool_call_id": "call_9", "content": "x"}, A("done")]},
+        {"messages": [ask, {"role": "assistant", "tool_calls": [_call("cancel_order", {"id": 1})]}]},  # no tools: any name
+        {"messages": [ask, {"role": "assistant", "content": "b", "reasoning_content": "the order is late"}]},
+    ]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = check_file(path)
+    assert [(f["line"], f["code"]) for f in report["errors"]] == [
+        (2, "bad_tool_call"), (3, "bad_tool_call"), (4, "unknown_tool"), (5, "orphan_tool_result")]
+    assert "not valid JSON" in report["errors"][1]["message"] and "'cancel_order'" in report["errors"][2]["message"]
+    assert (report["valid"], report["stats"]["tool_calls"], report["stats"]["reasoning"]) == (3, 2, 1)
+
+
+def test_tool_data_with_a_template_without_tools_is_rejected(tmp_path, chat_tokenizer):
+    rows = [{"messages": [U("q"), {"role": "assistant", "tool_calls": [_call("f", "{}")]}]}, {"messages": [U("q"), A("a")]}]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = check_file(path, chat_tokenizer)
+    assert [(f["line"], f["code"]) for f in report["errors"]] == [(1, "template_rejected")]
+    assert "no tool support" in report["errors"][0]["message"]

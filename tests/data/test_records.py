@@ -34,8 +34,9 @@ def test_prompt_completion_becomes_system_user_assistant():
     assert to_conversation(record) == [S("Classify."), U("应用闪退"), A("technical")]
 
 
-def test_messages_are_copied_with_only_role_and_content():
-    assert to_conversation({"messages": [U("a", name="x"), A("b", weight=0)]}) == [U("a"), A("b")]
+def test_messages_are_copied_with_only_the_fields_training_reads():
+    record = {"messages": [U("a", name="x"), A("b", weight=0, audio="x.wav")]}
+    assert to_conversation(record) == [U("a"), A("b", weight=0)]
 
 
 @pytest.mark.parametrize(
@@ -184,6 +185,6 @@ def test_load_conversations_keeps_records_and_counts_invalid(tmp_path):
     examples, invalid = load_conversations(path)
     assert invalid == 2
     assert examples == [
-        {"messages": [U("q"), A("a")], "record": rows[0]},
-        {"messages": GOOD["messages"], "record": GOOD},
+        {"messages": [U("q"), A("a")], "tools": None, "record": rows[0]},
+        {"messages": GOOD["messages"], "tools": None, "record": GOOD},
     ]

@@ -1,4 +1,6 @@
-"""Chat templating and loss masks: the labelled tokens are exactly each assistant answer and its <|im_end|>."""
+"""Chat templating and loss masks on ChatML: the labelled tokens are exactly each assistant answer and its <|im_end|>.
+
+The real templates of other model families are tested in test_chat_families.py."""
 
 import copy
 
@@ -8,11 +10,10 @@ from transformers import PreTrainedTokenizerFast
 
 from raysft.data.template import (
     DEFAULT_CHAT_TEMPLATE,
-    ChatTemplateError,
     chat_template_of,
     encode_conversation,
     encode_dataset,
-    encode_prompt,
+    encode_final_turn,
 )
 
 
@@ -31,6 +32,16 @@ def _labelled_spans(tokenizer, example):
     return spans
 
 
+def _only(result):
+    """The one example of a conversation that was not split (None when it was dropped)."""
+    assert len(result.examples) <= 1
+    return result.examples[0] if result.examples else None
+
+
+def encode_prompt(tokenizer, conversation):
+    return encode_final_turn(tokenizer, conversation)[0]
+
+
 def _with_template(tokenizer, template):
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.chat_template = template
@@ -43,27 +54,27 @@ def test_labels_are_exactly_each_assistant_answer_and_end_of_turn(chat_tokenizer
     result = encode_conversation(chat_tokenizer, conversation, max_seq_len=512)
     assert result.status == "ok"
     expected = [m["content"] + "<|im_end|>" for m in conversation if m["role"] == "assistant"]
-    assert _labelled_spans(chat_tokenizer, result.example) == expected
-    assert result.n_trained == sum(label != -100 for label in result.example["labels"])
-    assert result.n_tokens == len(result.example["input_ids"])
+    assert _labelled_spans(chat_tokenizer, _only(result)) == expected
+    assert result.n_trained == sum(label != -100 for label in _only(result)["labels"])
+    assert result.n_tokens == len(_only(result)["input_ids"])
 
 
 def test_tokens_are_the_rendered_conversation(chat_tokenizer, conversations):
     # Segment-wise tokenization gives what serving the chat template gives (no extra or missing tokens).
     for conversation in conversations:
         rendered = chat_tokenizer.apply_chat_template(conversation, tokenize=False)
-        example = encode_conversation(chat_tokenizer, conversation, max_seq_len=512).example
+        example = _only(encode_conversation(chat_tokenizer, conversation, max_seq_len=512))
         assert example["input_ids"] == chat_tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 
 def test_last_assistant_labels_only_the_final_answer(chat_tokenizer, conversations):
     result = encode_conversation(chat_tokenizer, conversations[1], max_seq_len=512, loss_on="last_assistant")
-    assert _labelled_spans(chat_tokenizer, result.example) == ["shipping<|im_end|>"]
+    assert _labelled_spans(chat_tokenizer, _only(result)) == ["shipping<|im_end|>"]
 
 
 def test_all_labels_every_token_but_the_first(chat_tokenizer, conversations):
     result = encode_conversation(chat_tokenizer, conversations[0], max_seq_len=512, loss_on="all")
-    ids, labels = result.example["input_ids"], result.example["labels"]
+    ids, labels = _only(result)["input_ids"], _only(result)["labels"]
     assert labels[0] == -100 and labels[1:] == ids[1:]
     assert result.n_trained == len(ids) - 1
 
@@ -71,7 +82,7 @@ def test_all_labels_every_token_but_the_first(chat_tokenizer, conversations):
 def test_prompt_is_the_prefix_before_the_final_answer(chat_tokenizer, conversations):
     for conversation in conversations:
         prompt = encode_prompt(chat_tokenizer, conversation)
-        ids = encode_conversation(chat_tokenizer, conversation, max_seq_len=512).example["input_ids"]
+        ids = _only(encode_conversation(chat_tokenizer, conversation, max_seq_len=512))["input_ids"]
         assert ids[: len(prompt)] == prompt
         assert chat_tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")
         assert chat_tokenizer.decode(ids[len(prompt) :]) == conversation[-1]["content"] + "<|im_end|>\n"
@@ -89,18 +100,18 @@ def test_prompt_of_a_conversation_without_answer_ends_with_the_header(chat_token
 def test_too_long_is_dropped(chat_tokenizer, conversations):
     full = encode_conversation(chat_tokenizer, conversations[1], max_seq_len=512)
     result = encode_conversation(chat_tokenizer, conversations[1], max_seq_len=full.n_tokens - 1)
-    assert (result.example, result.status, result.n_tokens, result.n_trained) == (
+    assert (_only(result), result.status, result.n_tokens, result.n_trained) == (
         None, "dropped_too_long", full.n_tokens, 0
     )
 
 
 def test_truncate_keeps_the_first_tokens(chat_tokenizer, conversations):
-    full = encode_conversation(chat_tokenizer, conversations[1], max_seq_len=512).example
+    full = _only(encode_conversation(chat_tokenizer, conversations[1], max_seq_len=512))
     # Cut inside the final answer: the first answer stays labelled, the second is cut short.
     cut = len(encode_prompt(chat_tokenizer, conversations[1])) + 1
     result = encode_conversation(chat_tokenizer, conversations[1], max_seq_len=cut, on_too_long="truncate")
     assert result.status == "truncated"
-    assert result.example == {"input_ids": full["input_ids"][:cut], "labels": full["labels"][:cut]}
+    assert _only(result) == {"input_ids": full["input_ids"][:cut], "labels": full["labels"][:cut]}
     assert result.n_tokens == cut
     assert result.n_trained == sum(label != -100 for label in full["labels"][:cut])
 
@@ -108,12 +119,12 @@ def test_truncate_keeps_the_first_tokens(chat_tokenizer, conversations):
 def test_truncating_away_every_answer_token_drops_the_example(chat_tokenizer, conversations):
     prompt_len = len(encode_prompt(chat_tokenizer, conversations[0]))
     result = encode_conversation(chat_tokenizer, conversations[0], max_seq_len=prompt_len, on_too_long="truncate")
-    assert (result.example, result.status, result.n_trained) == (None, "dropped_no_target", 0)
+    assert (_only(result), result.status, result.n_trained) == (None, "dropped_no_target", 0)
 
 
 def test_conversation_without_answer_is_dropped(chat_tokenizer, conversations):
     result = encode_conversation(chat_tokenizer, conversations[0][:2], max_seq_len=512)
-    assert (result.example, result.status) == (None, "dropped_no_target")
+    assert (_only(result), result.status) == (None, "dropped_no_target")
 
 
 def test_dataset_counts(chat_tokenizer, conversations):
@@ -122,7 +133,7 @@ def test_dataset_counts(chat_tokenizer, conversations):
     longest = max(lengths)
     examples, counts = encode_dataset(chat_tokenizer, data, max_seq_len=longest - 1, on_too_long="drop")
     singles = [encode_conversation(chat_tokenizer, c, max_seq_len=longest - 1) for c in data]
-    assert examples == [r.example for r in singles if r.example is not None]
+    assert examples == [_only(r) for r in singles if r.examples]
     tokens = sum(n for n in lengths if n < longest)
     trained = sum(r.n_trained for r in singles)
     assert counts == {
@@ -131,9 +142,17 @@ def test_dataset_counts(chat_tokenizer, conversations):
         "truncated": 0,
         "dropped_too_long": 1,
         "dropped_no_target": 1,
+        "template_rejected": 0,
+        "split": 0,
+        "split_reasons": {},
+        "rows": 3,
+        "eos_appended": 0,
+        "reasoning": 0,
+        "reasoning_dropped": 0,
         "tokens": tokens,
         "trained_tokens": trained,
         "trained_fraction": trained / tokens,
+        "warnings": [],
     }
 
 
@@ -143,7 +162,7 @@ def test_dataset_encoding_at_scale_matches_one_by_one(chat_tokenizer, conversati
     examples, counts = encode_dataset(chat_tokenizer, data, max_seq_len=512)
     assert counts["kept"] == len(examples) == 2000
     for i in range(len(conversations)):
-        alone = encode_conversation(chat_tokenizer, data[i], max_seq_len=512).example
+        alone = _only(encode_conversation(chat_tokenizer, data[i], max_seq_len=512))
         assert examples[i] == alone
 
 
@@ -151,7 +170,7 @@ def test_default_template_when_tokenizer_has_none(chat_tokenizer, conversations)
     bare = _with_template(chat_tokenizer, None)
     assert chat_template_of(bare) == DEFAULT_CHAT_TEMPLATE
     result = encode_conversation(bare, conversations[0], max_seq_len=512)
-    assert _labelled_spans(bare, result.example) == ["billing<|im_end|>"]
+    assert _labelled_spans(bare, _only(result)) == ["billing<|im_end|>"]
 
 
 def test_template_that_trims_content_and_ends_turns_differently(chat_tokenizer):
@@ -163,22 +182,28 @@ def test_template_that_trims_content_and_ends_turns_differently(chat_tokenizer):
     tokenizer = _with_template(chat_tokenizer, template)
     conversation = [{"role": "user", "content": "Order 4412."}, {"role": "assistant", "content": "  shipping \n"}]
     result = encode_conversation(tokenizer, conversation, max_seq_len=512)
-    assert _labelled_spans(tokenizer, result.example) == ["shipping<|im_end|>"]
+    assert _labelled_spans(tokenizer, _only(result)) == ["shipping<|im_end|>"]
 
 
-def test_template_that_is_not_prefix_stable_is_rejected(chat_tokenizer, conversations):
+def test_template_that_is_not_prefix_stable_gives_one_example_per_turn(chat_tokenizer, conversations):
     # Like Qwen3: only the final assistant turn gets a reasoning block, so earlier turns render differently
-    # once the conversation goes on.
+    # once the conversation goes on. Each trained turn becomes its own example with its serving-time prompt.
     template = (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
         "{% if loop.last and m['role'] == 'assistant' %}<think></think>{% endif %}{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     tokenizer = _with_template(chat_tokenizer, template)
-    tokenizer.name_or_path = "acme/unstable-chat"
-    with pytest.raises(ChatTemplateError, match="acme/unstable-chat") as error:
-        encode_conversation(tokenizer, conversations[1], max_seq_len=512)
-    assert "DEFAULT_CHAT_TEMPLATE" in str(error.value)
+    conversation = conversations[1]
+    result = encode_conversation(tokenizer, conversation, max_seq_len=512)
+    assert result.split == "renders_turns_differently"
+    assert [_labelled_spans(tokenizer, e) for e in result.examples] == [
+        ["<think></think>Which order number?<|im_end|>"], ["<think></think>shipping<|im_end|>"]
+    ]
+    for i, example in zip((1, 3), result.examples):
+        served = tokenizer.apply_chat_template(conversation[:i], add_generation_prompt=True, tokenize=True)["input_ids"]
+        first_label = next(k for k, label in enumerate(example["labels"]) if label != -100)
+        assert example["input_ids"][:first_label] == served
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +225,7 @@ def metaspace_tokenizer(conversations):
 def test_prefix_space_tokenizer_gets_no_space_inside_the_chat(metaspace_tokenizer, conversations):
     for conversation in conversations:
         rendered = metaspace_tokenizer.apply_chat_template(conversation, tokenize=False)
-        example = encode_conversation(metaspace_tokenizer, conversation, max_seq_len=512).example
+        example = _only(encode_conversation(metaspace_tokenizer, conversation, max_seq_len=512))
         assert example["input_ids"] == metaspace_tokenizer(rendered, add_special_tokens=False)["input_ids"]
         expected = [m["content"] + "<|im_end|>" for m in conversation if m["role"] == "assistant"]
         assert _labelled_spans(metaspace_tokenizer, example) == expected
