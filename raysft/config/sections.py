@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import unicodedata
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -120,6 +121,9 @@ class DataSpec(Section):
     """Which tokens are trained on: every assistant turn, only the final one, or the whole conversation."""
     on_too_long: Literal["drop", "truncate"] = "drop"
     """What to do with an example longer than max_seq_len."""
+    template_date: Optional[datetime.date] = None
+    """The day chat templates that print today's date see (Llama 3.2's strftime_now). Unset: the day the run
+    starts, then written into the run's spec.yaml and checkpoints, so a resume or a later eval encodes the same tokens."""
 
     @field_validator("train", mode="before")
     @classmethod

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import random
 from dataclasses import dataclass, field
-from typing import Optional
 
 from raysft.config import DataSpec
 from raysft.data.errors import DataError
@@ -54,20 +53,19 @@ def _load(path: str) -> tuple[list[dict], int]:
     return items, invalid
 
 
-def prepare_data(data: DataSpec, tokenizer, seed: int, template_date: Optional[datetime.date] = None) -> PreparedData:
+def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
     """Read, split, weight, mix and encode the data a spec names.
 
     Args:
         data: the spec's data section.
         tokenizer: the base model's tokenizer (its chat template renders the conversations).
         seed: seeds the split, weighting and mixing.
-        template_date: the day templates that print today's date see (default today).
 
     Raises:
         DataError: a file is missing or unreadable, has no valid rows, or nothing is left to train on;
             `ChatTemplateError` (a DataError) when the data has tool calls the chat template cannot render.
     """
-    template_date = template_date or datetime.date.today()
+    template_date = data.template_date or datetime.date.today()  # runs fix it first (train/launcher.py)
     skipped = 0
     sources: list[tuple[str, dict]] = []  # (source path, item), domain train sources in spec order
     for src in data.train:

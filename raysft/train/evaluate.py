@@ -6,6 +6,8 @@ worker returns the same numbers.
 
 from __future__ import annotations
 
+import datetime
+
 import torch
 import torch.distributed as dist
 
@@ -46,7 +48,8 @@ def evaluate_loss(model, examples: list[dict], rows: list[list[int]], *, micro_b
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, conversations: list, *, max_new_tokens: int, limit: int | None,
-                     rank: int, world_size: int, device, autocast, samples: int = 0) -> dict:
+                     rank: int, world_size: int, device, autocast, samples: int = 0,
+                     date: datetime.date | None = None) -> dict:
     """Greedy answers to held-out conversations, compared with the target training teaches for the final turn.
 
     Args:
@@ -54,6 +57,7 @@ def generate_answers(model, tokenizer, conversations: list, *, max_new_tokens: i
             assistant message; generation stops at any end-of-turn id of the model (`end_of_turn_ids`), and the
             answer and the reference (the rendered final answer, a tool call included) are compared as decoded text
             without special tokens.
+        date: the day templates that print today's date see; the run's `data.template_date`, as in training.
 
     Returns:
         {"exact_match": float, "n": int, "samples": [{prompt, reference, generation}, ...]} — samples
@@ -66,7 +70,7 @@ def generate_answers(model, tokenizer, conversations: list, *, max_new_tokens: i
     kept: list[dict] = []
     for conv in items[rank::world_size]:
         messages, tools = (conv["messages"], conv.get("tools")) if isinstance(conv, dict) else (conv, None)
-        prompt, target = encode_final_turn(tokenizer, messages, tools)
+        prompt, target = encode_final_turn(tokenizer, messages, tools, date=date)
         ids = torch.tensor([prompt], device=device)
         with autocast():
             out = model.generate(

@@ -5,6 +5,7 @@ Everything a user can get wrong (spec, model path, data) is checked here, before
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from raysft.model.load import load_tokenizer, resolve_model_path
 from raysft.train.loop import train_loop_per_worker
 from raysft.train.outputs import write_outputs
 
-__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec"]
+__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "fix_template_date"]
 
 
 class RunError(RuntimeError):
@@ -87,6 +88,13 @@ def _absolute(spec: JobSpec) -> JobSpec:
                                    "output_dir": str(Path(spec.output_dir).expanduser().resolve())})
 
 
+def fix_template_date(spec: JobSpec) -> JobSpec:
+    """The spec with `data.template_date` set (today when unset), so every encoding of this run sees one day."""
+    if spec.data.template_date is not None:
+        return spec
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"template_date": datetime.date.today()})})
+
+
 def _holds_run(storage: str) -> bool:
     """Whether the Ray run `checkpoints` exists under `storage` (a local path or a URI Ray storage accepts)."""
     if "://" not in storage:
@@ -120,7 +128,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
         raysft.data.errors.DataError, raysft.model.load.ModelError: bad data or model path.
     """
     started = time.time()
-    spec = _absolute(spec)
+    spec = fix_template_date(_absolute(spec))
     out = Path(spec.output_dir)
     storage = spec.checkpoint.storage_path or str(out)
     if not resume and _holds_run(storage):

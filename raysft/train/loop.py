@@ -108,7 +108,7 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
             # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
             out = generate_answers(unwrap(model), tokenizer, data["validation_conversations"],
                                    max_new_tokens=gen.max_new_tokens, limit=gen.limit, rank=rank, world_size=world,
-                                   device=device, autocast=autocast, samples=gen.samples)
+                                   device=device, autocast=autocast, samples=gen.samples, date=d.template_date)
             if gen.metric:
                 metrics["exact_match"] = out["exact_match"]
             log.samples(step, out["samples"])

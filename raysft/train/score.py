@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from raysft.config import load_spec
 from raysft.data.errors import DataError
 from raysft.data.records import load_conversations
 from raysft.model.load import load_for_inference
@@ -30,6 +31,8 @@ def score_model(model_dir: str, data_path: str, *, max_new_tokens: int = 32, lim
         {"exact_match": float, "n": int, "samples": [...first 5 prompt / reference / generation]}.
     """
     root = Path(model_dir)
+    run_spec = root / "spec.yaml"  # a run: prompts see the day its training data saw
+    date = load_spec(run_spec).data.template_date if run_spec.is_file() else None
     if (root / "model" / "config.json").is_file():  # full fine-tune run
         root = root / "model"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -39,4 +42,5 @@ def score_model(model_dir: str, data_path: str, *, max_new_tokens: int = 32, lim
         raise DataError(f"{data_path}: no valid conversations to score; run `raysft data check {data_path}`")
     conversations = [{"messages": it["messages"], "tools": it["tools"]} for it in items]
     return generate_answers(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                            limit=limit, rank=0, world_size=1, device=device, autocast=contextlib.nullcontext, samples=5)
+                            limit=limit, rank=0, world_size=1, device=device, autocast=contextlib.nullcontext, samples=5,
+                            date=date)

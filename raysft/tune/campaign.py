@@ -28,7 +28,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raysft.config import JobSpec, load_spec, parse_spec, set_values, spec_to_yaml
 from raysft.data.pipeline import prepare_data
 from raysft.model.load import load_tokenizer, resolve_model_path
-from raysft.train.launcher import RunError, connect_ray, run_training
+from raysft.train.launcher import RunError, connect_ray, fix_template_date, run_training
 from raysft.train.records import read_jsonl
 from raysft.tune.console import LiveTable
 from raysft.tune.report import (export_best, factor_effects, format_factor_table, plot_curves, rank_trials,
@@ -128,7 +128,7 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
     started = time.time()
     if spec.tune is None:
         raise RunError("the spec has no tune section; add tune: {search_space: {...}} or run `raysft train`")
-    spec = _absolute(spec)
+    spec = fix_template_date(_absolute(spec))  # every trial encodes with the campaign's day
     tune, out = spec.tune, Path(spec.output_dir)
     experiment = out / "tune"
     if resume and not ray.tune.Tuner.can_restore(str(experiment)):

@@ -98,10 +98,8 @@ def test_prepare_data_fixes_the_template_date_and_records_it(tmp_path, chat_toke
         "train": [_write(tmp_path / "d.jsonl", ["yes", "no"] * 10, "d")], "validation_split": 0.1}})
     tokenizer = copy.deepcopy(chat_tokenizer)  # a system line with today's date, as Llama 3.2 writes one
     tokenizer.chat_template = "<|im_start|>system\n{{ strftime_now('%d %b %Y') }}<|im_end|>\n" + chat_tokenizer.chat_template
-    day = datetime.date(2026, 3, 1)
-    first = prepare_data(spec.data, tokenizer, seed=0, template_date=day)
-    again = prepare_data(spec.data, tokenizer, seed=0, template_date=day)
-    other = prepare_data(spec.data, tokenizer, seed=0, template_date=datetime.date(2026, 3, 2))
+    dated = [spec.data.model_copy(update={"template_date": datetime.date(2026, 3, day)}) for day in (1, 1, 2)]
+    first, again, other = (prepare_data(data, tokenizer, seed=0) for data in dated)
     assert first.template_date == "2026-03-01" and first.train == again.train != other.train
     assert "01 Mar 2026" in tokenizer.decode(first.train[0]["input_ids"])
     assert prepare_data(spec.data, tokenizer, seed=0).template_date == datetime.date.today().isoformat()

@@ -23,7 +23,7 @@ FULL = {
               "init_adapter": "a", "trust_remote_code": True, "attn_implementation": "flash_attention_2"},
     "data": {"train": ["x.jsonl", {"path": "y.jsonl", "weight": 2}], "validation_split": 0.2, "stratify_by": "assistant",
              "mix": [{"path": "g.jsonl", "ratio": 0.2}], "max_seq_len": 64, "packing": False, "loss_on": "last_assistant",
-             "on_too_long": "truncate"},
+             "on_too_long": "truncate", "template_date": "2026-03-01"},
     "train": {"epochs": 2.5, "max_steps": 7, "learning_rate": 1e-4, "micro_batch_size": 2, "global_batch_size": 4,
               "lr_scheduler": "linear", "warmup_ratio": 0.1, "warmup_steps": 3, "weight_decay": 0.01, "max_grad_norm": None,
               "precision": "fp32", "gradient_checkpointing": True, "seed": 7, "log_every_steps": 2},

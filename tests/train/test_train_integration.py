@@ -74,6 +74,8 @@ def test_run_writes_every_output_and_refuses_to_overwrite(base, tmp_path):
     warnings = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "warning"]
     assert [e["data"]["field"] for e in warnings] == ["train.max_steps"]  # 6 steps: the few-steps advice
     assert load_spec(out / "spec.yaml").model.name_or_path == base
+    # One day for the whole run, in the spec a resume and `raysft eval` read back.
+    assert load_spec(out / "spec.yaml").data.template_date.isoformat() == saved["data"]["template_date"]
     with pytest.raises(RunError, match="already holds a run"):
         run_training(_spec(base, out))
     assert summary["output_dir"] == str(out)
