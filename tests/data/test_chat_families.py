@@ -36,17 +36,25 @@ AFTER = {"role": "assistant", "content": "Order 4412 is in transit."}
 ORDER_Q = {"role": "user", "content": "Where is order 4412?"}
 
 
-def _train(family: str) -> PreTrainedTokenizerFast:
+def _train(family: str, sentencepiece: bool = False) -> PreTrainedTokenizerFast:
     src = SOURCES[family]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    specials = src["specials"]
+    if sentencepiece:  # Mistral's and Llama 2's kind: a "▁" in front of every encoded string, bytes as <0x..> tokens
+        tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+        tok.decoder = decoders.Sequence([decoders.Metaspace(prepend_scheme="first"), decoders.ByteFallback(), decoders.Fuse()])
+        specials = specials + [f"<0x{i:02X}>" for i in range(256)]
+        alphabet = []
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
     texts = [m["content"] for m in (SYSTEM, Q1, A1, Q2, A2, *CHINESE, ORDER_Q, AFTER)] * 20
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=src["specials"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=src["bos"], eos_token=src["eos"],
-                                   pad_token=src["pad"], unk_token=None)
+                                   pad_token=src["pad"], unk_token="<unk>" if sentencepiece else None)
     fast.add_special_tokens({"additional_special_tokens": [t for t in src["specials"]
                                                             if t not in (src["bos"], src["eos"], src["pad"])]})
     fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in src["added"]])
@@ -56,6 +64,7 @@ def _train(family: str) -> PreTrainedTokenizerFast:
 
 
 _CACHE: dict = {}
+_SENTENCEPIECE_MISTRAL = _train("mistral-v0.3", sentencepiece=True)
 
 
 def tokenizer_for(family: str) -> PreTrainedTokenizerFast:
@@ -87,9 +96,9 @@ def _served(tokenizer, messages, tools=None) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _check(family, messages, *, loss_on="assistant", tools=None):
+def _check(family, messages, *, loss_on="assistant", tools=None, tokenizer=None):
     """Encode, then check every span against the serving prompt and the end of turn; returns the decoded spans."""
-    tokenizer = tokenizer_for(family)
+    tokenizer = tokenizer or tokenizer_for(family)
     result = encode_conversation(tokenizer, messages, max_seq_len=4096, loss_on=loss_on, tools=tools)
     assert result.status == "ok", result
     trained = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -113,6 +122,12 @@ def _check(family, messages, *, loss_on="assistant", tools=None):
 def test_single_turn(family):
     result, decoded = _check(family, [Q1, A1])
     assert len(result.examples) == 1 and decoded[0].endswith(SOURCES[family]["end_of_turn"] or SOURCES[family]["eos"])
+
+
+@pytest.mark.parametrize("messages", [[Q1, A1], [SYSTEM, Q1, A1], [Q1, A1, Q2, A2], [SYSTEM, Q1, A1, Q2, A2], CHINESE])
+def test_sentencepiece_tokenizer_on_mistral(messages):
+    """Mistral v0.3 ships a SentencePiece tokenizer: a piece encoded alone gets no space the rendered chat lacks."""
+    _check("mistral-v0.3", messages, tokenizer=_SENTENCEPIECE_MISTRAL)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
