@@ -79,13 +79,15 @@ def test_lora_learns_to_emit_the_right_tool_call(data_and_base, tmp_path):
     root, base = data_and_base
     spec = load_spec(ROOT / "examples/quickstart.yaml", [
         f"model.name_or_path={base}", f"output_dir={tmp_path / 'run'}", f"data.train=[{root / 'train.jsonl'}]",
-        "data.stratify_by=null", "data.max_seq_len=512", "train.epochs=24", "scaling.num_workers=1", "train.global_batch_size=1",
+        "data.stratify_by=null", "data.max_seq_len=512", "train.epochs=32", "scaling.num_workers=1", "train.global_batch_size=1",
         "eval.generate.limit=8", "eval.generate.max_new_tokens=40"])
     before = score_model(base, str(root / "test.jsonl"), max_new_tokens=40, limit=8)
     run_training(spec)
     after = score_model(str(tmp_path / "run"), str(root / "test.jsonl"), max_new_tokens=40)
+    print(f"held-out exact match {before['exact_match']:.3f} -> {after['exact_match']:.3f}")
     assert after["n"] == 32
     assert before["exact_match"] == 0.0
-    # Measured 0.875 (28 of 32; the untrained base 0.0) on 2 shared CPU cores: a floor with room for run-to-run noise.
+    # Measured 0.875, 28 of 32 (the untrained base 0.0), with 32 epochs; 24 epochs gave 0.875 on one base and 0.719 on the
+    # next (init_tiny's MLP width changed): the model learns the call late, so the floor leaves room.
     assert after["exact_match"] >= 0.75, [(x["reference"], x["generation"]) for x in after["samples"]]
     assert '"name": "' in after["samples"][0]["reference"] and "<tool_call>" in after["samples"][0]["reference"]
