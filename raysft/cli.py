@@ -64,7 +64,7 @@ def cmd_model_init_tiny(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from raysft.train.launcher import load_run_spec, run_training
+    from raysft.train.launcher import continued_spec, load_run_spec, run_training
 
     if args.resume:
         if args.spec:
@@ -74,8 +74,10 @@ def cmd_train(args) -> int:
         raise _Usage("pass a spec file: raysft train spec.yaml [key.path=value ...]")
     else:
         spec = _spec(args)
+    if args.continue_run:
+        spec = continued_spec(spec)
     _warn(spec)
-    summary = run_training(spec, resume=bool(args.resume))
+    summary = run_training(spec, resume=bool(args.resume or args.continue_run))
     best = summary["best"]
     print(f"[raysft] done in {summary['wall_time_s']:.0f}s, {summary['steps']} steps; best "
           + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k in ("eval_loss", "exact_match") and v is not None))
@@ -157,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("spec", nargs="?", help="YAML job spec")
     sp.add_argument("overrides", nargs="*", help="key.path=value overrides")
     sp.add_argument("--resume", metavar="OUTPUT_DIR", help="continue a stopped run from its latest checkpoint")
+    sp.add_argument("--continue-run", action="store_true",
+                    help="with a spec: continue the run in its output_dir from its latest checkpoint when there is "
+                         "one, else start it (what the job service runs for a job's next attempt)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("eval", help="exact-match accuracy of a run or model on held-out conversations")

@@ -2,7 +2,9 @@
 
 The server builds every entrypoint itself: `raysft train job_spec.yaml` (or `raysft tune`) with the
 validated spec uploaded as the job's working_dir, so `ray job list` / `ray job logs` show raysft jobs
-and clients never send commands or runtime environments. The Ray submission id is the job id.
+and clients never send commands or runtime environments. The Ray submission id is the job id for a job's
+first attempt and `<job id>-a<N>` for attempt N > 1 (`ray_submission_id`, the one place that names them), which
+runs `raysft train job_spec.yaml --continue-run`: the run in its output_dir goes on from its latest checkpoint.
 
 Ray clusters with token authentication (the default for a new local cluster) get the token as a bearer
 header: RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token when present.
@@ -29,7 +31,7 @@ import yaml
 from raysft.service.errors import Unavailable
 from raysft.train.records import EVENT_KEY_ENV
 
-__all__ = ["RayJobsRunner", "RayJobInfo", "JobVanished", "SubmitRejected", "ray_auth_token"]
+__all__ = ["RayJobsRunner", "RayJobInfo", "JobVanished", "SubmitRejected", "ray_auth_token", "ray_submission_id"]
 
 _SPEC_FILE = "job_spec.yaml"
 
@@ -55,6 +57,11 @@ class RayJobInfo:
     exit_code: Optional[int]
 
 
+def ray_submission_id(job_id: str, attempt: int) -> str:
+    """The Ray submission id of a job's attempt: the job id, then `<job id>-a2`, `-a3`, ... (Ray never reuses one)."""
+    return job_id if attempt <= 1 else f"{job_id}-a{attempt}"
+
+
 def ray_auth_token() -> Optional[str]:
     """The Ray cluster token this process would use, or None."""
     if os.environ.get("RAY_AUTH_TOKEN"):
@@ -65,6 +72,8 @@ def ray_auth_token() -> Optional[str]:
 
 class RayJobsRunner:
     """Submits, inspects, stops and reads the logs of Ray Jobs on the cluster at `address`.
+
+    `submit` takes a job id and its attempt; every other method the Ray submission id of one attempt.
 
     Args:
         address: the Ray dashboard URL (http://host:8265).
@@ -131,10 +140,12 @@ class RayJobsRunner:
 
     # ------------------------------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes) -> None:
-        """Start `raysft <kind>` on the spec as the Ray job `job_id`; a job already submitted is left as it is.
+    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes, attempt: int = 1) -> None:
+        """Start `raysft <kind>` on the spec as attempt `attempt` of job `job_id` (the Ray job
+        `ray_submission_id(job_id, attempt)`); an attempt already submitted is left as it is.
 
-        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it.
+        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it. An attempt
+        after the first continues the run from its latest checkpoint (train jobs only).
 
         Raises:
             Unavailable: Ray cannot take it now (unreachable, its job agent still starting): retry later.
@@ -151,12 +162,14 @@ class RayJobsRunner:
         if kind == "train":
             # Trials of a tune campaign each number their events from 1, so only train jobs stream them.
             env[EVENT_KEY_ENV] = event_key.hex()
+        entrypoint = f"raysft {kind} {_SPEC_FILE}" + (" --continue-run" if attempt > 1 else "")
         with tempfile.TemporaryDirectory(prefix="raysft-job-") as tmp:
             (Path(tmp) / _SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
             try:
-                client.submit_job(entrypoint=f"raysft {kind} {_SPEC_FILE}", submission_id=job_id,
+                client.submit_job(entrypoint=entrypoint, submission_id=ray_submission_id(job_id, attempt),
                                   runtime_env={"working_dir": tmp, "env_vars": env},
-                                  metadata={"raysft_job_id": job_id, "raysft_kind": kind}, **self._entrypoint)
+                                  metadata={"raysft_job_id": job_id, "raysft_kind": kind, "raysft_attempt": str(attempt)},
+                                  **self._entrypoint)
             except RuntimeError as exc:
                 text = str(exc)
                 if "already exists" in text:

@@ -1,6 +1,8 @@
 """The job lifecycle: one enum, its terminal states and the one table of allowed transitions.
 
 QUEUED → STARTING → RUNNING → SUCCEEDED | FAILED | CANCELLED, and CANCELLING while a cancel takes effect.
+A job goes back to QUEUED for its next attempt: from STARTING or RUNNING when it failed for a SYSTEM reason and
+has attempts left (an automatic retry), from FAILED or CANCELLED when a client resumes it (ResumeJob).
 Every state change in the service goes through `check_transition`; the names match the proto's JobState.
 """
 
@@ -24,7 +26,7 @@ class JobState(str, enum.Enum):
 
     @property
     def terminal(self) -> bool:
-        """SUCCEEDED, FAILED or CANCELLED: nothing follows."""
+        """SUCCEEDED, FAILED or CANCELLED: nothing follows unless a client resumes the job."""
         return self in TERMINAL
 
 
@@ -33,15 +35,17 @@ ACTIVE = frozenset(JobState) - TERMINAL
 
 _S = JobState
 # STARTING may end without RUNNING being seen: a short job can finish between two status polls.
-# CANCELLING may still end SUCCEEDED or FAILED: the job finished before the stop reached it.
+# CANCELLING may still end SUCCEEDED or FAILED: the job finished before the stop reached it; it is never
+# retried (the client asked it to end). → QUEUED from STARTING / RUNNING is an automatic retry (a SYSTEM
+# failure with attempts left: watchers see no terminal state in between); from FAILED / CANCELLED, ResumeJob.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.QUEUED: frozenset({_S.STARTING, _S.CANCELLED, _S.FAILED}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.CANCELLING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
-    _S.RUNNING: frozenset({_S.CANCELLING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.CANCELLING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.QUEUED}),
+    _S.RUNNING: frozenset({_S.CANCELLING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.QUEUED}),
     _S.CANCELLING: frozenset({_S.CANCELLED, _S.SUCCEEDED, _S.FAILED}),
     _S.SUCCEEDED: frozenset(),
-    _S.FAILED: frozenset(),
-    _S.CANCELLED: frozenset(),
+    _S.FAILED: frozenset({_S.QUEUED}),
+    _S.CANCELLED: frozenset({_S.QUEUED}),
 }
 
 

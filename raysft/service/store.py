@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, select
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -56,6 +56,9 @@ class JobRecord:
     started_at: Optional[float] = None
     ended_at: Optional[float] = None
     ordinal: int = 0  # creation order; ListJobs pages by it
+    attempt: int = 1  # 1, 2, 3, ...: each resume or retry runs the job again as a new Ray job
+    max_attempts: int = 1  # attempts in all when it fails for a SYSTEM reason
+    error_kind: str = ""  # USER or SYSTEM when error_code is a failure's (raysft.service.failures)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class _Job(_Base):
     submitted_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     started_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     ended_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    error_kind: Mapped[str] = mapped_column(String(8), default="", server_default="")
 
 
 class _Event(_Base):
@@ -221,6 +227,7 @@ class Store:
         if parsed.get_backend_name() == "sqlite":
             event.listen(self._engine, "connect", _sqlite_pragmas)
         _Base.metadata.create_all(self._engine)
+        _add_missing_columns(self._engine)
         self._write = threading.Lock()
         self._listeners_lock = threading.Lock()
         self._listeners: dict[str, set[Callable[[], None]]] = {}
@@ -428,6 +435,20 @@ class Store:
         with Session(self._engine) as s:
             q = select(_Checkpoint).where(_Checkpoint.job_id == job_id).order_by(_Checkpoint.step)
             return [_checkpoint(r) for r in s.scalars(q)]
+
+
+def _add_missing_columns(engine) -> None:
+    """Add the jobs columns a store made by an older server lacks (create_all makes only missing tables).
+
+    Only columns with a server default are added, so existing rows read as that default (attempt 1, ...).
+    """
+    have = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    missing = [c for c in _JOBS.columns if c.name not in have and c.server_default is not None]
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            default = column.server_default.arg
+            conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {column.name} {kind} NOT NULL DEFAULT '{default}'"))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -26,7 +26,7 @@ from raysft.model.load import load_tokenizer, resolve_model_path
 from raysft.train.loop import train_loop_per_worker
 from raysft.train.outputs import write_outputs
 
-__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "fix_template_date"]
+__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date"]
 
 
 class RunError(RuntimeError):
@@ -74,6 +74,13 @@ def load_run_spec(run_dir: str | Path) -> JobSpec:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a raysft run directory (no spec.yaml); pass the output_dir of a run")
     return load_spec(path)
+
+
+def continued_spec(spec: JobSpec) -> JobSpec:
+    """The spec a run started from `spec` saved in its output_dir (its template date and all), or `spec`
+    itself when the run never got as far as saving it; for `raysft train SPEC --continue-run`."""
+    saved = Path(spec.output_dir) / "spec.yaml"
+    return load_spec(saved) if saved.is_file() else spec
 
 
 def _absolute(spec: JobSpec) -> JobSpec:

@@ -5,10 +5,11 @@ import pytest
 from raysft.service.states import ACTIVE, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition, from_ray_status
 
 
-def test_terminal_states_have_no_way_out_and_every_active_state_can_end():
+def test_terminal_states_lead_only_to_a_new_attempt_and_every_active_state_can_end():
     assert TERMINAL == {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+    assert TRANSITIONS[JobState.SUCCEEDED] == frozenset()
     for state in TERMINAL:
-        assert TRANSITIONS[state] == frozenset() and state.terminal
+        assert state.terminal and TRANSITIONS[state] <= {JobState.QUEUED}
     for state in ACTIVE:
         assert TRANSITIONS[state] & TERMINAL, f"{state} cannot end"
 
@@ -24,11 +25,16 @@ def test_the_happy_path_and_cancel_paths_are_allowed():
 
 
 @pytest.mark.parametrize("a, b", [(JobState.SUCCEEDED, JobState.RUNNING), (JobState.CANCELLED, JobState.CANCELLING),
-                                  (JobState.RUNNING, JobState.QUEUED), (JobState.QUEUED, JobState.RUNNING),
-                                  (JobState.CANCELLING, JobState.RUNNING)])
+                                  (JobState.SUCCEEDED, JobState.QUEUED), (JobState.QUEUED, JobState.RUNNING),
+                                  (JobState.CANCELLING, JobState.RUNNING), (JobState.CANCELLING, JobState.QUEUED)])
 def test_illegal_transitions_name_both_states(a, b):
     with pytest.raises(IllegalTransition, match=f"job j is {a.value} and cannot become {b.value}"):
         check_transition("j", a, b)
+
+
+def test_a_new_attempt_queues_again_after_a_retry_or_a_resume():
+    for state in (JobState.STARTING, JobState.RUNNING, JobState.FAILED, JobState.CANCELLED):
+        check_transition("j", state, JobState.QUEUED)
 
 
 def test_ray_statuses_map_onto_job_states():

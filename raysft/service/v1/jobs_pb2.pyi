@@ -31,6 +31,12 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILED: _ClassVar[JobState]
     CANCELLED: _ClassVar[JobState]
 
+class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_KIND_UNSPECIFIED: _ClassVar[ErrorKind]
+    USER: _ClassVar[ErrorKind]
+    SYSTEM: _ClassVar[ErrorKind]
+
 class JobView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_VIEW_UNSPECIFIED: _ClassVar[JobView]
@@ -54,6 +60,9 @@ CANCELLING: JobState
 SUCCEEDED: JobState
 FAILED: JobState
 CANCELLED: JobState
+ERROR_KIND_UNSPECIFIED: ErrorKind
+USER: ErrorKind
+SYSTEM: ErrorKind
 JOB_VIEW_UNSPECIFIED: JobView
 JOB_VIEW_BASIC: JobView
 JOB_VIEW_FULL: JobView
@@ -497,7 +506,7 @@ class SpecWarning(_message.Message):
     def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "spec", "state", "state_reason", "error", "create_time", "start_time", "end_time", "update_time", "progress", "output", "ray_submission_id", "labels", "warnings", "request_id")
+    __slots__ = ("id", "kind", "spec", "state", "state_reason", "error", "create_time", "start_time", "end_time", "update_time", "progress", "output", "ray_submission_id", "labels", "warnings", "request_id", "attempt", "max_attempts", "error_kind")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -521,6 +530,9 @@ class Job(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: JobKind
     spec: JobSpec
@@ -537,10 +549,13 @@ class Job(_message.Message):
     labels: _containers.ScalarMap[str, str]
     warnings: _containers.RepeatedCompositeFieldContainer[SpecWarning]
     request_id: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., ray_submission_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., warnings: _Optional[_Iterable[_Union[SpecWarning, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    attempt: int
+    max_attempts: int
+    error_kind: ErrorKind
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., ray_submission_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., warnings: _Optional[_Iterable[_Union[SpecWarning, _Mapping]]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("spec", "kind", "request_id", "validate_only", "labels")
+    __slots__ = ("spec", "kind", "request_id", "validate_only", "labels", "max_attempts")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -553,12 +568,20 @@ class CreateJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     kind: JobKind
     request_id: str
     validate_only: bool
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    max_attempts: int
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+
+class ResumeJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

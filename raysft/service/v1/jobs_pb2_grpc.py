@@ -80,6 +80,11 @@ class JobServiceStub:
                 request_serializer=raysft_dot_service_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
                 response_deserializer=raysft_dot_service_dot_v1_dot_jobs__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/raysft.v1.JobService/ResumeJob',
+                request_serializer=raysft_dot_service_dot_v1_dot_jobs__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=raysft_dot_service_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -146,6 +151,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeJob(self, request, context):
+        """Continue a FAILED or CANCELLED train job from its latest checkpoint as its next attempt (Job.attempt + 1;
+        its events go on in the same sequence). FAILED_PRECONDITION when the job is active, SUCCEEDED, or has no
+        checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +207,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetJobLogs,
                     request_deserializer=raysft_dot_service_dot_v1_dot_jobs__pb2.GetJobLogsRequest.FromString,
                     response_serializer=raysft_dot_service_dot_v1_dot_jobs__pb2.LogChunk.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=raysft_dot_service_dot_v1_dot_jobs__pb2.ResumeJobRequest.FromString,
+                    response_serializer=raysft_dot_service_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +457,33 @@ class JobService:
             '/raysft.v1.JobService/GetJobLogs',
             raysft_dot_service_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
             raysft_dot_service_dot_v1_dot_jobs__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raysft.v1.JobService/ResumeJob',
+            raysft_dot_service_dot_v1_dot_jobs__pb2.ResumeJobRequest.SerializeToString,
+            raysft_dot_service_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
