@@ -2,8 +2,8 @@
 
     raysft serve [--host H] [--port P] [--db URL] [--token-file F | --insecure-no-auth] [--tls-cert C --tls-key K]
                  [--ray-address A] [--allowed-root DIR] [--allowed-storage URI] [--max-workers N] [--max-active-jobs N] ...
-    raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--wait] [--json]
-    raysft jobs get|cancel|delete|watch|checkpoints ID,  raysft jobs list,  raysft jobs logs ID [--follow]
+    raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--max-attempts N] [--wait] [--json]
+    raysft jobs get|cancel|resume|delete|watch|checkpoints ID,  raysft jobs list,  raysft jobs logs ID [--follow]
 
 Server, token and CA come from --server / --token-file / --tls-ca or RAYSFT_SERVER / RAYSFT_TOKEN /
 RAYSFT_TLS_CA. Without --token-file, `raysft serve` uses (creating it, mode 0600) the token file RAYSFT_TOKEN_FILE
@@ -157,8 +157,13 @@ def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--kind", choices=["train", "tune"], help="default: tune when the spec has a tune section")
     sp.add_argument("--validate-only", action="store_true", help="check the spec on the server; run nothing")
+    sp.add_argument("--max-attempts", type=int, default=1, metavar="N",
+                    help="attempts in all (1 - 10) when a train job fails for a SYSTEM reason (its Ray job vanished, "
+                         "a node died): each retry resumes from the latest checkpoint (default: 1, no retry)")
     sp.add_argument("--wait", action="store_true", help="watch the job until it ends")
-    for action, text in (("get", "show a job"), ("cancel", "cancel a job"), ("delete", "delete a finished job's record"),
+    for action, text in (("get", "show a job"), ("cancel", "cancel a job"),
+                         ("resume", "continue a FAILED or CANCELLED job from its latest checkpoint (its next attempt)"),
+                         ("delete", "delete a finished job's record"),
                          ("watch", "follow a job's events until it ends"), ("checkpoints", "list a job's kept checkpoints")):
         sp = sub.add_parser(action, parents=[common], help=text)
         sp.add_argument("job_id")
@@ -227,9 +232,11 @@ def _submit(client, args, labels) -> int:
     from raysft.service.client import content_request_id, spec_message
 
     message = spec_message(args.spec, tuple(args.overrides))
-    request_id = args.request_id or (str(uuid.uuid4()) if args.new else content_request_id(message, args.kind, labels))
+    request_id = args.request_id or (str(uuid.uuid4()) if args.new else content_request_id(message, args.kind, labels,
+                                                                                                    args.max_attempts))
     asked = time.time()
-    job = client.create_job(message, kind=args.kind, request_id=request_id, validate_only=args.validate_only, labels=labels)
+    job = client.create_job(message, kind=args.kind, request_id=request_id, validate_only=args.validate_only, labels=labels,
+                            max_attempts=args.max_attempts)
     if args.validate_only:
         _print_job(job, args.json, brief=True)
         return 0
@@ -252,6 +259,11 @@ def _get(client, args, _labels) -> int:
 
 def _cancel(client, args, _labels) -> int:
     _print_job(client.cancel_job(args.job_id), args.json, brief=True)
+    return 0
+
+
+def _resume(client, args, _labels) -> int:
+    _print_job(client.resume_job(args.job_id), args.json, brief=True)
     return 0
 
 
@@ -304,7 +316,7 @@ def _checkpoints(client, args, _labels) -> int:
     return 0
 
 
-_ACTIONS = {"submit": _submit, "get": _get, "cancel": _cancel, "delete": _delete, "list": _list, "watch": _watch,
+_ACTIONS = {"submit": _submit, "get": _get, "cancel": _cancel, "resume": _resume, "delete": _delete, "list": _list, "watch": _watch,
             "logs": _logs, "checkpoints": _checkpoints}
 
 
@@ -420,14 +432,17 @@ def _print_job(job, as_json: bool, brief: bool = False) -> None:
         return
     print(f"{_safe(job.id)}  {state}" + (f": {_safe(job.state_reason)}" if job.state_reason else ""))
     if job.error.code:
-        print(f"  error: {_safe(job.error.message)}")
+        from raysft.service.v1 import jobs_pb2
+
+        kind = f" ({jobs_pb2.ErrorKind.Name(job.error_kind)})" if job.error_kind else ""
+        print(f"  error{kind}: {_safe(job.error.message)}")
     if job.output.adapter_uri and state == "SUCCEEDED":
         print(f"  adapter: {_safe(job.output.adapter_uri)}")
     if brief:
         return
     p = job.progress
-    print(f"  kind: {_kind(job)}   created: {_when(job.create_time)}   started: {_when(job.start_time)}   "
-          f"ended: {_when(job.end_time)}")
+    print(f"  kind: {_kind(job)}   attempt: {job.attempt} of {max(job.max_attempts, job.attempt)}   "
+          f"created: {_when(job.create_time)}   started: {_when(job.start_time)}   ended: {_when(job.end_time)}")
     if p.total_steps:
         print(f"  progress: {_bar(p)}")
     print(f"  output_dir: {_safe(job.output.output_dir) or '-'}")

@@ -61,11 +61,16 @@ def spec_message(spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], overri
     return spec_to_proto(parsed.model_dump(mode="json", exclude_unset=True))
 
 
-def content_request_id(spec: jobs_pb2.JobSpec, kind: Optional[str], labels: dict[str, str]) -> str:
-    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels): the same job sent twice,
-    a retry after a timeout above all, is stored once."""
-    body = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[kind], labels=labels)
+def content_request_id(spec: jobs_pb2.JobSpec, kind: Optional[str], labels: dict[str, str], max_attempts: int = 1) -> str:
+    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels, max_attempts): the same
+    job sent twice, a retry after a timeout above all, is stored once."""
+    body = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[kind], labels=labels, max_attempts=_attempts(max_attempts))
     return "sha256:" + hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()[:48]
+
+
+def _attempts(max_attempts: int) -> int:
+    """max_attempts as sent: 1 (the default) as 0, so requests from before the field hash the same."""
+    return 0 if max_attempts == 1 else max_attempts
 
 
 class JobServiceError(Exception):
@@ -150,7 +155,7 @@ class JobClient:
 
     def create_job(self, spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], *, overrides: tuple[str, ...] = (),
                    kind: Optional[str] = None, request_id: Optional[str] = None, validate_only: bool = False,
-                   labels: Optional[dict[str, str]] = None) -> jobs_pb2.Job:
+                   labels: Optional[dict[str, str]] = None, max_attempts: int = 1) -> jobs_pb2.Job:
         """Submit a job (or only validate it).
 
         Args:
@@ -161,13 +166,15 @@ class JobClient:
                 `content_request_id`, so the same submission run again returns the job already stored).
             validate_only: check everything, store and run nothing.
             labels: key/value tags to filter ListJobs by.
+            max_attempts: attempts in all (1 - 10) when a train job fails for a SYSTEM reason.
 
         Raises:
             raysft.config.SpecError: the spec is invalid (checked here before anything is sent).
             JobServiceError: the server refused it.
         """
         message = spec_message(spec, overrides)
-        request = jobs_pb2.CreateJobRequest(spec=message, kind=_KINDS[kind], validate_only=validate_only, labels=labels or {})
+        request = jobs_pb2.CreateJobRequest(spec=message, kind=_KINDS[kind], validate_only=validate_only, labels=labels or {},
+                                            max_attempts=_attempts(max_attempts))
         if not validate_only:
             request.request_id = request_id or str(uuid.uuid4())
         return self._unary("CreateJob", request)
@@ -191,6 +198,10 @@ class JobClient:
     def cancel_job(self, job_id: str) -> jobs_pb2.Job:
         """Cancel (idempotent); the job goes CANCELLING, then CANCELLED when Ray has stopped it."""
         return self._unary("CancelJob", jobs_pb2.CancelJobRequest(job_id=job_id))
+
+    def resume_job(self, job_id: str) -> jobs_pb2.Job:
+        """Continue a FAILED or CANCELLED job from its latest checkpoint as its next attempt (QUEUED again)."""
+        return self._unary("ResumeJob", jobs_pb2.ResumeJobRequest(job_id=job_id))
 
     def delete_job(self, job_id: str) -> None:
         """Delete a terminal job's record (its output files stay)."""

@@ -1,5 +1,5 @@
-"""The job service's operations, free of gRPC: create (validated, idempotent), get, list, cancel, delete,
-watch, events, checkpoints and logs. The servicer translates messages to and from these calls.
+"""The job service's operations, free of gRPC: create (validated, idempotent), get, list, cancel, resume,
+delete, watch, events, checkpoints and logs. The servicer translates messages to and from these calls.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound,
 from raysft.service.events import best_step, transition
 from raysft.service.limits import Limits
 from raysft.service.paths import PathPolicy
-from raysft.service.runner import JobVanished, RayJobsRunner
+from raysft.service.failures import MAX_ATTEMPTS
+from raysft.service.runner import JobVanished, RayJobsRunner, ray_submission_id
 from raysft.service.states import ACTIVE, JobState
 from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
-from raysft.service.supervisor import Supervisor
+from raysft.service.supervisor import Supervisor, next_attempt
 
 __all__ = ["Jobs"]
 
@@ -51,13 +52,14 @@ class Jobs:
     # ----------------------------------------------------------------------------------- create
 
     def create(self, raw_spec: dict, *, kind: Optional[str], request_id: str, validate_only: bool, labels: dict,
-               body_hash: str) -> JobRecord:
+               body_hash: str, max_attempts: int = 1) -> JobRecord:
         """Validate a spec and queue it (or only validate it).
 
         Args:
             raw_spec: the spec mapping (only what the client set).
             kind: "train", "tune", or None to infer it from the spec (a tune section means tune).
             request_id: idempotency key ("" for none); body_hash identifies the rest of the request.
+            max_attempts: attempts in all when the job fails for a SYSTEM reason (1 – MAX_ATTEMPTS; 0 means 1).
 
         Raises:
             InvalidArgument: every problem with the spec, kind, labels or request id, by field path.
@@ -71,6 +73,12 @@ class Jobs:
             raise InvalidArgument(problems + exc.violations, "the job spec is invalid") from None
         kind = kind or ("tune" if spec.tune is not None else "train")
         problems += self._policy_problems(spec, kind)
+        max_attempts = max_attempts or 1
+        if not 1 <= max_attempts <= MAX_ATTEMPTS:
+            problems.append(Violation("max_attempts", f"must be 1 – {MAX_ATTEMPTS} (got {max_attempts})"))
+        elif max_attempts > 1 and kind != "train":
+            problems.append(Violation("max_attempts", "only TRAIN jobs are retried (they resume from a checkpoint); "
+                                                      "leave it at 1 for a TUNE job"))
         if problems:
             raise InvalidArgument(problems, "the request is invalid")
         if request_id and not validate_only and self.store.find_request(request_id):
@@ -81,7 +89,7 @@ class Jobs:
         if kind == "train" and spec.tune is not None:
             warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
         record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
-                           warnings=[{"field": w.field, "message": w.message} for w in warnings])
+                           max_attempts=max_attempts, warnings=[{"field": w.field, "message": w.message} for w in warnings])
         if validate_only:
             return record
         self._check_active_jobs()  # again below, under the lock: this one spares Ray a ping when full
@@ -223,7 +231,7 @@ class Jobs:
         ended = asyncio.Event()
         watcher = asyncio.create_task(self._mark_end(job_id, ended))
         try:
-            async for text in _until(self.runner.tail(job_id, lines=tail_lines or -1), ended):
+            async for text in _until(self.runner.tail(ray_submission_id(job.id, job.attempt), lines=tail_lines or -1), ended):
                 yield text
         except JobVanished:
             raise self._gone(job) from None
@@ -242,7 +250,7 @@ class Jobs:
 
     def _log_text(self, job: JobRecord) -> str:
         try:
-            return self.runner.logs(job.id)
+            return self.runner.logs(ray_submission_id(job.id, job.attempt))
         except JobVanished:
             raise self._gone(job) from None
 
@@ -263,9 +271,42 @@ class Jobs:
         job, _ = self.store.update(_job_id(job_id), change)
         if job.state == JobState.CANCELLING:
             try:  # the supervisor sends the stop too, and retries while Ray is unreachable
-                self.runner.stop(job.id)
+                self.runner.stop(ray_submission_id(job.id, job.attempt))
             except (Unavailable, JobVanished):
                 pass
+        return job
+
+    def resume(self, job_id: str) -> JobRecord:
+        """Queue a FAILED or CANCELLED train job's next attempt, which continues from its latest checkpoint.
+
+        Raises:
+            FailedPrecondition: the job is active or SUCCEEDED, has no checkpoint, or took MAX_ATTEMPTS attempts.
+            ResourceExhausted: the server runs its most active jobs already.
+            Unavailable: Ray cannot be reached (nothing changes).
+        """
+
+        def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
+                raise FailedPrecondition(f"job {job.id} is {job.state.value}; only a FAILED or CANCELLED job can be "
+                                         "resumed" + ("" if job.state.terminal else f" (cancel it first: `raysft jobs "
+                                                                                    f"cancel {job.id}`)"))
+            kept = [c for c in ckpts.values() if not c.pruned]
+            if not kept:
+                raise FailedPrecondition(f"job {job.id} saved no checkpoint to resume from; submit its spec again "
+                                         "(`raysft jobs submit --new`) to start over")
+            if job.attempt >= MAX_ATTEMPTS:
+                raise FailedPrecondition(f"job {job.id} ran {job.attempt} attempts, the most one job may; submit its "
+                                         "spec again as a new job")
+            latest = max(kept, key=lambda c: c.step).step
+            return next_attempt(job, f"resumed from the checkpoint at step {latest} as attempt {job.attempt + 1}")
+
+        job = self.get(job_id)
+        with self._admit:
+            if job.state in (JobState.FAILED, JobState.CANCELLED):  # else `change` says why not
+                self._check_active_jobs()
+                self.runner.ping()
+            job, _ = self.store.update(job.id, change)
+        self.supervisor.follow(job.id)
         return job
 
     def delete(self, job_id: str) -> None:
@@ -280,10 +321,11 @@ class Jobs:
         self.store.delete_job(job.id, check)
         if job.submitted_at is None:
             return
-        try:
-            self.runner.delete(job.id)
-        except (Unavailable, JobVanished):
-            pass  # already gone, or Ray is away: its record there does not matter
+        for attempt in range(1, job.attempt + 1):
+            try:
+                self.runner.delete(ray_submission_id(job.id, attempt))
+            except (Unavailable, JobVanished):
+                pass  # already gone, or Ray is away: its record there does not matter
 
 
 def _job_id(job_id: str) -> str:

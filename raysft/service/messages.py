@@ -8,6 +8,7 @@ from typing import Any, Optional
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, status_pb2
 
+from raysft.service.runner import ray_submission_id
 from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import CheckpointRecord, EventRecord, JobRecord
@@ -74,7 +75,9 @@ def job_message(job: JobRecord, *, validate_only: bool = False, full: bool = Tru
     msg = jobs_pb2.Job(
         id=job.id, kind=KINDS[job.kind], spec=spec_to_proto(job.spec) if full else None,
         state=jobs_pb2.JOB_STATE_UNSPECIFIED if validate_only else jobs_pb2.JobState.Value(job.state.value),
-        state_reason=job.state_reason, ray_submission_id=job.id if job.submitted_at else "", labels=job.labels, request_id=job.request_id or "",
+        state_reason=job.state_reason, ray_submission_id=ray_submission_id(job.id, job.attempt) if job.submitted_at else "",
+        labels=job.labels, request_id=job.request_id or "", attempt=0 if validate_only else job.attempt,
+        max_attempts=job.max_attempts, error_kind=jobs_pb2.ErrorKind.Value(job.error_kind) if job.error_kind else 0,
         warnings=[jobs_pb2.SpecWarning(field=w["field"], message=w["message"]) for w in job.warnings],
         progress=jobs_pb2.Progress(step=_int(p.get("step", 0)), total_steps=_int(p.get("total_steps", 0)),
                                    epoch=_num(p.get("epoch")), tokens_per_second=_num(p.get("tokens_per_second")),

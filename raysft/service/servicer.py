@@ -79,10 +79,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if problems:
             raise InvalidArgument(problems, "the request is invalid")
         # Everything but the idempotency key and validate_only identifies "the same request".
-        body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels)
+        # max_attempts 1 is the default 0: either hashes as a request from before the field.
+        body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels,
+                                         max_attempts=0 if request.max_attempts == 1 else request.max_attempts)
         body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
         job = self.jobs.create(raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
-                               validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash)
+                               validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash,
+                               max_attempts=request.max_attempts)
         return job_message(job, validate_only=request.validate_only)
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context) -> jobs_pb2.Job:
@@ -117,6 +120,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context) -> jobs_pb2.Job:
         return job_message(await asyncio.to_thread(self.jobs.cancel, request.job_id))
+
+    async def ResumeJob(self, request: jobs_pb2.ResumeJobRequest, context) -> jobs_pb2.Job:
+        return job_message(await asyncio.to_thread(self.jobs.resume, request.job_id))
 
     async def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context) -> empty_pb2.Empty:
         await asyncio.to_thread(self.jobs.delete, request.job_id)

@@ -10,7 +10,10 @@ in) and the terminal state is stored last. Only lines signed with the job's even
 forgotten.
 
 Started with the server, it is also the reconciler: every job the store lists as not terminal is
-followed again, which re-attaches to Ray jobs still running and fails the ones Ray no longer knows.
+followed again, which re-attaches to the Ray job of its current attempt (`ray_submission_id`) when it is still
+running and fails the ones Ray no longer knows. How an attempt failed decides what follows
+(raysft.service.failures): a SYSTEM failure with attempts left queues the job's next attempt, which continues
+from the latest checkpoint; anything else ends the job.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from pathlib import Path
 from typing import Optional
 
 from raysft.config import SpecError, parse_spec
-from raysft.service.errors import Unavailable
+from raysft.service.errors import NotFound, Unavailable
 from raysft.service.eventlines import LineSplitter, job_event_key, parse_event_line
 from raysft.service.events import take_training_events, transition
-from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected
+from raysft.service import failures
+from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected, ray_submission_id
 from raysft.service.states import IllegalTransition, JobState, from_ray_status
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "next_attempt"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +49,12 @@ class Supervisor:
         store: the job store.
         runner: the Ray Jobs client.
         poll_s: seconds between status polls of a job (events do not wait for it: they stream).
+        ray_deadline_s: how long Ray may stay unreachable before a running job counts as failed (SYSTEM:
+            retried when it has attempts left).
     """
 
-    def __init__(self, store: Store, runner: RayJobsRunner, poll_s: float = 0.5):
-        self.store, self.runner, self.poll_s = store, runner, poll_s
+    def __init__(self, store: Store, runner: RayJobsRunner, poll_s: float = 0.5, ray_deadline_s: float = 600.0):
+        self.store, self.runner, self.poll_s, self.ray_deadline_s = store, runner, poll_s, ray_deadline_s
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -102,47 +108,71 @@ class Supervisor:
             with self._lock:  # a finished follower is forgotten (follow() starts a new one if asked)
                 if self._threads.get(job_id) is threading.current_thread():
                     del self._threads[job_id]
+            # A ResumeJob between the last look at the job and the line above found this thread alive and
+            # started none: the job's next attempt would go unfollowed.
+            if not self._stopping.is_set() and not self._ended(job_id):
+                self.follow(job_id)
 
     async def _follow(self, job_id: str) -> None:
+        """Follow the job's attempts until one ends it (a SYSTEM failure with attempts left queues the next)."""
+        while not self._stopping.is_set():
+            await self._follow_attempt(job_id)
+            if self._ended(job_id):
+                return
+
+    def _ended(self, job_id: str) -> bool:
+        try:
+            return self.store.get_job(job_id).state.terminal
+        except NotFound:  # deleted
+            return True
+
+    async def _follow_attempt(self, job_id: str) -> bool:
+        """Follow the job's current attempt; True when the job went back to QUEUED for its next one."""
         job = self.store.get_job(job_id)
         try:
             spec = parse_spec(job.spec)
         except SpecError as exc:  # stored by an older server whose spec rules differed
-            reason = f"the stored spec no longer validates: {exc}"  # `exc` is unbound after the except block
-            self.store.update(job_id, lambda j, c: _fail(j, "INTERNAL", reason))
-            return
+            failure = failures.bad_stored_spec(str(exc))  # `exc` is unbound after the except block
+            self.store.update(job_id, lambda j, c: _fail(j, failure))
+            return False
         keep = (spec.checkpoint.keep_last, spec.checkpoint.keep_best_by)
         if not await self._submitted(job_id):
-            return
-        tail = asyncio.create_task(self._tail(job_id, keep))
-        stop_sent, warned = False, False
+            return False
+        attempt = self.store.get_job(job_id).attempt
+        ray_id = ray_submission_id(job_id, attempt)
+        tail = asyncio.create_task(self._tail(job_id, ray_id, keep))
+        stop_sent, unreachable_since = False, None
         try:
             while not self._stopping.is_set():
                 job = self.store.get_job(job_id)
-                if job.state.terminal:
-                    return
+                if job.state.terminal or job.attempt != attempt:
+                    return False
                 try:
                     if job.state == JobState.CANCELLING and not stop_sent:
-                        await asyncio.to_thread(self.runner.stop, job_id)
+                        await asyncio.to_thread(self.runner.stop, ray_id)
                         stop_sent = True
-                    info = await asyncio.to_thread(self.runner.info, job_id)
+                    info = await asyncio.to_thread(self.runner.info, ray_id)
                 except JobVanished:
-                    self.store.update(job_id, lambda j, c: _fail(j, "UNAVAILABLE", _VANISHED.format(id=job_id)))
-                    return
+                    return self._end(job_id, attempt, failures.vanished(ray_id))
                 except Unavailable as exc:
-                    if not warned:
+                    now = time.monotonic()
+                    if unreachable_since is None:
                         log.warning("job %s: %s (retrying)", job_id, exc)
-                        warned = True
+                        unreachable_since = now
+                    elif now - unreachable_since > self.ray_deadline_s:
+                        return self._end(job_id, attempt, failures.unreachable(self.ray_deadline_s, str(exc)))
                     await asyncio.sleep(max(self.poll_s, 2.0))
                     continue
+                unreachable_since = None
                 seen = from_ray_status(info.status)
                 if seen.terminal:
-                    self._finish(job_id, info, await self._drain(tail, job_id, keep))
-                    return
+                    logs = await self._drain(tail, job_id, ray_id, keep)
+                    return self._finish(job_id, attempt, ray_id, info, logs)
                 if seen == JobState.RUNNING and job.state == JobState.STARTING:
                     self.store.update(job_id, lambda j, c: [transition(j, JobState.RUNNING, "the Ray job is running")]
-                                 if j.state == JobState.STARTING else [])
+                                 if j.state == JobState.STARTING and j.attempt == attempt else [])
                 await asyncio.sleep(self.poll_s)
+            return False
         finally:
             tail.cancel()
 
@@ -152,23 +182,46 @@ class Supervisor:
             job = self.store.get_job(job_id)
             if job.state != JobState.QUEUED:
                 return not job.state.terminal
+            ray_id = ray_submission_id(job_id, job.attempt)
             try:
-                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id))
+                if job.attempt > 1:  # the attempt before must be gone before this one writes to the same run
+                    await self._stopped(ray_submission_id(job_id, job.attempt - 1))
+                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id), job.attempt)
             except Unavailable as exc:
                 log.info("job %s waits for Ray: %s", job_id, exc)
                 await asyncio.sleep(max(self.poll_s, 1.0))
                 continue
             except SubmitRejected as exc:
-                reason = str(exc)
-                self.store.update(job_id, lambda j, c: _fail(j, "INTERNAL", reason))
+                failure = failures.rejected(str(exc))
+                self.store.update(job_id, lambda j, c: _fail(j, failure))
                 return False
+            what = f"submitted to Ray as {ray_id}" + (f" (attempt {job.attempt})" if job.attempt > 1 else "")
             try:
-                self.store.update(job_id, lambda j, c: [transition(j, JobState.STARTING, f"submitted to Ray as {job_id}")])
+                self.store.update(job_id, lambda j, c: [transition(j, JobState.STARTING, what)])
             except IllegalTransition:  # cancelled while it was being submitted
-                await asyncio.to_thread(_quietly, self.runner.stop, job_id)
+                await asyncio.to_thread(_quietly, self.runner.stop, ray_id)
                 return False
             return True
         return False
+
+    async def _stopped(self, ray_id: str, timeout_s: float = 60.0) -> None:
+        """Stop Ray job `ray_id` and wait until Ray reports it ended (or no longer knows it).
+
+        Raises:
+            Unavailable: Ray cannot be reached, or the job is still running after `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                info = await asyncio.to_thread(self.runner.info, ray_id)
+                if from_ray_status(info.status).terminal:
+                    return
+                await asyncio.to_thread(self.runner.stop, ray_id)
+            except JobVanished:
+                return
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the Ray job {ray_id} of the previous attempt is still running after {timeout_s:.0f} s")
+            await asyncio.sleep(max(self.poll_s, 0.5))
 
     # ----------------------------------------------------------------------------------- events
 
@@ -177,11 +230,11 @@ class Supervisor:
         key = self.event_key(job_id)
         return [r for r in (parse_event_line(line, key) for line in lines) if r is not None]
 
-    async def _tail(self, job_id: str, keep: tuple) -> None:
+    async def _tail(self, job_id: str, ray_id: str, keep: tuple) -> None:
         while not self._stopping.is_set():
             lines = LineSplitter()
             try:
-                async for chunk in self.runner.tail(job_id):
+                async for chunk in self.runner.tail(ray_id):
                     records = self.records(job_id, lines.feed(chunk))
                     if records:
                         await asyncio.to_thread(self.take, job_id, records, keep)
@@ -196,12 +249,12 @@ class Supervisor:
         """Take a job's event records into the store; keep = (checkpoint.keep_last, checkpoint.keep_best_by)."""
         self.store.update(job_id, lambda j, c: take_training_events(j, c, records, *keep))
 
-    async def _drain(self, tail: asyncio.Task, job_id: str, keep: tuple) -> str:
-        """Take in every event of an ended job; returns its whole log ("" when Ray no longer has it)."""
+    async def _drain(self, tail: asyncio.Task, job_id: str, ray_id: str, keep: tuple) -> str:
+        """Take in every event of an ended attempt; returns its whole log ("" when Ray no longer has it)."""
         await asyncio.sleep(0.3)  # a last pass of the follower (the dashboard reads the log every 0.1 s)
         tail.cancel()
         try:
-            text = await asyncio.to_thread(self.runner.logs, job_id)
+            text = await asyncio.to_thread(self.runner.logs, ray_id)
         except (JobVanished, Unavailable):
             return ""
         records = self.records(job_id, text.splitlines())
@@ -209,46 +262,78 @@ class Supervisor:
             self.take(job_id, records, keep)
         return text
 
-    def _finish(self, job_id: str, info: RayJobInfo, logs: str) -> None:
+    def _finish(self, job_id: str, attempt: int, ray_id: str, info: RayJobInfo, logs: str) -> bool:
+        """Store how an attempt ended; True when the job was queued for its next attempt."""
         ended = from_ray_status(info.status)
-
-        def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
-            if job.state.terminal:
-                return []
-            if ended == JobState.SUCCEEDED:
+        if ended == JobState.SUCCEEDED:
+            def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
+                if job.state.terminal or job.attempt != attempt:
+                    return []
                 job.output = _outputs(job)
                 return [transition(job, ended, "the job finished")]
-            if ended == JobState.CANCELLED:
-                how = "cancelled" if job.state == JobState.CANCELLING else "stopped outside raysft (ray job stop)"
-                _set_error(job, "CANCELLED", how)
-                return [transition(job, ended, how)]
-            return _fail(job, "INVALID_ARGUMENT" if info.exit_code == 2 else "INTERNAL", _failure(info, logs))
 
-        self.store.update(job_id, change)
+            self.store.update(job_id, change)
+            return False
+        if ended == JobState.CANCELLED and self.store.get_job(job_id).state == JobState.CANCELLING:
+            def cancelled(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
+                if job.state.terminal or job.attempt != attempt:
+                    return []
+                _set_error(job, "CANCELLED", "cancelled", "")
+                return [transition(job, ended, "cancelled")]
+
+            self.store.update(job_id, cancelled)
+            return False
+        failure = failures.stopped_outside(ray_id) if ended == JobState.CANCELLED else failures.ray_failure(info, logs)
+        return self._end(job_id, attempt, failure)
+
+    def _end(self, job_id: str, attempt: int, failure: failures.Failure) -> bool:
+        """End attempt `attempt` with `failure`: the job's next attempt when it is retryable and the job has
+        attempts left (and is not being cancelled), else FAILED (CANCELLED when stopped outside raysft).
+        True when the next attempt was queued."""
+
+        def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
+            if job.state.terminal or job.attempt != attempt:
+                return []
+            if failure.retryable and job.kind == "train" and job.attempt < job.max_attempts \
+                    and job.state != JobState.CANCELLING:
+                return next_attempt(job, f"attempt {job.attempt} failed ({failure.message}); retrying as attempt "
+                                         f"{job.attempt + 1} of {job.max_attempts}")
+            if failure.code == "CANCELLED":
+                _set_error(job, failure.code, failure.message, failure.kind)
+                return [transition(job, JobState.CANCELLED, failure.message)]
+            return _fail(job, failure)
+
+        job, _ = self.store.update(job_id, change)
+        return job.state == JobState.QUEUED and job.attempt > attempt
 
 
-_VANISHED = ("the Ray job {id} no longer exists on the cluster (the cluster restarted or the job was deleted "
-             "while the server was away); submit the spec again")
+def next_attempt(job: JobRecord, reason: str) -> list[NewEvent]:
+    """Queue `job` for its next attempt (a retry or a resume); returns its state_changed event.
+
+    The error of the attempt before is cleared, and so is the dedup mark of training events: the next attempt
+    is a new Ray job whose log is read from its start.
+
+    Raises:
+        IllegalTransition: the job is in a state a new attempt cannot follow.
+    """
+    event = transition(job, JobState.QUEUED, reason)
+    job.attempt += 1
+    job.last_source_seq = 0
+    job.submitted_at = job.ended_at = None
+    _set_error(job, "", "", "")
+    return [event]
 
 
-def _set_error(job: JobRecord, code: str, message: str) -> None:
-    job.error_code, job.error_message = code, message
+def _set_error(job: JobRecord, code: str, message: str, kind: str) -> None:
+    job.error_code, job.error_message, job.error_kind = code, message, kind
 
 
-def _fail(job: JobRecord, code: str, message: str) -> list[NewEvent]:
+def _fail(job: JobRecord, failure: failures.Failure) -> list[NewEvent]:
     if job.state.terminal:
         return []
-    _set_error(job, code, message)
-    return [NewEvent("error", "error", message, {"code": code}), transition(job, JobState.FAILED, message)]
-
-
-def _failure(info: RayJobInfo, logs: str) -> str:
-    """The reason a job failed: the CLI's `error: ...` line when it printed one, else Ray's message."""
-    errors = [line.split("error: ", 1)[1] for line in logs.splitlines() if line.startswith("error: ")]
-    if errors:
-        return errors[-1][:2000]  # job output: bounded like an event's text
-    code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
-    return (info.message or "the Ray job failed").splitlines()[0][:500] + code
+    _set_error(job, failure.code, failure.message, failure.kind)
+    return [NewEvent("error", "error", failure.message, {"code": failure.code, "kind": failure.kind}),
+            transition(job, JobState.FAILED, failure.message)]
 
 
 def _outputs(job: JobRecord) -> dict:
