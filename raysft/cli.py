@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
     if args.continue_run:
         spec = continued_spec(spec)
     _warn(spec)
-    summary = run_training(spec, resume=bool(args.resume or args.continue_run))
+    summary = run_training(spec, resume=bool(args.resume or args.continue_run), from_step=args.from_step)
     best = summary["best"]
     print(f"[raysft] done in {summary['wall_time_s']:.0f}s, {summary['steps']} steps; best "
           + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k in ("eval_loss", "exact_match") and v is not None))
@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--continue-run", action="store_true",
                     help="with a spec: continue the run in its output_dir from its latest checkpoint when there is "
                          "one, else start it (what the job service runs for a job's next attempt)")
+    sp.add_argument("--from-step", type=int, metavar="N",
+                    help="with --resume or --continue-run: resume from the checkpoint at step N unless Ray Train "
+                         "recorded a later one (it records each a moment after saving it)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("eval", help="exact-match accuracy of a run or model on held-out conversations")

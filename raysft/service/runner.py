@@ -4,7 +4,8 @@ The server builds every entrypoint itself: `raysft train job_spec.yaml` (or `ray
 validated spec uploaded as the job's working_dir, so `ray job list` / `ray job logs` show raysft jobs
 and clients never send commands or runtime environments. The Ray submission id is the job id for a job's
 first attempt and `<job id>-a<N>` for attempt N > 1 (`ray_submission_id`, the one place that names them), which
-runs `raysft train job_spec.yaml --continue-run`: the run in its output_dir goes on from its latest checkpoint.
+runs `raysft train job_spec.yaml --continue-run --from-step N`: the run in its output_dir goes on from its latest
+checkpoint.
 
 Ray clusters with token authentication (the default for a new local cluster) get the token as a bearer
 header: RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token when present.
@@ -140,12 +141,14 @@ class RayJobsRunner:
 
     # ------------------------------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes, attempt: int = 1) -> None:
+    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes, attempt: int = 1,
+               from_step: Optional[int] = None) -> None:
         """Start `raysft <kind>` on the spec as attempt `attempt` of job `job_id` (the Ray job
         `ray_submission_id(job_id, attempt)`); an attempt already submitted is left as it is.
 
         `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it. An attempt
-        after the first continues the run from its latest checkpoint (train jobs only).
+        after the first continues the run from its latest checkpoint (train jobs only): the one at `from_step`
+        (the latest the service saw saved) unless Ray Train recorded a later one.
 
         Raises:
             Unavailable: Ray cannot take it now (unreachable, its job agent still starting): retry later.
@@ -162,7 +165,9 @@ class RayJobsRunner:
         if kind == "train":
             # Trials of a tune campaign each number their events from 1, so only train jobs stream them.
             env[EVENT_KEY_ENV] = event_key.hex()
-        entrypoint = f"raysft {kind} {_SPEC_FILE}" + (" --continue-run" if attempt > 1 else "")
+        entrypoint = f"raysft {kind} {_SPEC_FILE}"
+        if attempt > 1:
+            entrypoint += " --continue-run" + (f" --from-step {int(from_step)}" if from_step is not None else "")
         with tempfile.TemporaryDirectory(prefix="raysft-job-") as tmp:
             (Path(tmp) / _SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
             try:

@@ -186,7 +186,9 @@ class Supervisor:
             try:
                 if job.attempt > 1:  # the attempt before must be gone before this one writes to the same run
                     await self._stopped(ray_submission_id(job_id, job.attempt - 1))
-                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id), job.attempt)
+                kept = [c.step for c in self.store.checkpoints(job_id) if not c.pruned]
+                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id), job.attempt,
+                                        max(kept) if kept and job.attempt > 1 else None)
             except Unavailable as exc:
                 log.info("job %s waits for Ray: %s", job_id, exc)
                 await asyncio.sleep(max(self.poll_s, 1.0))

@@ -23,7 +23,7 @@ from raysft.data.pipeline import prepare_data
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray import free_port
 from raysft.model.load import load_tokenizer, resolve_model_path
-from raysft.train.loop import train_loop_per_worker
+from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
 
 __all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date"]
@@ -121,12 +121,14 @@ def _use_gpu(spec: JobSpec) -> bool:
     return bool(spec.scaling.use_gpu)
 
 
-def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None = None) -> dict:
+def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None = None, callbacks: list | None = None) -> dict:
     """Train `spec` on Ray and write its outputs; returns the run summary.
 
     Args:
         spec: a validated job spec.
         resume: continue the run already in `spec.output_dir` from its latest checkpoint.
+        from_step: with resume, the step of a checkpoint known to be complete (the job service's latest): the
+            run continues from it unless Ray Train recorded a later one.
         callbacks: extra Ray Train `UserCallback`s for the run, e.g. Tune's `TuneReportCallback` when the
             run is one trial of a `raysft tune` campaign.
 
@@ -138,6 +140,8 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
     spec = fix_template_date(_absolute(spec))
     out = Path(spec.output_dir)
     storage = spec.checkpoint.storage_path or str(out)
+    if from_step is not None and not resume:
+        raise RunError("--from-step continues a run: pass it with --resume or --continue-run")
     if not resume and _holds_run(storage):
         # Ray Train would restore the run it finds there (its snapshot names the checkpoints to load).
         where = f"output_dir {out}" if storage == str(out) else f"checkpoint.storage_path {storage}"
@@ -167,6 +171,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
             "spec": spec.model_dump(mode="json"),
             "output_dir": str(out),
             "storage_path": storage,
+            **({"resume_from": f"{storage.rstrip('/')}/checkpoints/{checkpoint_name(from_step)}"} if from_step is not None else {}),
             "data_ref": ray.put({"train": data.train, "validation": data.validation,
                                  "validation_conversations": data.validation_conversations}),
         },

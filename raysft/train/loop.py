@@ -29,7 +29,27 @@ from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_ro
 from raysft.train.session import LocalSession, RaySession
 from raysft.train.state import load_state, save_state
 
-__all__ = ["train_loop_per_worker", "resolve_precision"]
+__all__ = ["train_loop_per_worker", "resolve_precision", "checkpoint_name"]
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the checkpoint at `step` under `<storage>/checkpoints/` (events name its URI by it)."""
+    return f"checkpoint_{step:06d}"
+
+
+def _resume_point(recorded: ray.train.Checkpoint | None, given: str | None) -> ray.train.Checkpoint | None:
+    """The checkpoint to resume from: Ray Train's latest of this run, or `given` (a checkpoint URI that
+    `raysft train --from-step` names) when that one is later. Ray records a checkpoint a moment after it is
+    saved, so a driver killed in between leaves Ray's record one save behind the run's checkpoint_saved events."""
+    if not given:
+        return recorded
+
+    def step(c: ray.train.Checkpoint) -> int:
+        name = Path(c.path).name
+        return int(name.rsplit("_", 1)[1]) if name.startswith("checkpoint_") and name[11:].isdigit() else -1
+
+    named = ray.train.Checkpoint(given)
+    return named if recorded is None or step(recorded) < step(named) else recorded
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
@@ -46,7 +66,8 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
 
     Args:
         config: {"spec": the JobSpec as JSON data, "output_dir", "storage_path", "data_ref": the prepared
-            data (an object ref under Ray)}, as `raysft.train.launcher.run_training` builds it.
+            data (an object ref under Ray), optionally "resume_from": a checkpoint URI}, as
+            `raysft.train.launcher.run_training` builds it.
         session: the runtime (rank, device, checkpoints, reports); None means Ray Train's, which is how
             `TorchTrainer` calls it. `raysft.train.session.LocalSession` runs it in-process without Ray.
     """
@@ -88,7 +109,7 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
 
     # ---- resume from the latest checkpoint (worker restart or `raysft train --resume`)
     state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "trained_tokens": 0}
-    checkpoint = session.get_checkpoint()
+    checkpoint = _resume_point(session.get_checkpoint(), config.get("resume_from"))
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             state = {**state, **load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)}
@@ -132,7 +153,7 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
             save_state(Path(tmp), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler,
                        trainer_state=dict(state), spec_yaml=spec_to_yaml(spec))
             report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            name = f"checkpoint_{step:06d}"  # deterministic, so events can name the checkpoint's URI
+            name = checkpoint_name(step)  # deterministic, so events can name the checkpoint's URI
             session.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
         uri = f"{config['storage_path'].rstrip('/')}/checkpoints/{name}"
         log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, "uri": uri, **report})

@@ -246,6 +246,90 @@ def test_kill_9_mid_job_loses_nothing_and_the_job_still_finishes(service):
     assert ghost.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
 
 
+def _until_checkpoint(client, job_id, after, past_step=0):
+    """Events after `after` until a checkpoint beyond `past_step` is saved; the events seen."""
+    seen = []
+    for event in client.watch(job_id, after_sequence=after):
+        seen.append(event)
+        if event.type == "checkpoint_saved" and event.data["step"] > past_step:
+            return seen
+    raise AssertionError(f"job {job_id} ended before saving a checkpoint past step {past_step}: {seen[-3:]}")
+
+
+def _driver_pid(service, submission_id):
+    token = ray_auth_token()
+    sdk = JobSubmissionClient(service.ray_address(), headers={"Authorization": f"Bearer {token}"} if token else None)
+    return sdk.get_job_info(submission_id).driver_info.pid
+
+
+def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_its_checkpoint(service):
+    spec = _spec(service.base, max_steps=60)
+    spec["checkpoint"] = {"every_steps": 4, "keep_last": 2}
+    with service.client() as client:
+        job = client.create_job(spec, max_attempts=2)
+        assert (job.attempt, job.max_attempts) == (1, 2)
+        events = _until_checkpoint(client, job.id, 0)
+        killed_at = events[-1].data["step"]
+        # Attempt 1: its driver dies (SIGKILL from outside): a SYSTEM failure, retried as attempt 2.
+        os.kill(int(_driver_pid(service, job.id)), signal.SIGKILL)
+        events += _until_checkpoint(client, job.id, events[-1].sequence, past_step=killed_at)
+        second = client.get_job(job.id)
+        assert second.attempt == 2 and second.ray_submission_id == f"{job.id}-a2"
+        with pytest.raises(JobServiceError) as err:
+            client.resume_job(job.id)  # still running
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "cancel it first" in err.value.message
+        # Attempt 2: cancelled by the client (never retried), then resumed by hand as attempt 3.
+        client.cancel_job(job.id)
+        cancelled = client.wait(job.id)
+        assert cancelled.state == jobs_pb2.CANCELLED and cancelled.progress.step < 60
+        events += list(client.events(job.id, after_sequence=events[-1].sequence))
+        latest = max(c.step for c in client.checkpoints(job.id))
+        resumed = client.resume_job(job.id)
+        assert resumed.state == jobs_pb2.QUEUED and resumed.attempt == 3 and not resumed.error.code
+        events += [e for e, _ in _watch(client, job.id, after=events[-1].sequence)]
+        final = client.get_job(job.id)
+        logs = "".join(client.logs(job.id))
+        with pytest.raises(JobServiceError) as err:
+            client.resume_job(job.id)
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "SUCCEEDED" in err.value.message
+    assert final.state == jobs_pb2.SUCCEEDED and final.attempt == 3, (final.state_reason, final.error.message)
+    assert final.ray_submission_id == f"{job.id}-a3" and final.progress.step == 60
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1)), "one gap-free sequence across attempts"
+    moves = [(e.data["from"], e.data["to"]) for e in events if e.type == "state_changed"]
+    assert moves == [("", "QUEUED"), ("QUEUED", "STARTING"), ("STARTING", "RUNNING"), ("RUNNING", "QUEUED"),
+                     ("QUEUED", "STARTING"), ("STARTING", "RUNNING"), ("RUNNING", "CANCELLING"),
+                     ("CANCELLING", "CANCELLED"), ("CANCELLED", "QUEUED"), ("QUEUED", "STARTING"),
+                     ("STARTING", "RUNNING"), ("RUNNING", "SUCCEEDED")], moves
+    retry = next(e for e in events if e.type == "state_changed" and e.data["from"] == "RUNNING" and e.data["to"] == "QUEUED")
+    assert "retrying as attempt 2 of 2" in retry.message
+    # Each later attempt starts at a checkpoint of the one before, never at step 0.
+    starts = [e.data["step"] for e in events if e.type == "resumed"]
+    assert len(starts) == 2 and starts[0] >= killed_at and starts[0] % 4 == 0 and starts[1] == latest > starts[0]
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    third = steps[len(steps) - steps[::-1].index(latest + 1) - 1:]  # the metrics of attempt 3
+    assert third == list(range(latest + 1, 61))
+    assert f"resumed from the checkpoint at step {latest}" in logs  # the log of attempt 3's Ray job
+    ray_ids = {j.submission_id: j.status for j in service.ray_jobs() if j.metadata.get("raysft_job_id") == job.id}
+    assert ray_ids == {job.id: "FAILED", f"{job.id}-a2": "STOPPED", f"{job.id}-a3": "SUCCEEDED"}
+
+
+def test_a_data_error_is_a_user_error_and_never_retried(service):
+    bad = service.root / "only-invalid.jsonl"
+    bad.write_text('{"messages": "not a list"}\n{"text": "no messages"}\nnot json at all\n')
+    spec = _spec(service.base, max_steps=3)
+    spec["data"]["train"] = [str(bad)]
+    with service.client() as client:
+        job = client.create_job(spec, max_attempts=3)
+        events = [e for e, _ in _watch(client, job.id)]
+        final = client.get_job(job.id)
+        with pytest.raises(JobServiceError) as err:
+            client.resume_job(job.id)
+    assert final.state == jobs_pb2.FAILED and final.attempt == 1 and final.error_kind == jobs_pb2.USER
+    assert final.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "no valid conversations" in final.error.message
+    assert not [e for e in events if e.type == "state_changed" and e.data["to"] == "QUEUED" and e.data["from"]]
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "no checkpoint" in err.value.message
+
+
 def test_sigterm_shuts_down_gracefully_and_stops_the_embedded_ray(service):
     pid = json.loads(service.state_file.read_text())["pid"]
     assert service.stop(signal.SIGTERM) == 0
