@@ -63,7 +63,7 @@ def vanished(submission_id: str) -> Failure:
 
 
 def unreachable(deadline_s: float, last: str) -> Failure:
-    return Failure("UNAVAILABLE", SYSTEM, f"Ray stayed unreachable for over {deadline_s:.0f} s: {last}")
+    return Failure("UNAVAILABLE", SYSTEM, f"Ray stayed unreachable for over {deadline_s:g} s: {last}")
 
 
 def stopped_outside(submission_id: str) -> Failure:

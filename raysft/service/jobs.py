@@ -286,25 +286,14 @@ class Jobs:
         """
 
         def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
-            if job.state not in (JobState.FAILED, JobState.CANCELLED):
-                raise FailedPrecondition(f"job {job.id} is {job.state.value}; only a FAILED or CANCELLED job can be "
-                                         "resumed" + ("" if job.state.terminal else f" (cancel it first: `raysft jobs "
-                                                                                    f"cancel {job.id}`)"))
-            kept = [c for c in ckpts.values() if not c.pruned]
-            if not kept:
-                raise FailedPrecondition(f"job {job.id} saved no checkpoint to resume from; submit its spec again "
-                                         "(`raysft jobs submit --new`) to start over")
-            if job.attempt >= MAX_ATTEMPTS:
-                raise FailedPrecondition(f"job {job.id} ran {job.attempt} attempts, the most one job may; submit its "
-                                         "spec again as a new job")
-            latest = max(kept, key=lambda c: c.step).step
+            latest = _resume_step(job, ckpts.values())  # again: the job may have changed since the check below
             return next_attempt(job, f"resumed from the checkpoint at step {latest} as attempt {job.attempt + 1}")
 
         job = self.get(job_id)
+        _resume_step(job, self.store.checkpoints(job.id))  # refusals first: they need no Ray
         with self._admit:
-            if job.state in (JobState.FAILED, JobState.CANCELLED):  # else `change` says why not
-                self._check_active_jobs()
-                self.runner.ping()
+            self._check_active_jobs()
+            self.runner.ping()
             job, _ = self.store.update(job.id, change)
         self.supervisor.follow(job.id)
         return job
@@ -326,6 +315,25 @@ class Jobs:
                 self.runner.delete(ray_submission_id(job.id, attempt))
             except (Unavailable, JobVanished):
                 pass  # already gone, or Ray is away: its record there does not matter
+
+
+def _resume_step(job: JobRecord, ckpts) -> int:
+    """The step a resumed `job` continues from (its latest kept checkpoint's).
+
+    Raises:
+        FailedPrecondition: the job is active or SUCCEEDED, has no checkpoint, or took MAX_ATTEMPTS attempts.
+    """
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise FailedPrecondition(f"job {job.id} is {job.state.value}; only a FAILED or CANCELLED job can be resumed"
+                                 + ("" if job.state.terminal else f" (cancel it first: `raysft jobs cancel {job.id}`)"))
+    kept = [c.step for c in ckpts if not c.pruned]
+    if not kept:
+        raise FailedPrecondition(f"job {job.id} saved no checkpoint to resume from; submit its spec again "
+                                 "(`raysft jobs submit --new`) to start over")
+    if job.attempt >= MAX_ATTEMPTS:
+        raise FailedPrecondition(f"job {job.id} ran {job.attempt} attempts, the most one job may; submit its spec "
+                                 "again as a new job")
+    return max(kept)
 
 
 def _job_id(job_id: str) -> str:

@@ -263,7 +263,7 @@ def _driver_pid(service, submission_id):
 
 
 def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_its_checkpoint(service):
-    spec = _spec(service.base, max_steps=60)
+    spec = _spec(service.base, max_steps=28)
     spec["checkpoint"] = {"every_steps": 4, "keep_last": 2}
     with service.client() as client:
         job = client.create_job(spec, max_attempts=2)
@@ -281,7 +281,7 @@ def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_
         # Attempt 2: cancelled by the client (never retried), then resumed by hand as attempt 3.
         client.cancel_job(job.id)
         cancelled = client.wait(job.id)
-        assert cancelled.state == jobs_pb2.CANCELLED and cancelled.progress.step < 60
+        assert cancelled.state == jobs_pb2.CANCELLED and cancelled.progress.step < 28
         events += list(client.events(job.id, after_sequence=events[-1].sequence))
         latest = max(c.step for c in client.checkpoints(job.id))
         resumed = client.resume_job(job.id)
@@ -293,7 +293,7 @@ def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_
             client.resume_job(job.id)
         assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "SUCCEEDED" in err.value.message
     assert final.state == jobs_pb2.SUCCEEDED and final.attempt == 3, (final.state_reason, final.error.message)
-    assert final.ray_submission_id == f"{job.id}-a3" and final.progress.step == 60
+    assert final.ray_submission_id == f"{job.id}-a3" and final.progress.step == 28
     assert [e.sequence for e in events] == list(range(1, len(events) + 1)), "one gap-free sequence across attempts"
     moves = [(e.data["from"], e.data["to"]) for e in events if e.type == "state_changed"]
     assert moves == [("", "QUEUED"), ("QUEUED", "STARTING"), ("STARTING", "RUNNING"), ("RUNNING", "QUEUED"),
@@ -307,7 +307,7 @@ def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_
     assert len(starts) == 2 and starts[0] >= killed_at and starts[0] % 4 == 0 and starts[1] == latest > starts[0]
     steps = [e.data["step"] for e in events if e.type == "metrics"]
     third = steps[len(steps) - steps[::-1].index(latest + 1) - 1:]  # the metrics of attempt 3
-    assert third == list(range(latest + 1, 61))
+    assert third == list(range(latest + 1, 29))
     assert f"resumed from the checkpoint at step {latest}" in logs  # the log of attempt 3's Ray job
     ray_ids = {j.submission_id: j.status for j in service.ray_jobs() if j.metadata.get("raysft_job_id") == job.id}
     assert ray_ids == {job.id: "FAILED", f"{job.id}-a2": "STOPPED", f"{job.id}-a3": "SUCCEEDED"}
