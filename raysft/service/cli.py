@@ -57,6 +57,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                    help="cap on scaling.resources_per_worker (repeatable, e.g. CPU=8 GPU=1); other resources are refused")
     p.add_argument("--max-trials", type=int, metavar="N", help="cap on the trials of one tune campaign")
     p.add_argument("--max-active-jobs", type=int, metavar="N", help="cap on jobs queued or running at once")
+    p.add_argument("--ray-deadline-s", type=float, default=600.0, metavar="S",
+                   help="a running job whose Ray stays unreachable this long fails (SYSTEM: retried when it has "
+                        "attempts left; default: %(default)s)")
     p.add_argument("--driver-cpus", type=float, default=1.0, help="CPUs each job driver reserves on Ray (default: 1)")
     p.add_argument("--driver-memory-gb", type=float, help="memory each job driver reserves on Ray")
     p.set_defaults(func=cmd_serve)
@@ -85,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return serve(f"{args.host}:{args.port}", db_url=args.db, token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                      ray_address=args.ray_address, allowed_roots=args.allowed_root, jobs_root=args.jobs_root,
-                     allowed_storage=tuple(args.allowed_storage), limits=limits, allow_remote_code=args.allow_remote_code)
+                     allowed_storage=tuple(args.allowed_storage), limits=limits, allow_remote_code=args.allow_remote_code,
+                     ray_deadline_s=args.ray_deadline_s)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

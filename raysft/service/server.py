@@ -108,7 +108,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
                   allowed_storage: tuple[str, ...] = (), limits: Optional[Limits] = None,
                   allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
-                  poll_s: float = 0.5) -> RunningServer:
+                  poll_s: float = 0.5, ray_deadline_s: float = 600.0) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
@@ -126,6 +126,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         max_workers: threads for calls that block (streams hold none while they wait).
         max_streams_per_client: open WatchJob / GetJobLogs streams one client address may hold (RESOURCE_EXHAUSTED beyond).
         poll_s: seconds between Ray status polls per job.
+        ray_deadline_s: how long Ray may stay unreachable before a running job fails (a SYSTEM failure: retried
+            when the job has attempts left).
 
     Raises:
         ValueError: a non-loopback address without a token, only one of cert / key, or a bad storage prefix.
@@ -146,7 +148,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         cluster = LocalRayCluster(jobs_dir / ".ray-cluster.json")
         ray_address = cluster.start()
     runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
-    supervisor = Supervisor(store, runner, poll_s=poll_s)
+    supervisor = Supervisor(store, runner, poll_s=poll_s, ray_deadline_s=ray_deadline_s)
     jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits)
 
     loop = _LoopThread(max_workers)
