@@ -61,7 +61,7 @@ def cmd_data_prepare(args) -> int:
 
     spec = fix_template_date(_spec(args))
     _warn(spec)
-    entry, hit = prepare_run_data(spec, before_encode=connect_ray)
+    entry, hit = prepare_run_data(spec, before_encode=connect_ray, announce=not args.json)
     train = entry.split("train")
     report = {"cache_dir": str(entry.path), "cache_hit": hit, "key": entry.key, "rows": train["rows"],
               "tokens": train["tokens"], "trained_tokens": train["trained_tokens"],

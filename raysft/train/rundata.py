@@ -37,10 +37,12 @@ def cache_dir_of(spec: JobSpec) -> Path:
     return Path(spec.data.cache_dir).expanduser().resolve() if spec.data.cache_dir else default_cache_dir(spec.output_dir)
 
 
-def prepare_run_data(spec: JobSpec, *, use_ray: bool = True, before_encode=None) -> tuple[CachedData, bool]:
+def prepare_run_data(spec: JobSpec, *, use_ray: bool = True, before_encode=None,
+                     announce: bool = True) -> tuple[CachedData, bool]:
     """The cache entry of `spec`'s data (`template_date` fixed), built when missing; prints a line on a hit.
 
-    `before_encode` runs on a miss before encoding (the launcher connects to Ray there).
+    `before_encode` runs on a miss before encoding (the launcher connects to Ray there); `announce=False` keeps
+    stdout free for `raysft data prepare --json`.
 
     Raises:
         raysft.data.errors.DataError: unreadable data, an unwritable cache dir, nothing to train on.
@@ -49,7 +51,7 @@ def prepare_run_data(spec: JobSpec, *, use_ray: bool = True, before_encode=None)
     tokenizer_dir = resolve_model_path(spec.model.name_or_path)
     entry, hit = prepare_cached(spec.data, spec.train.seed, load_tokenizer(spec.model.name_or_path), str(tokenizer_dir),
                                 cache_dir_of(spec), use_ray=use_ray, before_encode=before_encode)
-    if hit:
+    if hit and announce:
         print(f"[raysft] data: cache hit {entry.path} (key {entry.key}), preprocessing skipped", flush=True)
     return entry, hit
 
