@@ -183,15 +183,15 @@ def _raysft_ray(w: Workload, out: Path, **kw) -> dict:
 def _raysft_local(w: Workload, out: Path, *, threads: int) -> dict:
     """The same loop and driver-side data preparation, in this process as the only worker, without Ray."""
     from raysft.train.loop import train_loop_per_worker
+    from raysft.train.rundata import WorkerInput, prepare_run_data
     from raysft.train.session import LocalSession
 
     spec = _spec(w.model_path, w.data_path, out)
     torch.set_num_threads(threads)
     started = time.time()
-    data = prepare_data(spec.data, load_tokenizer(spec.model.name_or_path), spec.train.seed)
-    config = {"spec": spec.model_dump(mode="json"), "output_dir": str(out), "storage_path": str(out),
-              "data_ref": {"train": data.train, "validation": data.validation,
-                           "validation_conversations": data.validation_conversations}}
+    data, _ = prepare_run_data(spec, use_ray=False)
+    config = {"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(out), storage_path=str(out),
+                                 data_dir=str(data.path))}
     with contextlib.redirect_stdout(io.StringIO()), StepCpuClock(psutil.Process, out / "events.jsonl") as clock:
         train_loop_per_worker(config, LocalSession(out))
     return _record(_plan_tokens(w, spec), _step_ends(out), started, clock)

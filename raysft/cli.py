@@ -55,6 +55,33 @@ def cmd_data_preview(args) -> int:
                         as_json=args.json)
 
 
+def cmd_data_prepare(args) -> int:
+    from raysft.train.launcher import connect_ray, fix_template_date
+    from raysft.train.rundata import prepare_run_data
+
+    spec = fix_template_date(_spec(args))
+    _warn(spec)
+    entry, hit = prepare_run_data(spec, before_encode=connect_ray, announce=not args.json)
+    train = entry.split("train")
+    report = {"cache_dir": str(entry.path), "cache_hit": hit, "key": entry.key, "rows": train["rows"],
+              "tokens": train["tokens"], "trained_tokens": train["trained_tokens"],
+              "trained_fraction": entry.encoding["train"]["trained_fraction"],
+              "padding_efficiency": entry.manifest["padding_efficiency"], "validation_rows": entry.split("validation")["rows"],
+              "composition": entry.composition, "skipped_invalid": entry.skipped_invalid,
+              "template_date": entry.template_date}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{'cache hit' if hit else 'prepared'}: {report['cache_dir']}")
+    print(f"train: {report['rows']} examples, {report['tokens']} tokens, {report['trained_fraction']:.1%} trained on, "
+          f"padding efficiency {report['padding_efficiency']:.3f}; validation: {report['validation_rows']} examples")
+    for source, c in entry.composition["train"].items():
+        print(f"  {source}: {c['rows']} examples ({c['share']:.1%}), {c['tokens']} tokens")
+    print(f"template date {entry.template_date} (pass data.template_date={entry.template_date} to train on this entry "
+          "on another day)")
+    return 0
+
+
 def cmd_model_init_tiny(args) -> int:
     from raysft.model.tiny import init_tiny
 
@@ -145,6 +172,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", type=int, default=None, metavar="K", help="only the first K lines")
     sp.add_argument("--json", action="store_true", help="one JSON object per input line")
     sp.set_defaults(func=cmd_data_preview)
+
+    sp = data.add_parser("prepare", help="encode a spec's data into the cache ahead of training (Ray Data)")
+    spec_args(sp)
+    sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    sp.set_defaults(func=cmd_data_prepare)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(dest="action", required=True)
     sp = model.add_parser("init-tiny", help="write a small random Llama model + a tokenizer trained on FILE")

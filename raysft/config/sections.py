@@ -124,6 +124,9 @@ class DataSpec(Section):
     template_date: Optional[datetime.date] = None
     """The day chat templates that print today's date see (Llama 3.2's strftime_now). Unset: the day the run
     starts, then written into the run's spec.yaml and checkpoints, so a resume or a later eval encodes the same tokens."""
+    cache_dir: Optional[Name] = None
+    """Where the encoded data is cached (Parquet shards + manifest, one folder per cache key). Unset: `.raysft-cache`
+    beside output_dir, so runs in one folder share it; on a multi-node cluster a path every node sees, or a URI."""
 
     @field_validator("train", mode="before")
     @classmethod

@@ -28,9 +28,14 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["collate", "pack"]
+__all__ = ["collate", "count_targets", "pack"]
 
 _IGNORE_INDEX = -100
+
+
+def count_targets(labels: Sequence[int]) -> int:
+    """Tokens that contribute to the loss: labelled positions after the first (the first has no context)."""
+    return sum(1 for label in labels[1:] if label != _IGNORE_INDEX)
 
 
 def pack(lengths: Sequence[int], max_seq_len: int) -> list[list[int]]:

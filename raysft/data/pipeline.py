@@ -23,7 +23,7 @@ from raysft.data.records import load_conversations
 from raysft.data.split import apply_weight, mix_counts, sample_rows, split_validation
 from raysft.data.template import encode_dataset
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "Selection", "merge_counts", "prepare_data", "select_conversations"]
 
 
 @dataclass
@@ -53,19 +53,24 @@ def _load(path: str) -> tuple[list[dict], int]:
     return items, invalid
 
 
-def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
-    """Read, split, weight, mix and encode the data a spec names.
+@dataclass
+class Selection:
+    """Which conversations a spec trains and validates on, in order, before encoding."""
 
-    Args:
-        data: the spec's data section.
-        tokenizer: the base model's tokenizer (its chat template renders the conversations).
-        seed: seeds the split, weighting and mixing.
+    train: list[tuple[str, dict]]
+    """(source path, conversation item) pairs of the final train set: split, weighted, mixed and shuffled."""
+    validation: list[tuple[str, dict]]
+    """(source path, conversation item) pairs held out (or read from data.validation)."""
+    skipped_invalid: int
+    """Invalid records skipped across all files."""
+
+
+def select_conversations(data: DataSpec, seed: int) -> Selection:
+    """Steps 1-4 of the module docstring: read, split, weight and mix, deterministically by `seed`.
 
     Raises:
-        DataError: a file is missing or unreadable, has no valid rows, or nothing is left to train on;
-            `ChatTemplateError` (a DataError) when the data has tool calls the chat template cannot render.
+        DataError: a file is missing or unreadable, or has no valid rows.
     """
-    template_date = data.template_date or datetime.date.today()  # runs fix it first (train/launcher.py)
     skipped = 0
     sources: list[tuple[str, dict]] = []  # (source path, item), domain train sources in spec order
     for src in data.train:
@@ -93,6 +98,24 @@ def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
         skipped += invalid
         weighted += [(mix.path, it) for it in sample_rows(items, n, rng)]
     rng.shuffle(weighted)
+    return Selection(weighted, val_pairs, skipped)
+
+
+def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
+    """Read, split, weight, mix and encode the data a spec names.
+
+    Args:
+        data: the spec's data section.
+        tokenizer: the base model's tokenizer (its chat template renders the conversations).
+        seed: seeds the split, weighting and mixing.
+
+    Raises:
+        DataError: a file is missing or unreadable, has no valid rows, or nothing is left to train on;
+            `ChatTemplateError` (a DataError) when the data has tool calls the chat template cannot render.
+    """
+    template_date = data.template_date or datetime.date.today()  # runs fix it first (train/launcher.py)
+    selected = select_conversations(data, seed)
+    weighted, val_pairs, skipped = selected.train, selected.validation, selected.skipped_invalid
 
     composition: dict = {"train": {}, "validation": {}}
     encoded: dict[str, list[dict]] = {}
@@ -106,7 +129,7 @@ def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
                 date=template_date)
             examples += kept
             composition[split][source] = {"rows": len(kept), "tokens": counts_["tokens"], "trained_tokens": counts_["trained_tokens"]}
-            _merge(stats, counts_)
+            merge_counts(stats, counts_)
         stats["trained_fraction"] = stats.get("trained_tokens", 0) / max(stats.get("tokens", 0), 1)
         encoded[split], encoding[split] = examples, stats
 
@@ -128,7 +151,7 @@ def prepare_data(data: DataSpec, tokenizer, seed: int) -> PreparedData:
     )
 
 
-def _merge(stats: dict, counts: dict) -> None:
+def merge_counts(stats: dict, counts: dict) -> None:
     """Add one source's encoding counts to its split's (numbers summed, reasons summed, warnings listed once)."""
     for k, v in counts.items():
         if k == "trained_fraction":

@@ -42,6 +42,7 @@ __all__ = [
     "chat_template_of",
     "encode_conversation",
     "encode_dataset",
+    "encoding_warnings",
     "encode_final_turn",
     "end_of_turn_ids",
 ]
@@ -404,17 +405,22 @@ class _Encoder:
 
     def warnings(self, counts: dict) -> list[str]:
         """Sentences for the data report about what the template made raysft do."""
-        out = []
-        if counts["eos_appended"]:
-            out.append(f"{counts['eos_appended']} conversations: the chat template writes nothing after an answer; "
-                       f"EOS {self.tokenizer.eos_token!r} was appended to their trained answers")
-        if counts["reasoning_dropped"]:
-            out.append(f"{counts['reasoning_dropped']} conversations: the chat template drops the reasoning of a "
-                       "trained turn, so that reasoning is not trained on")
-        if counts["split"]:
-            reasons = ", ".join(f"{n} {r}" for r, n in counts["split_reasons"].items())
-            out.append(f"{counts['split']} conversations were split into one example per trained turn ({reasons})")
-        return out
+        return encoding_warnings(counts, self.tokenizer.eos_token)
+
+
+def encoding_warnings(counts: dict, eos_token: str) -> list[str]:
+    """Sentences for the data report from `encode_dataset`'s counts (also after adding up several calls' counts)."""
+    out = []
+    if counts["eos_appended"]:
+        out.append(f"{counts['eos_appended']} conversations: the chat template writes nothing after an answer; "
+                   f"EOS {eos_token!r} was appended to their trained answers")
+    if counts["reasoning_dropped"]:
+        out.append(f"{counts['reasoning_dropped']} conversations: the chat template drops the reasoning of a "
+                   "trained turn, so that reasoning is not trained on")
+    if counts["split"]:
+        reasons = ", ".join(f"{n} {r}" for r, n in counts["split_reasons"].items())
+        out.append(f"{counts['split']} conversations were split into one example per trained turn ({reasons})")
+    return out
 
 
 def _fit(input_ids, labels, max_seq_len: int, on_too_long: OnTooLong):

@@ -41,6 +41,7 @@ _PATH_KEYS: dict[str, str] = {
     "model.name_or_path": "model",
     "model.init_adapter": "adapter",
     "data.validation": "read",
+    "data.cache_dir": "storage",  # written and shared by jobs: confined, never inside another job's directory
     "checkpoint.storage_path": "storage",
     "output_dir": "output",
 }

@@ -19,12 +19,13 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from raysft.config import JobSpec, load_spec, spec_to_yaml
-from raysft.data.pipeline import prepare_data
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray import free_port
-from raysft.model.load import load_tokenizer, resolve_model_path
+from raysft.model.load import resolve_model_path
 from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
+from raysft.train.records import RunLog
+from raysft.train.rundata import WorkerInput, prepare_run_data
 
 __all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date"]
 
@@ -148,9 +149,9 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
         raise RunError(f"{where} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "
                        "or use a new directory")
     resolve_model_path(spec.model.name_or_path)
-    tokenizer = load_tokenizer(spec.model.name_or_path)
-    data = prepare_data(spec.data, tokenizer, spec.train.seed)
-    print(f"[raysft] data: {len(data.train)} train / {len(data.validation)} validation examples, "
+    data, hit = prepare_run_data(spec, before_encode=connect_ray)  # a miss encodes on the cluster's CPUs
+    train_split, val_split = data.split("train"), data.split("validation")
+    print(f"[raysft] data: {train_split['rows']} train / {val_split['rows']} validation examples, "
           f"{data.encoding['train']['trained_fraction']:.1%} of train tokens trained on", flush=True)
     for line in data.encoding["train"].get("warnings", []):
         print(f"[raysft] data: {line}", flush=True)
@@ -159,22 +160,21 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
     # Ray Train's print patch would echo every worker line twice; it is propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
+    if hit:
+        RunLog(out, enabled=True).event("info", "data_cache_hit", f"encoded data reused from {data.path}",
+                                        {"cache_dir": str(data.path), "key": data.key, "rows": train_split["rows"]})
     connect_ray()
     use_gpu = _use_gpu(spec)
     if use_gpu:
         _print_estimate(spec)
-    has_val = bool(data.validation) or bool(spec.eval.generate and data.validation_conversations)
+    has_val = bool(val_split["rows"]) or bool(spec.eval.generate and data.manifest["validation_conversations"])
     metric = spec.checkpoint.keep_best_by if has_val else None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "spec": spec.model_dump(mode="json"),
-            "output_dir": str(out),
-            "storage_path": storage,
-            **({"resume_from": f"{storage.rstrip('/')}/checkpoints/{checkpoint_name(from_step)}"} if from_step is not None else {}),
-            "data_ref": ray.put({"train": data.train, "validation": data.validation,
-                                 "validation_conversations": data.validation_conversations}),
-        },
+        train_loop_config={"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(out),
+                                              storage_path=storage, data_dir=str(data.path),
+                                              resume_from=(f"{storage.rstrip('/')}/checkpoints/{checkpoint_name(from_step)}"
+                                                           if from_step is not None else None))},
         scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=spec.scaling.resources_per_worker),
         run_config=RunConfig(

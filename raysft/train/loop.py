@@ -25,7 +25,8 @@ from raysft.model.load import load_model, load_tokenizer
 from raysft.train.evaluate import evaluate_loss, generate_answers
 from raysft.train.loss import token_loss, unwrap
 from raysft.train.records import RunLog
-from raysft.train.schedule import StepPlan, collate_rows, count_targets, make_rows, step_advice
+from raysft.train.rundata import WorkerInput, open_run_data
+from raysft.train.schedule import StepPlan, collate_rows, rows_of, step_advice
 from raysft.train.session import LocalSession, RaySession
 from raysft.train.state import load_state, save_state
 
@@ -65,15 +66,15 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
     """Train one worker's share of the run `config` describes; returns the final step and best metric.
 
     Args:
-        config: {"spec": the JobSpec as JSON data, "output_dir", "storage_path", "data_ref": the prepared
-            data (an object ref under Ray), optionally "resume_from": a checkpoint URI}, as
-            `raysft.train.launcher.run_training` builds it.
+        config: {"run": a `raysft.train.rundata.WorkerInput`}, as `raysft.train.launcher.run_training` builds it
+            (Ray Train hands the loop a dict).
         session: the runtime (rank, device, checkpoints, reports); None means Ray Train's, which is how
             `TorchTrainer` calls it. `raysft.train.session.LocalSession` runs it in-process without Ray.
     """
     # ---- setup: spec, rank, device, seeds
     session = session or RaySession()
-    spec = JobSpec.model_validate(config["spec"])
+    run: WorkerInput = config["run"]
+    spec = JobSpec.model_validate(run.spec)
     t, d = spec.train, spec.data
     rank, world = session.world_rank, session.world_size
     device = session.device
@@ -81,7 +82,7 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
     torch.manual_seed(t.seed)  # same adapter initialisation on every rank
     weight_dtype, amp_dtype = resolve_precision(t.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    log = RunLog(Path(config["output_dir"]), enabled=rank == 0)
+    log = RunLog(Path(run.output_dir), enabled=rank == 0)
 
     # ---- model, optimizer, scheduler
     tokenizer = load_tokenizer(spec.model.name_or_path)
@@ -92,13 +93,14 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
 
-    # ---- data plan: rows, steps, accumulation
-    data = session.get(config["data_ref"])
-    train, val = data["train"], data["validation"]
-    plan = StepPlan(make_rows(train, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world, t.seed)
-    val_rows = make_rows(val, d.max_seq_len, d.packing)
-    targets = [count_targets(e) for e in train]
-    lengths = [len(e["input_ids"]) for e in train]
+    # ---- data plan: rows, steps, accumulation (from the cache manifest; examples are read as batches need them)
+    data = open_run_data(run.data_dir)
+    train, val = data.examples("train"), data.examples("validation")
+    lengths, targets = data.split("train")["lengths"], data.split("train")["targets"]
+    plan = StepPlan(rows_of(lengths, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world, t.seed)
+    val_rows = rows_of(data.split("validation")["lengths"], d.max_seq_len, d.packing)
+    gen = spec.eval.generate
+    val_conversations = data.validation_conversations(gen.limit) if gen else []
     total_steps = plan.total_steps(t.epochs, t.max_steps)
     warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
     if advice := step_advice(plan, t.epochs, t.max_steps):
@@ -109,7 +111,7 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
 
     # ---- resume from the latest checkpoint (worker restart or `raysft train --resume`)
     state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "trained_tokens": 0}
-    checkpoint = _resume_point(session.get_checkpoint(), config.get("resume_from"))
+    checkpoint = _resume_point(session.get_checkpoint(), run.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             state = {**state, **load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)}
@@ -124,10 +126,9 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
             metrics.update(evaluate_loss(model, val, val_rows, micro_batch_size=t.micro_batch_size, rank=rank,
                                          world_size=world, device=device, pad_id=tokenizer.pad_token_id,
                                          packed=d.packing, autocast=autocast))
-        gen = spec.eval.generate
-        if gen and data["validation_conversations"]:
+        if gen and val_conversations:
             # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
-            out = generate_answers(unwrap(model), tokenizer, data["validation_conversations"],
+            out = generate_answers(unwrap(model), tokenizer, val_conversations,
                                    max_new_tokens=gen.max_new_tokens, limit=gen.limit, rank=rank, world_size=world,
                                    device=device, autocast=autocast, samples=gen.samples, date=d.template_date)
             if gen.metric:
@@ -155,7 +156,7 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
             report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             name = checkpoint_name(step)  # deterministic, so events can name the checkpoint's URI
             session.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-        uri = f"{config['storage_path'].rstrip('/')}/checkpoints/{name}"
+        uri = f"{run.storage_path.rstrip('/')}/checkpoints/{name}"
         log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, "uri": uri, **report})
         return stop
 

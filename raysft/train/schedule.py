@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass, field
 
 from raysft.config import Violation
-from raysft.data.packing import collate, pack
+from raysft.data.packing import collate, count_targets as _count_labels, pack
 
-__all__ = ["MIN_STEPS", "StepPlan", "make_rows", "count_targets", "collate_rows", "step_advice"]
+__all__ = ["MIN_STEPS", "StepPlan", "make_rows", "rows_of", "count_targets", "collate_rows", "step_advice"]
 
 MIN_STEPS = 100
 """Fewer optimizer steps than this rarely fine-tune anything (a random-weight base needs many hundreds)."""
@@ -20,14 +20,19 @@ MIN_STEPS = 100
 
 def count_targets(example: dict) -> int:
     """Tokens that contribute to the loss: labelled positions after the first (the first has no context)."""
-    return sum(1 for label in example["labels"][1:] if label != -100)
+    return _count_labels(example["labels"])
 
 
 def make_rows(examples: list[dict], max_seq_len: int, packing: bool) -> list[list[int]]:
     """Group example indices into rows: best-fit packed, or one example per row."""
+    return rows_of([len(e["input_ids"]) for e in examples], max_seq_len, packing)
+
+
+def rows_of(lengths: list[int], max_seq_len: int, packing: bool) -> list[list[int]]:
+    """Rows of example indices from the examples' token counts (a cache manifest holds them)."""
     if packing:
-        return pack([len(e["input_ids"]) for e in examples], max_seq_len)
-    return [[i] for i in range(len(examples))]
+        return pack(lengths, max_seq_len)
+    return [[i] for i in range(len(lengths))]
 
 
 def collate_rows(examples: list[dict], rows: list[list[int]], *, pad_id: int, packed: bool) -> dict:

@@ -1,13 +1,12 @@
 """Where the training loop gets its rank, device, model wrapping, checkpoints and reports from.
 
-`train_loop_per_worker` talks to its runtime only through these five members, named after the Ray Train
+`train_loop_per_worker` talks to its runtime only through these four members, named after the Ray Train
 calls they stand for:
 
     world_rank, world_size, device      ray.train.get_context(), ray.train.torch.get_device()
     prepare_model(model, **kwargs)      ray.train.torch.prepare_model
     get_checkpoint()                    ray.train.get_checkpoint
     report(metrics, checkpoint=, checkpoint_dir_name=)   ray.train.report
-    get(ref)                            ray.get (the data the driver put in the object store)
 
 `RaySession` (the default, what `raysft train` uses) forwards each to Ray Train unchanged. `LocalSession`
 runs the same loop in the calling process as the only worker, without Ray: the benchmarks use it to
@@ -40,7 +39,6 @@ class RaySession:
     prepare_model = staticmethod(ray.train.torch.prepare_model)
     get_checkpoint = staticmethod(ray.train.get_checkpoint)
     report = staticmethod(ray.train.report)
-    get = staticmethod(ray.get)
 
 
 class LocalSession:
@@ -75,8 +73,3 @@ class LocalSession:
             path = self.storage / "checkpoints" / (checkpoint_dir_name or f"checkpoint_{len(self.reports):06d}")
             shutil.copytree(checkpoint.path, path, dirs_exist_ok=True)
         self.reports.append({"metrics": dict(metrics), "checkpoint": str(path) if path else None})
-
-    @staticmethod
-    def get(ref):
-        # The driver hands the data over directly; nothing is in an object store.
-        return ref

@@ -26,8 +26,8 @@ from ray.train import ScalingConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raysft.config import JobSpec, load_spec, parse_spec, set_values, spec_to_yaml
-from raysft.data.pipeline import prepare_data
-from raysft.model.load import load_tokenizer, resolve_model_path
+from raysft.model.load import resolve_model_path
+from raysft.train.rundata import cache_dir_of, prepare_run_data
 from raysft.train.launcher import RunError, connect_ray, fix_template_date, run_training
 from raysft.train.records import read_jsonl
 from raysft.tune.console import LiveTable
@@ -137,8 +137,11 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
         raise RunError(f"output_dir {out} already holds a campaign; continue it with `raysft tune --resume {out}` "
                        "or set output_dir to a new directory")
     resolve_model_path(spec.model.name_or_path)  # bad model or data fail here, not once per trial
-    data = prepare_data(spec.data, load_tokenizer(spec.model.name_or_path), spec.train.seed)
-    print(f"[raysft] data: {len(data.train)} train / {len(data.validation)} validation examples", flush=True)
+    # Encoded once here; every trial's run finds the entry by its key (a trial that changes a data setting gets its own).
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"cache_dir": str(cache_dir_of(spec))})})
+    data, _ = prepare_run_data(spec, before_encode=lambda: connect_ray(log_to_driver=False))
+    print(f"[raysft] data: {data.split('train')['rows']} train / {data.split('validation')['rows']} validation "
+          f"examples, cached in {data.path}", flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
     if not resume:

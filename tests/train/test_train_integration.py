@@ -119,6 +119,8 @@ def test_killed_worker_resumes_from_the_latest_checkpoint_without_repeating_step
     assert killed, "the run finished before a worker could be killed"
     events = read_jsonl(out / "events.jsonl")
     assert any(e["type"] == "resumed" for e in events)
+    # The reference run encoded the data; this run read the same cache entry and resumed on it.
+    assert [e["data"]["key"] for e in events if e["type"] == "data_cache_hit"]
     steps = [m["step"] for m in read_jsonl(out / "metrics.jsonl") if "train_loss" in m]
     assert steps == list(range(1, 31)), "every step appears exactly once"
     ref, got = _final_adapter(reference), _final_adapter(out)

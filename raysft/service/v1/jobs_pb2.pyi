@@ -176,7 +176,7 @@ class MixSource(_message.Message):
     def __init__(self, path: _Optional[str] = ..., ratio: _Optional[float] = ...) -> None: ...
 
 class DataSpec(_message.Message):
-    __slots__ = ("train", "validation", "validation_split", "stratify_by", "mix", "max_seq_len", "packing", "loss_on", "on_too_long", "template_date")
+    __slots__ = ("train", "validation", "validation_split", "stratify_by", "mix", "max_seq_len", "packing", "loss_on", "on_too_long", "template_date", "cache_dir")
     class LossOn(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         LOSS_ON_UNSPECIFIED: _ClassVar[DataSpec.LossOn]
@@ -205,6 +205,7 @@ class DataSpec(_message.Message):
     LOSS_ON_FIELD_NUMBER: _ClassVar[int]
     ON_TOO_LONG_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_DATE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_DIR_FIELD_NUMBER: _ClassVar[int]
     train: _containers.RepeatedCompositeFieldContainer[DataSource]
     validation: str
     validation_split: float
@@ -215,7 +216,8 @@ class DataSpec(_message.Message):
     loss_on: DataSpec.LossOn
     on_too_long: DataSpec.OnTooLong
     template_date: str
-    def __init__(self, train: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., validation: _Optional[str] = ..., validation_split: _Optional[float] = ..., stratify_by: _Optional[str] = ..., mix: _Optional[_Iterable[_Union[MixSource, _Mapping]]] = ..., max_seq_len: _Optional[int] = ..., packing: _Optional[bool] = ..., loss_on: _Optional[_Union[DataSpec.LossOn, str]] = ..., on_too_long: _Optional[_Union[DataSpec.OnTooLong, str]] = ..., template_date: _Optional[str] = ...) -> None: ...
+    cache_dir: str
+    def __init__(self, train: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., validation: _Optional[str] = ..., validation_split: _Optional[float] = ..., stratify_by: _Optional[str] = ..., mix: _Optional[_Iterable[_Union[MixSource, _Mapping]]] = ..., max_seq_len: _Optional[int] = ..., packing: _Optional[bool] = ..., loss_on: _Optional[_Union[DataSpec.LossOn, str]] = ..., on_too_long: _Optional[_Union[DataSpec.OnTooLong, str]] = ..., template_date: _Optional[str] = ..., cache_dir: _Optional[str] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
     __slots__ = ("epochs", "max_steps", "learning_rate", "micro_batch_size", "global_batch_size", "lr_scheduler", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "no_max_grad_norm", "precision", "gradient_checkpointing", "seed", "log_every_steps")

@@ -1,0 +1,68 @@
+"""The run's data on both sides of the driver/worker seam: the driver prepares (or reuses) the cache entry, each
+worker opens it and reads only its own micro batches' rows.
+
+What crosses the seam is `WorkerInput`: the spec, where to write, and the cache entry's path. No rows travel
+through Ray's object store, and the driver holds the manifest (per-row lengths and target counts), not the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from raysft.config import JobSpec
+from raysft.data.cache import CachedData, default_cache_dir, open_entry
+from raysft.data.prepare import prepare_cached
+from raysft.model.load import load_tokenizer, resolve_model_path
+
+__all__ = ["WorkerInput", "cache_dir_of", "prepare_run_data", "open_run_data"]
+
+
+@dataclass(frozen=True)
+class WorkerInput:
+    """What `train_loop_per_worker` receives from the launcher (`train_loop_config={"run": WorkerInput}`)."""
+
+    spec: dict
+    """The validated JobSpec as JSON data (every worker re-validates it into a `JobSpec`)."""
+    output_dir: str
+    """The run's output_dir: metrics.jsonl, events.jsonl, samples.jsonl."""
+    storage_path: str
+    """Where Ray persists checkpoints (output_dir or checkpoint.storage_path)."""
+    data_dir: str
+    """The cache entry of the run's data (`raysft.data.cache`), on a path every worker can read."""
+    resume_from: str | None = None
+    """A checkpoint URI to continue from when Ray Train has none of its own (`raysft train --continue-run`)."""
+
+
+def cache_dir_of(spec: JobSpec) -> Path:
+    """`data.cache_dir`, or `.raysft-cache` beside output_dir."""
+    return Path(spec.data.cache_dir).expanduser().resolve() if spec.data.cache_dir else default_cache_dir(spec.output_dir)
+
+
+def prepare_run_data(spec: JobSpec, *, use_ray: bool = True, before_encode=None,
+                     announce: bool = True) -> tuple[CachedData, bool]:
+    """The cache entry of `spec`'s data (`template_date` fixed), built when missing; prints a line on a hit.
+
+    `before_encode` runs on a miss before encoding (the launcher connects to Ray there); `announce=False` keeps
+    stdout free for `raysft data prepare --json`.
+
+    Raises:
+        raysft.data.errors.DataError: unreadable data, an unwritable cache dir, nothing to train on.
+        raysft.model.load.ModelError: the model path has no tokenizer.
+    """
+    tokenizer_dir = resolve_model_path(spec.model.name_or_path)
+    entry, hit = prepare_cached(spec.data, spec.train.seed, load_tokenizer(spec.model.name_or_path), str(tokenizer_dir),
+                                cache_dir_of(spec), use_ray=use_ray, before_encode=before_encode)
+    if hit and announce:
+        print(f"[raysft] data: cache hit {entry.path} (key {entry.key}), preprocessing skipped", flush=True)
+    return entry, hit
+
+
+def open_run_data(data_dir: str) -> CachedData:
+    """A worker's view of the run's cache entry (complete by construction: the driver published it)."""
+    path = Path(data_dir)
+    entry = open_entry(path.parent, path.name)
+    if entry is None:
+        raise RuntimeError(f"the run's data cache {data_dir} is missing or incomplete on this node; on a multi-node "
+                           "cluster set data.cache_dir to a path every node mounts")
+    return entry

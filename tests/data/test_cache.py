@@ -1,0 +1,107 @@
+"""The encoded cache: the same examples as the in-memory pipeline, a key that moves with every input, and entries
+that are complete or ignored. Encoded in this process (`use_ray=False`); the Ray Data path runs in the training
+integration tests."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from raysft.config import load_spec
+from raysft.data.cache import cache_key, open_entry
+from raysft.data.errors import DataError
+from raysft.data.pipeline import prepare_data
+from raysft.data.prepare import prepare_cached
+
+
+def _write(path, labels, prefix):
+    with open(path, "w", encoding="utf-8") as f:
+        for i, lab in enumerate(labels):
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"{prefix} question {i}"},
+                                             {"role": "assistant", "content": lab}]}) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def setup(tmp_path, chat_tokenizer):
+    tok_dir = tmp_path / "tok"
+    chat_tokenizer.save_pretrained(tok_dir)
+    domain = _write(tmp_path / "domain.jsonl", ["yes", "no"] * 400, "domain")
+    general = _write(tmp_path / "general.jsonl", ["hello there"] * 300, "general")
+    spec = load_spec({"model": {"name_or_path": "x"}, "data": {
+        "train": [domain], "mix": [{"path": general, "ratio": 0.2}], "validation_split": 0.1, "max_seq_len": 64,
+        "template_date": "2026-03-01"}})
+    return spec, str(tok_dir), tmp_path
+
+
+def test_cached_examples_equal_the_in_memory_pipeline_and_a_second_prepare_hits(setup, chat_tokenizer):
+    spec, tok_dir, tmp = setup
+    expected = prepare_data(spec.data, chat_tokenizer, 0)
+    entry, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    assert not hit and len(entry.split("train")["shards"]) > 1  # several blocks, read back in order
+    train, val = entry.examples("train"), entry.examples("validation")
+    assert [train[i] for i in range(len(train))] == expected.train
+    assert [val[i] for i in range(len(val))] == expected.validation
+    assert entry.composition == expected.composition
+    assert entry.split("train")["lengths"] == [len(e["input_ids"]) for e in expected.train]
+    assert entry.validation_conversations(limit=3) == expected.validation_conversations[:3]
+    again, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    assert hit and again.path == entry.path
+
+
+@pytest.mark.parametrize("change", [
+    "data.max_seq_len=65", "data.packing=false", "data.loss_on=all", "data.on_too_long=truncate",
+    "data.validation_split=0.2", "data.stratify_by=assistant", "data.template_date=2026-03-02",
+    "data.mix=[{path: GENERAL, ratio: 0.25}]", "seed", "file", "tokenizer", "template"])
+def test_every_input_that_shapes_the_rows_changes_the_key(setup, chat_tokenizer, change):
+    spec, tok_dir, tmp = setup
+    key, _ = cache_key(spec.data, 0, tok_dir, chat_tokenizer.chat_template)
+    assert cache_key(spec.data, 0, tok_dir, chat_tokenizer.chat_template)[0] == key  # stable
+    data, seed, template = spec.data, 0, chat_tokenizer.chat_template
+    if change == "seed":
+        seed = 1
+    elif change == "file":
+        path = spec.data.train[0].path
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n")
+    elif change == "tokenizer":
+        cfg = os.path.join(tok_dir, "tokenizer_config.json")
+        raw = json.loads(open(cfg).read())
+        raw["model_max_length"] = 7
+        open(cfg, "w").write(json.dumps(raw))
+    elif change == "template":
+        template = template + "{{ '' }}"
+    else:
+        data = load_spec({"model": {"name_or_path": "x"}, "data": spec.data.model_dump(mode="json", exclude_unset=True)},
+                         [change.replace("GENERAL", spec.data.mix[0].path)]).data
+    assert cache_key(data, seed, tok_dir, template)[0] != key
+
+
+def test_a_half_written_entry_is_never_used(setup, chat_tokenizer):
+    spec, tok_dir, tmp = setup
+    entry, _ = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    expected = [entry.examples("train")[i] for i in range(3)]
+    # A job killed before publishing leaves only a partial folder: nothing to open under the key.
+    shutil.move(entry.path, tmp / "cache" / f".partial-{entry.key}-dead")
+    assert open_entry(tmp / "cache", entry.key) is None
+    # A folder under the key without its manifest, or with a shard missing, is not an entry either.
+    shutil.copytree(tmp / "cache" / f".partial-{entry.key}-dead", entry.path)
+    os.remove(entry.path / "manifest.json")
+    assert open_entry(tmp / "cache", entry.key) is None
+    shutil.rmtree(entry.path)
+    rebuilt, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    assert not hit and [rebuilt.examples("train")[i] for i in range(3)] == expected
+    os.remove(rebuilt.path / rebuilt.split("train")["shards"][-1]["file"])
+    assert open_entry(tmp / "cache", entry.key) is None
+
+
+def test_bad_inputs_fail_with_one_line_naming_them(setup, chat_tokenizer):
+    spec, tok_dir, tmp = setup
+    missing = spec.data.model_copy(update={"train": [spec.data.train[0].model_copy(update={"path": str(tmp / "none.jsonl")})]})
+    with pytest.raises(DataError, match="none.jsonl: no such file"):
+        prepare_cached(missing, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    blocked = tmp / "file-not-dir"
+    blocked.write_text("x")
+    with pytest.raises(DataError, match="data.cache_dir: cannot write to .*file-not-dir"):
+        prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, blocked, use_ray=False)
