@@ -45,8 +45,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, jobs: Jobs, *, max_streams_per_client: int = 64):
         self.jobs = jobs
         self.max_streams_per_client = max_streams_per_client
-        self._streams = StreamSlots(max_streams_per_client, hint="close some WatchJob / GetJobLogs streams (or use "
-                                                                  "ListJobEvents to page through history)")
+        self._streams = StreamSlots(max_streams_per_client, what="open WatchJob / GetJobLogs streams",
+                                    hint="close some (or use ListJobEvents to page through history)")
 
     @contextlib.contextmanager
     def _stream_slot(self, context) -> Iterator[None]:
