@@ -37,6 +37,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve", help="run the gRPC job service (jobs run as Ray Jobs)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token-file")
     p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--http-port", type=int, metavar="PORT", help="also serve the HTTP/JSON API, the web console and "
+                                                                 "Prometheus /metrics on this port (needs raysft[http])")
     p.add_argument("--db", default="sqlite:///raysft-jobs.db", help="SQLAlchemy URL of the job store (default: %(default)s)")
     p.add_argument("--token-file", help="file holding the bearer token clients must send (default: RAYSFT_TOKEN_FILE or "
                                         "~/.raysft/token, created with a new token when missing)")
@@ -89,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve(f"{args.host}:{args.port}", db_url=args.db, token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                      ray_address=args.ray_address, allowed_roots=args.allowed_root, jobs_root=args.jobs_root,
                      allowed_storage=tuple(args.allowed_storage), limits=limits, allow_remote_code=args.allow_remote_code,
-                     ray_deadline_s=args.ray_deadline_s)
+                     ray_deadline_s=args.ray_deadline_s, http_port=args.http_port)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 from raysft.config import Violation
 
 __all__ = ["ServiceError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition", "ResourceExhausted",
-           "Unavailable", "MAX_VIOLATIONS"]
+           "Unavailable", "Unauthenticated", "PermissionDenied", "MAX_VIOLATIONS"]
 
 MAX_VIOLATIONS = 20  # an error's trailer stays a few kB: grpc clients refuse trailers over 8 kB by default
 _MAX_FIELD, _MAX_DESCRIPTION = 200, 300
@@ -57,6 +57,18 @@ class ResourceExhausted(ServiceError):
 
 class Unavailable(ServiceError):
     code = "UNAVAILABLE"
+
+
+class Unauthenticated(ServiceError):
+    """No credentials, or credentials this server does not know."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    """Known credentials that may not do this (tenants and roles decide; see raysft.service.auth)."""
+
+    code = "PERMISSION_DENIED"
 
 
 def _cut(text: str, limit: int) -> str:

@@ -10,7 +10,6 @@ generators, or (health checking's Watch) coroutines that write their responses t
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import secrets
@@ -21,10 +20,11 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from raysft.service.errors import InvalidArgument, ServiceError
+from raysft.service.auth import Authenticator
+from raysft.service.errors import InvalidArgument, ServiceError, Unauthenticated
 from raysft.service.states import IllegalTransition
 
-__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES"]
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES", "rebuild_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _KINDS = {
 }
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Callable]) -> grpc.RpcMethodHandler:
+def rebuild_handler(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Callable]) -> grpc.RpcMethodHandler:
     """The same kind of handler with its behaviour replaced by wrap(behaviour, streams_responses)."""
     attr, build = _KINDS[(handler.request_streaming, handler.response_streaming)]
     return build(wrap(getattr(handler, attr), handler.response_streaming),
@@ -47,26 +47,25 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bool], Ca
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <token>` metadata on every RPC but health checks."""
+    """Requires `authorization: Bearer <token>` metadata on every RPC but health checks (the decision is
+    `Authenticator.authenticate`, shared with the HTTP API)."""
 
-    def __init__(self, token: str):
-        if not token:
-            raise ValueError("an empty token would let anyone in; put a long random string in the token file")
-        self._token = token.encode()
+    def __init__(self, authenticator: Authenticator):
+        self._auth = authenticator
 
     async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
             return await continuation(handler_call_details)
         header = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
+        try:
+            self._auth.authenticate(header)
             return await continuation(handler_call_details)
-        reason = ("invalid token" if header else "missing bearer token") + \
-                 "; pass the server's token with --token-file or RAYSFT_TOKEN (metadata `authorization: Bearer <token>`)"
+        except Unauthenticated as exc:
+            reason = str(exc)
         handler = await continuation(handler_call_details)
         if handler is None:  # an unknown method: saying UNIMPLEMENTED would tell a stranger which methods exist
             return grpc.unary_unary_rpc_method_handler(_refuse(reason, False))
-        return _rebuild(handler, lambda _behaviour, streams: _refuse(reason, streams))
+        return rebuild_handler(handler, lambda _behaviour, streams: _refuse(reason, streams))
 
 
 def _refuse(reason: str, streams: bool) -> Callable:
@@ -94,7 +93,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         cached = self._guarded.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._guarded[method] = (handler, _rebuild(
+            cached = self._guarded[method] = (handler, rebuild_handler(
                 handler, lambda behaviour, streams: _guard_stream(behaviour, method) if streams else _guard(behaviour, method)))
         return cached[1]
 

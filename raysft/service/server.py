@@ -29,9 +29,11 @@ from grpc_reflection.v1alpha import reflection
 
 from raysft.service.client import is_loopback
 from raysft.service.cluster import LocalRayCluster
+from raysft.service.auth import Authenticator
 from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
 from raysft.service.jobs import Jobs
 from raysft.service.limits import Limits
+from raysft.service.metrics import MetricsInterceptor, ServiceMetrics
 from raysft.service.paths import PathPolicy
 from raysft.service.runner import RayJobsRunner
 from raysft.service.servicer import JobServicer
@@ -81,6 +83,9 @@ class RunningServer:
     _health: health.aio.HealthServicer
     _loop: _LoopThread
     _cluster: Optional[LocalRayCluster]
+    metrics: Optional[ServiceMetrics] = None
+    http_port: Optional[int] = None
+    _http: Optional[object] = None
     _stopped: bool = False
 
     def stop(self, grace_s: float = 5.0) -> None:
@@ -89,6 +94,8 @@ class RunningServer:
             return
         self._stopped = True
         self._loop.run(self._health.enter_graceful_shutdown())
+        if self._http is not None:
+            self._loop.run(self._http.stop())
         self._loop.run(self._grpc.stop(grace_s))
         self.supervisor.stop()
         self._loop.close()  # waits for streams still in threads: each sees its end within a second
@@ -108,7 +115,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
                   allowed_storage: tuple[str, ...] = (), limits: Optional[Limits] = None,
                   allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
-                  poll_s: float = 0.5, ray_deadline_s: float = 600.0) -> RunningServer:
+                  poll_s: float = 0.5, ray_deadline_s: float = 600.0, http_port: Optional[int] = None) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
@@ -128,6 +135,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         poll_s: seconds between Ray status polls per job.
         ray_deadline_s: how long Ray may stay unreachable before a running job fails (a SYSTEM failure: retried
             when the job has attempts left).
+        http_port: also serve the HTTP/JSON API, the web console and /metrics on this port of the same host
+            (0 picks one: RunningServer.http_port), with the same store, token and TLS.
 
     Raises:
         ValueError: a non-loopback address without a token, only one of cert / key, or a bad storage prefix.
@@ -142,19 +151,33 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     jobs_dir = Path(jobs_root or Path(roots[0]) / "runs").resolve()
     paths = PathPolicy(roots, jobs_dir, tuple(allowed_storage))
     limits = limits or Limits()
+    authenticator = Authenticator(token)
     store = Store(db_url)
+    metrics = ServiceMetrics(store)
+    store.observe(metrics.observe_store_change)
     cluster = None
     if ray_address is None:
         cluster = LocalRayCluster(jobs_dir / ".ray-cluster.json")
         ray_address = cluster.start()
     runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
-    supervisor = Supervisor(store, runner, poll_s=poll_s, ray_deadline_s=ray_deadline_s)
+    supervisor = Supervisor(store, runner, poll_s=poll_s, ray_deadline_s=ray_deadline_s,
+                            on_event_lag=metrics.observe_event_lag)
     jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits)
 
     loop = _LoopThread(max_workers)
+    http = None
     try:
-        server, bound, health_servicer = loop.run(_start_grpc(address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), token, tls_cert, tls_key))
+        server, bound, health_servicer = loop.run(_start_grpc(
+            address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), authenticator, metrics, tls_cert, tls_key))
+        if http_port is not None:
+            from raysft.service.http import HttpServer, create_app  # the [http] extra
+
+            http = HttpServer(create_app(jobs, authenticator, metrics, max_streams_per_client=max_streams_per_client),
+                              host, http_port, tls_cert=tls_cert, tls_key=tls_key)
+            loop.run(http.start())
     except BaseException:
+        if http is not None:
+            loop.run(http.stop())
         loop.close()
         supervisor.stop()
         store.close()
@@ -162,13 +185,15 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
             cluster.stop()
         raise
     supervisor.start()  # reconcile: follow every job the store still lists as active
-    return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster)
+    return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster,
+                         metrics, http.port if http else None, http)
 
 
-async def _start_grpc(address: str, servicer: JobServicer, token: Optional[str], tls_cert: Optional[str],
-                      tls_key: Optional[str]) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+async def _start_grpc(address: str, servicer: JobServicer, authenticator: Authenticator, metrics: ServiceMetrics,
+                      tls_cert: Optional[str], tls_key: Optional[str]) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start the grpc.aio server on the running loop; returns it, its port and its health servicer."""
-    interceptors = ([AuthInterceptor(token)] if token else []) + [ErrorInterceptor()]
+    interceptors = [MetricsInterceptor(metrics)] + ([AuthInterceptor(authenticator)] if authenticator.required else []) + \
+        [ErrorInterceptor()]
     server = grpc.aio.server(interceptors=interceptors)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -197,6 +222,9 @@ def serve(address: str, **kwargs) -> int:
         signal.signal(sig, lambda *_: stop.set())
     running = create_server(address, **kwargs)
     print(f"raysft job service on {running.address} (Ray at {running.ray_address}, store {running.store.url})", flush=True)
+    if running.http_port is not None:
+        host = running.address.rpartition(":")[0]
+        print(f"HTTP API, web console and /metrics on http://{host}:{running.http_port}/", flush=True)
     while not stop.wait(1.0):  # a timed wait lets the signal handler run promptly
         pass
     print("shutting down: finishing in-flight calls", flush=True)

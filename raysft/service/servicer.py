@@ -11,7 +11,6 @@ interceptor turns them into status codes with details.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import logging
@@ -20,14 +19,15 @@ from typing import AsyncIterator, Iterator
 from google.protobuf import empty_pb2
 
 from raysft.config import SpecError, Violation
-from raysft.service.errors import InvalidArgument, ResourceExhausted
+from raysft.service.errors import InvalidArgument
 from raysft.service.jobs import Jobs
 from raysft.service.messages import checkpoint_message, degraded_job_message, event_message, job_message, state_from_message
 from raysft.service.specproto import spec_from_proto
 from raysft.service.store import JobRecord
+from raysft.service.streams import StreamSlots
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
-__all__ = ["JobServicer"]
+__all__ = ["JobServicer", "create_job"]
 
 log = logging.getLogger(__name__)
 
@@ -45,48 +45,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, jobs: Jobs, *, max_streams_per_client: int = 64):
         self.jobs = jobs
         self.max_streams_per_client = max_streams_per_client
-        self._streams: collections.Counter[str] = collections.Counter()  # touched on the event loop only
+        self._streams = StreamSlots(max_streams_per_client, what="open WatchJob / GetJobLogs streams",
+                                    hint="close some (or use ListJobEvents to page through history)")
 
     @contextlib.contextmanager
     def _stream_slot(self, context) -> Iterator[None]:
-        client = _client_of(context.peer())
-        if self._streams[client] >= self.max_streams_per_client:
-            raise ResourceExhausted(f"this client already has {self.max_streams_per_client} open WatchJob / GetJobLogs "
-                                    "streams; close some (or use ListJobEvents to page through history)")
-        self._streams[client] += 1
-        try:
+        with self._streams.hold(_client_of(context.peer())):
             yield
-        finally:
-            self._streams[client] -= 1
-            if not self._streams[client]:
-                del self._streams[client]
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context) -> jobs_pb2.Job:
         # Off the loop: converting and validating a spec costs in proportion to its size.
-        return await asyncio.to_thread(self._create, request)
-
-    def _create(self, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.Job:
-        problems = []
-        if request.kind not in _KIND_NAMES:
-            problems.append(Violation("kind", f"unknown value {request.kind}; use TRAIN or TUNE"))
-        if not request.HasField("spec"):
-            raise InvalidArgument([Violation("spec", "required; send the job spec")])
-        try:
-            raw = spec_from_proto(request.spec)
-        except SpecError as exc:
-            problems += exc.violations
-            raw = {}
-        if problems:
-            raise InvalidArgument(problems, "the request is invalid")
-        # Everything but the idempotency key and validate_only identifies "the same request".
-        # max_attempts 1 is the default 0: either hashes as a request from before the field.
-        body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels,
-                                         max_attempts=0 if request.max_attempts == 1 else request.max_attempts)
-        body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-        job = self.jobs.create(raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
-                               validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash,
-                               max_attempts=request.max_attempts)
-        return job_message(job, validate_only=request.validate_only)
+        return await asyncio.to_thread(create_job, self.jobs, request)
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context) -> jobs_pb2.Job:
         return job_message(self.jobs.get(request.job_id))
@@ -147,6 +116,32 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         with self._stream_slot(context):
             async for text in self.jobs.logs(request.job_id, tail_lines=request.tail_lines, follow=request.follow):
                 yield jobs_pb2.LogChunk(text=text)
+
+
+def create_job(jobs: Jobs, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.Job:
+    """CreateJob's work, shared by the HTTP API (which builds the same request from JSON): the same checks,
+    the same idempotency hash, the same messages."""
+    problems = []
+    if request.kind not in _KIND_NAMES:
+        problems.append(Violation("kind", f"unknown value {request.kind}; use TRAIN or TUNE"))
+    if not request.HasField("spec"):
+        raise InvalidArgument([Violation("spec", "required; send the job spec")])
+    try:
+        raw = spec_from_proto(request.spec)
+    except SpecError as exc:
+        problems += exc.violations
+        raw = {}
+    if problems:
+        raise InvalidArgument(problems, "the request is invalid")
+    # Everything but the idempotency key and validate_only identifies "the same request".
+    # max_attempts 1 is the default 0: either hashes as a request from before the field.
+    body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels,
+                                     max_attempts=0 if request.max_attempts == 1 else request.max_attempts)
+    body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
+    job = jobs.create(raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
+                      validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash,
+                      max_attempts=request.max_attempts)
+    return job_message(job, validate_only=request.validate_only)
 
 
 def _listed(job: JobRecord, full: bool) -> jobs_pb2.Job:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, inspect, select, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -231,6 +231,7 @@ class Store:
         self._write = threading.Lock()
         self._listeners_lock = threading.Lock()
         self._listeners: dict[str, set[Callable[[], None]]] = {}
+        self._observers: list[Callable[[JobRecord, list[EventRecord]], None]] = []
 
     def close(self) -> None:
         """Release the database connections."""
@@ -252,6 +253,15 @@ class Store:
                     self._listeners.pop(job_id, None)
 
         return unsubscribe
+
+    def observe(self, observer: Callable[[JobRecord, list[EventRecord]], None]) -> None:
+        """Call `observer(job, appended_events)` after every committed creation or change made in this process
+        (metrics count creations and ends from it); it must be quick and never raise."""
+        self._observers.append(observer)
+
+    def _observed(self, job: JobRecord, events: list[EventRecord]) -> None:
+        for observer in self._observers:
+            observer(job, events)
 
     def _touch(self, job_id: str) -> None:
         with self._listeners_lock:
@@ -281,12 +291,13 @@ class Store:
                     if job.request_id:
                         s.add(_Idempotency(request_id=job.request_id, body_hash=body_hash or "", job_id=job.id, created_at=now))
                     s.add_all(_Label(job_id=job.id, key=k, value=v) for k, v in job.labels.items())
-                    self._append(s, row, events, now)
+                    appended = self._append(s, row, events, now)
                     created = _record(row)
             except IntegrityError:
                 if not job.request_id:
                     raise
                 return self.replay_request(job.request_id, body_hash), False
+        self._observed(created, appended)
         self._touch(job.id)
         return created, True
 
@@ -342,6 +353,7 @@ class Store:
                         s.add(_Checkpoint(**values))
                 appended = self._append(s, row, new, now)
                 result = _record(row)
+        self._observed(result, appended)
         self._touch(job_id)
         return result, appended
 
@@ -417,6 +429,12 @@ class Store:
         with self._engine.connect() as c:
             return [_record(r) for r in c.execute(q).mappings()]
 
+    def state_counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states with none are left out)."""
+        with Session(self._engine) as s:
+            rows = s.execute(select(_Job.state, func.count()).group_by(_Job.state)).all()
+        return {JobState(state): n for state, n in rows if state in _STATE_VALUES}
+
     def active_job_ids(self) -> list[str]:
         """Ids of jobs not yet in a terminal state, oldest first."""
         with Session(self._engine) as s:
@@ -449,6 +467,9 @@ def _add_missing_columns(engine) -> None:
             kind = column.type.compile(dialect=engine.dialect)
             default = column.server_default.arg
             conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {column.name} {kind} NOT NULL DEFAULT '{default}'"))
+
+
+_STATE_VALUES = {s.value for s in JobState}
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

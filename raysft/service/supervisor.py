@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from raysft.config import SpecError, parse_spec
 from raysft.service.errors import NotFound, Unavailable
@@ -51,10 +51,13 @@ class Supervisor:
         poll_s: seconds between status polls of a job (events do not wait for it: they stream).
         ray_deadline_s: how long Ray may stay unreachable before a running job counts as failed (SYSTEM:
             retried when it has attempts left).
+        on_event_lag: called with the seconds from each stored training event's worker time to its storing.
     """
 
-    def __init__(self, store: Store, runner: RayJobsRunner, poll_s: float = 0.5, ray_deadline_s: float = 600.0):
+    def __init__(self, store: Store, runner: RayJobsRunner, poll_s: float = 0.5, ray_deadline_s: float = 600.0,
+                 on_event_lag: Optional[Callable[[float], None]] = None):
         self.store, self.runner, self.poll_s, self.ray_deadline_s = store, runner, poll_s, ray_deadline_s
+        self._on_event_lag = on_event_lag
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -249,7 +252,19 @@ class Supervisor:
 
     def take(self, job_id: str, records: list[dict], keep: tuple) -> None:
         """Take a job's event records into the store; keep = (checkpoint.keep_last, checkpoint.keep_best_by)."""
-        self.store.update(job_id, lambda j, c: take_training_events(j, c, records, *keep))
+        worker_times: list[float] = []
+
+        def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
+            new = take_training_events(job, ckpts, records, *keep)
+            # Events of worker records carry the worker's time; the server's own (a rejection) carry none or now.
+            worker_times[:] = [e.time for e in new if e.time is not None and e.type != "event_rejected"]
+            return new
+
+        self.store.update(job_id, change)
+        if self._on_event_lag is not None:
+            stored = time.time()
+            for t in worker_times:
+                self._on_event_lag(stored - t)
 
     async def _drain(self, tail: asyncio.Task, job_id: str, ray_id: str, keep: tuple) -> str:
         """Take in every event of an ended attempt; returns its whole log ("" when Ray no longer has it)."""
