@@ -97,6 +97,17 @@ def test_reads_filters_paging_and_state_conflicts(server):
     assert call(server, "/v1/jobs/raysft-h2")[0] == 404
 
 
+def test_resume_refuses_an_active_job_and_one_without_a_checkpoint(server):
+    put_job(server, "raysft-h3", JobState.RUNNING)
+    put_job(server, "raysft-h4", JobState.FAILED)
+    status, body = call(server, "/v1/jobs/raysft-h3:resume", "POST")
+    assert status == 409 and body["error"]["code"] == "FAILED_PRECONDITION"
+    status, body = call(server, "/v1/jobs/raysft-h4:resume", "POST")
+    assert status == 409 and "checkpoint" in body["error"]["message"]
+    assert call(server, "/v1/jobs/raysft-none:resume", "POST")[0] == 404
+    assert call(server, "/v1/jobs/raysft-h4")[1]["state"] == "FAILED"  # nothing changed
+
+
 def test_sse_stream_of_an_ended_job_sends_its_events_then_ends(server):
     put_job(server, "raysft-h3", JobState.SUCCEEDED, events=2)
     status, text = call(server, "/v1/jobs/raysft-h3/events:watch")

@@ -144,7 +144,8 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
         except SpecError as exc:
             raise InvalidArgument(exc.violations, "the job spec is invalid") from None
         request = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[body.kind], request_id=body.request_id,
-                                            validate_only=body.validate_only, labels=body.labels)
+                                            validate_only=body.validate_only, labels=body.labels,
+                                            max_attempts=body.max_attempts)
         message = create_job(jobs, request)
         if body.validate_only:
             return {**job_json(JobRecord(id="", kind="train", spec={}), message, full=False), "spec": None}
@@ -157,6 +158,10 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
     @app.post("/v1/jobs/{job_id}:cancel", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
     def cancel(job_id: str, _who: Principal = Depends(principal)) -> dict:
         return job_json(jobs.cancel(job_id))
+
+    @app.post("/v1/jobs/{job_id}:resume", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
+    def resume(job_id: str, _who: Principal = Depends(principal)) -> dict:
+        return job_json(jobs.resume(job_id))
 
     @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])
     def delete(job_id: str, _who: Principal = Depends(principal)) -> Response:

@@ -34,6 +34,8 @@ class CreateJobBody(BaseModel):
     request_id: str = Field("", description="Idempotency key: a retry with the same key and body returns the same job.")
     validate_only: bool = Field(False, description="Check the spec and its paths; store and run nothing.")
     labels: dict[str, str] = Field(default_factory=dict, description="Up to 64 key=value labels to filter by.")
+    max_attempts: int = Field(0, ge=0, le=10, description="Attempts a TRAIN job gets when it fails for an "
+                              "infrastructure reason (0: 1, no retry); user errors are never retried.")
 
 
 class SpecWarning(_Out):
