@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PY=.venv/bin/python
+# The store tests start a real PostgreSQL (tests/service/pg_server.py): Debian's server binaries live in
+# /usr/lib/postgresql/<version>/bin, off PATH, so look there.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's postgresql (for the PostgreSQL store tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "[setup] warning: PostgreSQL's initdb/pg_ctl not found; install the postgresql package to run its tests" >&2
+  fi
+fi
 stamp=.venv/.raysft-installed
 want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
