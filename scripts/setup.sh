@@ -8,10 +8,19 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PY=.venv/bin/python
-# The console's browser tests drive Debian's Chromium (no browser can be downloaded at test time).
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "[setup] installing Chromium for the console tests"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# Test services come from Debian's packages (nothing can be downloaded at test time): Chromium for the console's
+# browser tests; PostgreSQL for the store tests (tests/service/pg_server.py; its server binaries live in
+# /usr/lib/postgresql/<version>/bin, off PATH, so look there).
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's ${need[*]} (browser and PostgreSQL tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "[setup] warning: missing ${need[*]}; install them (apt-get) to run the browser and PostgreSQL tests" >&2
+  fi
 fi
 stamp=.venv/.raysft-installed
 want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"

@@ -1,9 +1,12 @@
 """The durable job store: jobs, their events, checkpoints, labels and idempotency keys, in SQL.
 
 SQLAlchemy 2 over a SQLite file by default (WAL mode: readers never wait for the writer, and a committed
-transaction survives a killed process); any SQLAlchemy URL works, e.g. postgresql+psycopg://... One
-server owns a database. Writes go through one lock (SQLite has a single writer anyway) so sequence
-numbers are assigned without races; every write is one transaction. Times are epoch seconds (float).
+transaction survives a killed process), or PostgreSQL by URL (`postgresql+psycopg://user:pw@host/db`, with
+`pip install raysft[postgres]`), which several servers may share (raysft.service.lease picks the one that
+runs the background work; all of them write). Every write is one transaction that first locks the job's
+row (SELECT ... FOR UPDATE on PostgreSQL; SQLite has a single writer), so `last_sequence` is read and
+advanced by one writer at a time across processes and events stay gap-free; within a process writes also
+go through one lock. Times are epoch seconds (float).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func, inspect, select, text
+from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func,
+                        inspect, select, text)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -182,6 +186,7 @@ class _Secret(_Base):
     value: Mapped[str] = mapped_column(String(128))
 
 
+_SCHEMA_LOCK = 0x7261_7973_6674_0001  # PostgreSQL advisory lock key held while creating tables ("raysft", 1)
 _JOBS = _Job.__table__
 _JOB_FIELDS = [f.name for f in dataclasses.fields(JobRecord)]
 _CKPT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRecord)]
@@ -223,10 +228,17 @@ class Store:
             else:  # one shared in-memory database (tests); nothing survives the process
                 kwargs = {"connect_args": kwargs["connect_args"], "poolclass": StaticPool}
         self.url = url
-        self._engine = create_engine(url, **kwargs)
-        if parsed.get_backend_name() == "sqlite":
+        self.backend = parsed.get_backend_name()  # "sqlite", "postgresql", ...
+        # pre_ping: a pooled connection a restarted or failed-over database dropped is replaced, not handed out.
+        self._engine = create_engine(url, pool_pre_ping=self.backend != "sqlite", **kwargs)
+        if self.backend == "sqlite":
             event.listen(self._engine, "connect", _sqlite_pragmas)
-        _Base.metadata.create_all(self._engine)
+            _Base.metadata.create_all(self._engine)
+        else:
+            with self._engine.begin() as c:
+                if self.backend == "postgresql":  # servers starting together: one creates the tables, others wait
+                    c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+                _Base.metadata.create_all(c)
         _add_missing_columns(self._engine)
         self._write = threading.Lock()
         self._listeners_lock = threading.Lock()
@@ -329,7 +341,7 @@ class Store:
         """
         with self._write:
             with Session(self._engine) as s, s.begin():
-                row = s.scalars(select(_Job).where(_Job.id == job_id)).one_or_none()
+                row = s.scalars(select(_Job).where(_Job.id == job_id).with_for_update()).one_or_none()
                 if row is None:
                     raise NotFound(f"job {job_id!r} not found; list jobs with `raysft jobs list`")
                 job = _record(row)
@@ -359,6 +371,8 @@ class Store:
 
     @staticmethod
     def _append(s: Session, row: _Job, events: list[NewEvent], now: float) -> list[EventRecord]:
+        # `row` is locked for this transaction (FOR UPDATE, or a new row nobody else sees yet): the
+        # numbers below are taken by no other writer, in this process or another server's.
         out = []
         for e in events:
             row.last_sequence += 1
@@ -372,7 +386,7 @@ class Store:
         """Delete a job and everything stored about it; `check(job)` may raise to refuse."""
         with self._write:
             with Session(self._engine) as s, s.begin():
-                row = s.scalars(select(_Job).where(_Job.id == job_id)).one_or_none()
+                row = s.scalars(select(_Job).where(_Job.id == job_id).with_for_update()).one_or_none()
                 if row is None:
                     raise NotFound(f"job {job_id!r} not found; list jobs with `raysft jobs list`")
                 check(_record(row))

@@ -1,4 +1,7 @@
-"""Fixtures of the job service tests: a real gRPC server on 127.0.0.1 with a real SQLite store.
+"""Fixtures of the job service tests: a real gRPC server on 127.0.0.1 with a real SQLite or PostgreSQL store.
+
+`postgres` is one real PostgreSQL server for the session (pg_server.py); `db_url` gives each test a fresh
+database, once on SQLite and once on PostgreSQL (tests taking it run twice, ids `[sqlite]` / `[postgresql]`).
 
 `offline_server` points its runner at a Ray address where nothing listens: everything that needs no Ray
 job (validation, auth, reads, cancel of a job not yet on Ray) runs for real, and a CreateJob that would
@@ -12,7 +15,10 @@ import pytest
 
 from raysft.service.server import create_server
 from raysft.service.v1 import jobs_pb2_grpc
+from pg_server import PostgresServer
 from service_helpers import NO_RAY, TOKEN
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -27,6 +33,26 @@ def _token_file_of_the_tests(tmp_path_factory):
         os.environ["RAYSFT_TOKEN_FILE"] = old
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 (started once per session, stopped and removed at the end)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+def _fresh_db(backend: str, directory, request) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{directory}/jobs.db"
+    return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """The URL of a fresh, empty job store for this test: a SQLite file, or a new PostgreSQL database."""
+    return _fresh_db(request.param, tmp_path, request)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("svc")
@@ -35,9 +61,10 @@ def workdir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def offline_server(workdir):
-    server = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/jobs.db", token=TOKEN, ray_address=NO_RAY,
+@pytest.fixture(scope="module", params=BACKENDS)
+def offline_server(request, workdir):
+    db = _fresh_db(request.param, workdir / request.param, request)
+    server = create_server("127.0.0.1:0", db_url=db, token=TOKEN, ray_address=NO_RAY,
                            allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"))
     yield server
     server.stop(grace_s=1)

@@ -1,4 +1,5 @@
-"""The SQL store on a real SQLite file: idempotency under concurrency, gapless sequences, paging, durability."""
+"""The SQL store on a real SQLite file and a real PostgreSQL database: idempotency under concurrency, gapless
+sequences (also with two stores writing, as two servers do), paging, durability."""
 
 import threading
 
@@ -10,8 +11,8 @@ from raysft.service.store import JobRecord, NewEvent, Store
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path}/jobs.db")
+def store(db_url):
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -86,8 +87,8 @@ def test_jobs_list_newest_first_by_page_state_and_label(store):
     assert store.active_job_ids() == ["j3", "j4"]
 
 
-def test_everything_survives_reopening_and_delete_removes_it(tmp_path):
-    url = f"sqlite:///{tmp_path}/jobs.db"
+def test_everything_survives_reopening_and_delete_removes_it(db_url):
+    url = db_url
     first = Store(url)
     first.create_job(_job("j", request_id="r", labels={"k": "v"}), [NewEvent("info", "state_changed", "queued", {"to": "QUEUED"})], "h")
     first.update("j", lambda job, ckpts: [NewEvent("info", "metrics", "step 1", {"step": 1})])
@@ -103,3 +104,30 @@ def test_everything_survives_reopening_and_delete_removes_it(tmp_path):
         second.get_job("j")
     assert second.events("j") == [] and second.find_request("r") is None
     second.close()
+
+
+def test_two_stores_on_one_postgresql_keep_one_gapless_sequence_and_one_job_per_request(postgres):
+    """Two servers sharing a database: their writes to one job interleave without a gap or a duplicate."""
+    url = postgres.create_database()
+    stores = [Store(url), Store(url)]  # two engines, as two processes have: no shared lock between them
+    try:
+        stores[0].create_job(_job("j"), [NewEvent("info", "state_changed", "queued")])
+        created = []
+
+        def write(store, n):
+            for i in range(n):
+                store.update("j", lambda job, ckpts: [NewEvent("info", "metrics", f"m{i}"), NewEvent("info", "metrics", "x")])
+            created.append(store.create_job(_job(f"k-{id(store)}", request_id="same"), [], "h")[1])
+
+        threads = [threading.Thread(target=write, args=(s, 20)) for s in stores for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [e.sequence for e in stores[1].events("j")] == list(range(1, 162))
+        assert stores[0].get_job("j").last_sequence == 161
+        assert sorted(created) == [False, False, False, True]
+        assert [j.request_id for j in stores[1].list_jobs()].count("same") == 1
+    finally:
+        for s in stores:
+            s.close()
