@@ -25,6 +25,7 @@ from raysft.local_ray import free_port
 from raysft.model.load import load_tokenizer, resolve_model_path
 from raysft.train.loop import train_loop_per_worker
 from raysft.train.outputs import write_outputs
+from raysft.train.tracking import finish_tracking, start_tracking
 
 __all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "fix_template_date"]
 
@@ -114,7 +115,8 @@ def _use_gpu(spec: JobSpec) -> bool:
     return bool(spec.scaling.use_gpu)
 
 
-def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None = None) -> dict:
+def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None = None,
+                 tracking_parent: dict | None = None, run_name: str | None = None) -> dict:
     """Train `spec` on Ray and write its outputs; returns the run summary.
 
     Args:
@@ -122,6 +124,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
         resume: continue the run already in `spec.output_dir` from its latest checkpoint.
         callbacks: extra Ray Train `UserCallback`s for the run, e.g. Tune's `TuneReportCallback` when the
             run is one trial of a `raysft tune` campaign.
+        tracking_parent, run_name: a tune trial's parent tracking runs and its name (see `start_tracking`).
 
     Raises:
         RunError: the output_dir holds another run, Ray is unreachable, or training failed.
@@ -149,6 +152,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
     connect_ray()
+    tracking = start_tracking(spec, out, parent=tracking_parent, run_name=run_name)
     use_gpu = _use_gpu(spec)
     if use_gpu:
         _print_estimate(spec)
@@ -160,6 +164,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
             "spec": spec.model_dump(mode="json"),
             "output_dir": str(out),
             "storage_path": storage,
+            "tracking": tracking,
             "data_ref": ray.put({"train": data.train, "validation": data.validation,
                                  "validation_conversations": data.validation_conversations}),
         },
@@ -175,15 +180,20 @@ def run_training(spec: JobSpec, *, resume: bool = False, callbacks: list | None 
             callbacks=list(callbacks or []),
         ),
     )
+    summary = None
     try:
-        result = trainer.fit()
-    except Exception as exc:  # TrainingFailedError wraps the worker's exception
-        raise RunError(f"training failed: {exc}") from exc
-    if result.error:
-        raise RunError(f"training failed: {result.error}")
-    best_ckpt, best_metrics = _best(result, metric)
-    _export_best(best_ckpt, out)
-    return write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # TrainingFailedError wraps the worker's exception
+            raise RunError(f"training failed: {exc}") from exc
+        if result.error:
+            raise RunError(f"training failed: {result.error}")
+        best_ckpt, best_metrics = _best(result, metric)
+        _export_best(best_ckpt, out)
+        summary = write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+        return summary
+    finally:
+        finish_tracking(spec, out, tracking, summary)
 
 
 def _print_estimate(spec: JobSpec) -> None:
