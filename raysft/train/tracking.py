@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 import urllib.parse
@@ -112,9 +113,7 @@ def start_tracking(spec: JobSpec, out: Path, *, parent: dict | None = None, run_
         except Exception as exc:  # any client or server failure: a warning, never a failed run
             _warn("mlflow", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if tr.wandb is not None and "wandb" not in runs:
-        import wandb
-
-        runs["wandb"] = wandb.util.generate_id()
+        runs["wandb"] = secrets.token_hex(8)  # W&B run ids: lowercase letters and digits
     _write_state(out, {**state, "runs": runs})
     env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
     return {"env": env, "runs": runs, "name": name, "tags": tags, "parent": parent or {}}

@@ -16,6 +16,7 @@ from raysft.config import SpecError, load_spec, parse_spec
 from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
 from raysft.train.launcher import connect_ray, run_training
+from raysft.train.records import read_jsonl
 from raysft.train.tracking import TRACKING_FILE, Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,15 +109,18 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
     events.Reload()
     assert [e.step for e in events.Scalars("train/train_loss")] == [1, 2, 3, 4]
     assert [e.step for e in events.Scalars("eval/eval_loss")] == [2, 4]
-    assert events.Scalars("train/lr")[0].value == pytest.approx(1e-3)
+    logged = [m for m in read_jsonl(out / "metrics.jsonl") if "train_loss" in m]
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([m["lr"] for m in logged])
 
     wandb_id = state["runs"]["wandb"]
+    # wandb >= 0.2x keeps an offline run's config and history only in its .wandb log (read by the Go
+    # wandb-core; the Python reader is gone): its protobuf records hold the keys as plain bytes.
     offline = sorted((out / "wandb").glob(f"offline-run-*-{wandb_id}"))
-    assert offline and all((d / f"run-{wandb_id}.wandb").stat().st_size > 0 for d in offline)
-    worker_run = offline[0]
-    summary = json.loads((worker_run / "files" / "wandb-summary.json").read_text())
-    assert summary["_step"] == 4 and "train_loss" in summary and "eval_loss" in summary
-    assert "train.learning_rate" in (worker_run / "files" / "config.yaml").read_text()
+    assert len(offline) == 2  # the worker's metrics, then the driver's artifact upload: one run id for `wandb sync`
+    worker_log = (offline[0] / f"run-{wandb_id}.wandb").read_bytes()
+    for key in (b"train_loss", b"eval_loss", b"tokens_per_s", b"train.learning_rate", b"team=support"):
+        assert key in worker_log, key
+    assert b"loss_curve.png" in (offline[1] / f"run-{wandb_id}.wandb").read_bytes()
 
     # Resume with a longer schedule: the same MLflow run goes on at step 5, no step appears twice.
     run_training(_spec(base, out, tracking, steps=6), resume=True)
