@@ -131,10 +131,11 @@ class RayJobsRunner:
 
     # ------------------------------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes) -> None:
+    def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes, labels: dict | None = None) -> None:
         """Start `raysft <kind>` on the spec as the Ray job `job_id`; a job already submitted is left as it is.
 
-        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it.
+        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it; the job id
+        and `labels` too, which experiment trackers record as the run's tags (raysft.train.tracking).
 
         Raises:
             Unavailable: Ray cannot take it now (unreachable, its job agent still starting): retry later.
@@ -147,6 +148,8 @@ class RayJobsRunner:
             "PATH": f"{Path(sys.executable).parent}:${{PATH}}",
             "PYTHONUNBUFFERED": "1",
             "RAY_COLOR_PREFIX": "0",  # worker lines in the log as printed, without colour codes around their prefix
+            "RAYSFT_JOB_ID": job_id,
+            "RAYSFT_JOB_LABELS": json.dumps(labels or {}),
         }
         if kind == "train":
             # Trials of a tune campaign each number their events from 1, so only train jobs stream them.

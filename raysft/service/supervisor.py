@@ -153,7 +153,7 @@ class Supervisor:
             if job.state != JobState.QUEUED:
                 return not job.state.terminal
             try:
-                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id))
+                await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id), job.labels)
             except Unavailable as exc:
                 log.info("job %s waits for Ray: %s", job_id, exc)
                 await asyncio.sleep(max(self.poll_s, 1.0))

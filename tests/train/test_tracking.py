@@ -3,10 +3,6 @@ TensorBoard event files read back with tensorboard's reader, W&B offline run fil
 
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,31 +17,6 @@ from raysft.train.tracking import TRACKING_FILE, Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    """A real MLflow tracking server (SQLite store, local artifacts) on a free 127.0.0.1 port."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"))
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
