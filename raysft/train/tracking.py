@@ -265,10 +265,11 @@ def finish_tracking(spec: JobSpec, out: Path, config: dict | None, summary: dict
             w = spec.tracking.wandb
             run = wandb.init(project=w.project, entity=w.entity, id=runs["wandb"], resume="allow", mode=w.mode,
                              dir=str(out), reinit="create_new")
-            artifact = wandb.Artifact(f"{out.name}-outputs", type="model")
-            for path in files:
-                (artifact.add_dir if path.is_dir() else artifact.add_file)(str(path), name=path.name)
-            run.log_artifact(artifact)
+            if files:  # a campaign's parent run has no adapter of its own
+                artifact = wandb.Artifact(f"{out.name}-outputs", type="model")
+                for path in files:
+                    (artifact.add_dir if path.is_dir() else artifact.add_file)(str(path), name=path.name)
+                run.log_artifact(artifact)
             run.summary.update({k: v for k, v in flatten({"best": summary.get("best") or {}}).items()})
             run.finish()
         except Exception as exc:
