@@ -164,6 +164,9 @@ class Tracker:
         if not config:
             return
         os.environ.update(config["env"])  # before any client reads them
+        # MLflow's defaults retry a dead server for minutes per call, and each call blocks a training step.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         tr, runs = spec.tracking, config["runs"]
         opened = []
         if tr.mlflow is not None and "mlflow" in runs:
