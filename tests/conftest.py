@@ -6,9 +6,15 @@ cluster (as `raysft train` does), after which that process refuses the calls of 
 without tokens: the mode must be the same for the whole session.
 """
 
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 
-from raysft.local_ray import use_token_auth
+from raysft.local_ray import free_port, use_token_auth
 
 use_token_auth()  # before anything imports ray
 
@@ -49,3 +55,27 @@ def chat_tokenizer():
     texts = [m["content"] for c in CONVERSATIONS for m in c] * 20
     return train_tokenizer(texts, vocab_size=600)
 
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    """A real MLflow tracking server (SQLite store, local artifacts) on a free 127.0.0.1 port."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"))
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -14,6 +14,7 @@ from raysft.config.overrides import apply_overrides, set_values
 from raysft.config.sections import (CheckpointSpec, DataSource, DataSpec, EarlyStoppingSpec, EvalSpec, GenerateSpec,
                                     LoraSpec, MixSource, ModelSpec, QuantizationSpec, ScalingSpec, TrainSpec)
 from raysft.config.spec import JobSpec
+from raysft.config.tracking import MlflowSpec, TensorBoardSpec, TrackingSpec, WandbSpec
 from raysft.config.tune import SearchDistribution, TuneSpec
 
 __all__ = [
@@ -32,6 +33,10 @@ __all__ = [
     "ScalingSpec",
     "TuneSpec",
     "SearchDistribution",
+    "TrackingSpec",
+    "MlflowSpec",
+    "TensorBoardSpec",
+    "WandbSpec",
     "SpecError",
     "Violation",
     "load_spec",

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from raysft.config.errors import CrossFieldError, Violation
 from raysft.config.sections import (CheckpointSpec, DataSpec, EvalSpec, ModelSpec, Name, QuantizationSpec, ScalingSpec,
                                     Section, TrainSpec)
+from raysft.config.tracking import TrackingSpec
 from raysft.config.tune import TuneSpec, tune_problems
 
 __all__ = ["JobSpec"]
@@ -34,6 +35,8 @@ class JobSpec(Section):
     """Where the adapter, metrics, curves and summary are written."""
     tune: Optional[TuneSpec] = None
     """Hyperparameter search: `raysft tune` runs one training of this spec per trial; `raysft train` ignores it."""
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """Experiment trackers (MLflow, TensorBoard, W&B) the run also logs to."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> "JobSpec":

@@ -88,6 +88,7 @@ class PathPolicy:
             for i, source in enumerate(raw.get(section, {}).get(name) or []):
                 source["path"] = check.value(f"{key}.{i}.path", source["path"], "read")
         self._confine_search_space(raw, check)
+        _confine_tracking(raw.get("tracking") or {}, check)
         if "output_dir" not in raw and job_id is not None:
             raw["output_dir"] = str(self.jobs_root / job_id)
         if check.problems:
@@ -153,6 +154,17 @@ class PathPolicy:
             for listed in ("choice", "grid"):
                 for i, value in enumerate(dist.get(listed) or []):
                     dist[listed][i] = check.nested(f"{where}.{listed}.{i}", value, role)
+
+
+def _confine_tracking(tracking: dict, check: "_Check") -> None:
+    """Trackers write only inside the job's output_dir or to a server: no client-chosen local path or file store."""
+    if (tracking.get("tensorboard") or {}).get("log_dir") is not None:
+        check.problems.append(Violation("tracking.tensorboard.log_dir", "cannot be set on this server; leave it null "
+                                                                         "(event files go to <output_dir>/tensorboard)"))
+    uri = (tracking.get("mlflow") or {}).get("tracking_uri")
+    if uri is not None and not uri.startswith(("http://", "https://", "databricks")):
+        check.problems.append(Violation("tracking.mlflow.tracking_uri", f"{uri!r}: only http(s):// or databricks "
+                                                                          "tracking servers on this server"))
 
 
 class _Check:

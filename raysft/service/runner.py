@@ -142,11 +142,12 @@ class RayJobsRunner:
     # ------------------------------------------------------------------------------------- jobs
 
     def submit(self, job_id: str, kind: str, spec: dict, event_key: bytes, attempt: int = 1,
-               from_step: Optional[int] = None) -> None:
+               from_step: Optional[int] = None, labels: dict | None = None) -> None:
         """Start `raysft <kind>` on the spec as attempt `attempt` of job `job_id` (the Ray job
         `ray_submission_id(job_id, attempt)`); an attempt already submitted is left as it is.
 
-        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it. An attempt
+        `event_key` goes to the job in its runtime environment: rank 0 signs its event lines with it; the job id
+        and `labels` too, which experiment trackers record as the run's tags (raysft.train.tracking). An attempt
         after the first continues the run from its latest checkpoint (train jobs only): the one at `from_step`
         (the latest the service saw saved) unless Ray Train recorded a later one.
 
@@ -161,6 +162,8 @@ class RayJobsRunner:
             "PATH": f"{Path(sys.executable).parent}:${{PATH}}",
             "PYTHONUNBUFFERED": "1",
             "RAY_COLOR_PREFIX": "0",  # worker lines in the log as printed, without colour codes around their prefix
+            "RAYSFT_JOB_ID": job_id,
+            "RAYSFT_JOB_LABELS": json.dumps(labels or {}),
         }
         if kind == "train":
             # Trials of a tune campaign each number their events from 1, so only train jobs stream them.

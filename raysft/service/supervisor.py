@@ -191,7 +191,7 @@ class Supervisor:
                     await self._stopped(ray_submission_id(job_id, job.attempt - 1))
                 kept = [c.step for c in self.store.checkpoints(job_id) if not c.pruned]
                 await asyncio.to_thread(self.runner.submit, job_id, job.kind, job.spec, self.event_key(job_id), job.attempt,
-                                        max(kept) if kept and job.attempt > 1 else None)
+                                        max(kept) if kept and job.attempt > 1 else None, job.labels)
             except Unavailable as exc:
                 log.info("job %s waits for Ray: %s", job_id, exc)
                 await asyncio.sleep(max(self.poll_s, 1.0))

@@ -26,6 +26,7 @@ from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
 from raysft.train.records import RunLog
 from raysft.train.rundata import WorkerInput, prepare_run_data
+from raysft.train.tracking import finish_tracking, start_tracking
 
 __all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date"]
 
@@ -122,7 +123,8 @@ def _use_gpu(spec: JobSpec) -> bool:
     return bool(spec.scaling.use_gpu)
 
 
-def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None = None, callbacks: list | None = None) -> dict:
+def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None = None, callbacks: list | None = None,
+                 tracking_parent: dict | None = None, run_name: str | None = None) -> dict:
     """Train `spec` on Ray and write its outputs; returns the run summary.
 
     Args:
@@ -132,6 +134,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
             run continues from it unless Ray Train recorded a later one.
         callbacks: extra Ray Train `UserCallback`s for the run, e.g. Tune's `TuneReportCallback` when the
             run is one trial of a `raysft tune` campaign.
+        tracking_parent, run_name: a tune trial's parent tracking runs and its name (see `start_tracking`).
 
     Raises:
         RunError: the output_dir holds another run, Ray is unreachable, or training failed.
@@ -164,6 +167,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
         RunLog(out, enabled=True).event("info", "data_cache_hit", f"encoded data reused from {data.path}",
                                         {"cache_dir": str(data.path), "key": data.key, "rows": train_split["rows"]})
     connect_ray()
+    tracking = start_tracking(spec, out, parent=tracking_parent, run_name=run_name)
     use_gpu = _use_gpu(spec)
     if use_gpu:
         _print_estimate(spec)
@@ -174,7 +178,8 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
         train_loop_config={"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(out),
                                               storage_path=storage, data_dir=str(data.path),
                                               resume_from=(f"{storage.rstrip('/')}/checkpoints/{checkpoint_name(from_step)}"
-                                                           if from_step is not None else None))},
+                                                           if from_step is not None else None),
+                                              tracking=tracking)},
         scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=spec.scaling.resources_per_worker),
         run_config=RunConfig(
@@ -187,15 +192,20 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
             callbacks=list(callbacks or []),
         ),
     )
+    summary = None
     try:
-        result = trainer.fit()
-    except Exception as exc:  # TrainingFailedError wraps the worker's exception
-        raise RunError(f"training failed: {exc}") from exc
-    if result.error:
-        raise RunError(f"training failed: {result.error}")
-    best_ckpt, best_metrics = _best(result, metric)
-    _export_best(best_ckpt, out)
-    return write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # TrainingFailedError wraps the worker's exception
+            raise RunError(f"training failed: {exc}") from exc
+        if result.error:
+            raise RunError(f"training failed: {result.error}")
+        best_ckpt, best_metrics = _best(result, metric)
+        _export_best(best_ckpt, out)
+        summary = write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+        return summary
+    finally:
+        finish_tracking(spec, out, tracking, summary)
 
 
 def _print_estimate(spec: JobSpec) -> None:

@@ -29,6 +29,7 @@ from raysft.train.rundata import WorkerInput, open_run_data
 from raysft.train.schedule import StepPlan, collate_rows, rows_of, step_advice
 from raysft.train.session import LocalSession, RaySession
 from raysft.train.state import load_state, save_state
+from raysft.train.tracking import Tracker
 
 __all__ = ["train_loop_per_worker", "resolve_precision", "checkpoint_name"]
 
@@ -82,7 +83,8 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
     torch.manual_seed(t.seed)  # same adapter initialisation on every rank
     weight_dtype, amp_dtype = resolve_precision(t.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    log = RunLog(Path(run.output_dir), enabled=rank == 0)
+    out = Path(run.output_dir)
+    log = RunLog(out, enabled=rank == 0, tracker=Tracker(run.tracking, spec, out) if rank == 0 else None)
 
     # ---- model, optimizer, scheduler
     tokenizer = load_tokenizer(spec.model.name_or_path)
@@ -207,6 +209,8 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
                 break
             time_since += time.perf_counter() - paused  # tokens/s measures training, not evaluation
     log.event("info", "finished", f"training finished at step {step}", {"step": step, "best": state["best"], "best_step": state["best_step"]})
+    if log.tracker:
+        log.tracker.close()
     return {"step": step, "best": state["best"], "best_step": state["best_step"], "early_stopped": step < total_steps,
             "trained_tokens": state["trained_tokens"]}
 

@@ -49,8 +49,9 @@ def read_jsonl(path: Path) -> list[dict]:
 class RunLog:
     """Rank 0's run records; every method is a no-op on other ranks."""
 
-    def __init__(self, output_dir: Path, enabled: bool):
+    def __init__(self, output_dir: Path, enabled: bool, tracker=None):
         self.dir, self.enabled = output_dir, enabled
+        self.tracker = tracker if enabled else None  # a raysft.train.tracking.Tracker: metrics also go there
         self.last_train_loss: float | None = None
         self._started = time.time()
         self._seq = 0
@@ -89,6 +90,8 @@ class RunLog:
         if not self.enabled:
             return
         self._append("metrics.jsonl", metrics)
+        if self.tracker:
+            self.tracker.log("train", metrics)
         self.event("info", "metrics", f"step {metrics['step']}", metrics)
         done = metrics["step"] / total_steps
         elapsed = time.time() - self._started
@@ -101,6 +104,8 @@ class RunLog:
         if not self.enabled:
             return
         self._append("metrics.jsonl", metrics)
+        if self.tracker:
+            self.tracker.log("eval", metrics)
         self.event("info", "eval", f"eval at step {metrics['step']}", metrics)
         shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("eval_", "exact")) and isinstance(v, float))
         print(f"[raysft] eval at step {metrics['step']}: {shown}", flush=True)

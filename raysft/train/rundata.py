@@ -32,6 +32,8 @@ class WorkerInput:
     """The cache entry of the run's data (`raysft.data.cache`), on a path every worker can read."""
     resume_from: str | None = None
     """A checkpoint URI to continue from when Ray Train has none of its own (`raysft train --continue-run`)."""
+    tracking: dict | None = None
+    """The experiment-tracking runs the driver opened (`raysft.train.tracking.start_tracking`); rank 0 logs to them."""
 
 
 def cache_dir_of(spec: JobSpec) -> Path:

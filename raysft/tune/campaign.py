@@ -30,6 +30,7 @@ from raysft.model.load import resolve_model_path
 from raysft.train.rundata import cache_dir_of, prepare_run_data
 from raysft.train.launcher import RunError, connect_ray, fix_template_date, run_training
 from raysft.train.records import read_jsonl
+from raysft.train.tracking import finish_tracking, start_tracking
 from raysft.tune.console import LiveTable
 from raysft.tune.report import (export_best, factor_effects, format_factor_table, plot_curves, rank_trials,
                                 write_results_csv)
@@ -53,7 +54,7 @@ def load_campaign_spec(output_dir: str | Path) -> JobSpec:
     return load_spec(path)
 
 
-def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None, cwd: str) -> None:
+def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None, cwd: str, tracking_parent: dict) -> None:
     """One trial: a full training run in trials/<trial id>/ whose evaluations Tune receives."""
     trial_id = ray.tune.get_context().get_trial_id()
     spec = trial_spec(base, config, Path(root) / "trials" / trial_id, storage_path=storage_path, cwd=Path(cwd))
@@ -66,7 +67,7 @@ def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None,
     if resume and not prune_checkpoints(checkpoint_dir(Path(root), trial_id, storage_path)):
         shutil.rmtree(out)
         resume = False
-    run_training(spec, resume=resume, callbacks=[TuneReportCallback()])
+    run_training(spec, resume=resume, callbacks=[TuneReportCallback()], tracking_parent=tracking_parent, run_name=trial_id)
 
 
 def _trial_dirname(trial) -> str:
@@ -150,8 +151,11 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
     connect_ray(log_to_driver=False)
     storage = spec.checkpoint.storage_path
     base = spec.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
+    # One parent tracking run for the campaign (reopened on --resume); each trial's run is its child.
+    tracking = start_tracking(spec, out)
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_run_trial, base=base, root=str(out), storage_path=storage, cwd=os.getcwd()),
+        ray.tune.with_parameters(_run_trial, base=base, root=str(out), storage_path=storage, cwd=os.getcwd(),
+                                 tracking_parent=(tracking or {}).get("runs", {})),
         ray.tune.PlacementGroupFactory([{"memory": _TRIAL_MEMORY}]))
     if resume:
         print(f"[raysft] resuming the campaign in {out}", flush=True)
@@ -172,8 +176,12 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
                 callbacks=[LiveTable(list(tune.search_space), tune.metric, tune.mode, trial_count(spec)),
                            _PruneFinished(str(out), storage)]),
         )
-    results = tuner.fit()
-    return _write_outputs(spec, out, results, time.time() - started, resume)
+    summary = None
+    try:
+        summary = _write_outputs(spec, out, tuner.fit(), time.time() - started, resume)
+        return summary
+    finally:
+        finish_tracking(spec, out, tracking, summary)
 
 
 def _write_outputs(spec: JobSpec, out: Path, results, wall_time_s: float, resumed: bool) -> dict:

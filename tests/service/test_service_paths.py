@@ -242,3 +242,15 @@ def test_symlinks_out_of_a_root_are_escapes(roots):
     with pytest.raises(InvalidArgument) as err:
         PathPolicy([data], tmp / "runs").apply(_spec(data={"train": ["link/x.jsonl"]}), "j")
     assert _fields(err) == ["data.train.0.path"]
+
+
+def test_tracking_cannot_write_to_a_path_the_client_picks(tmp_path):
+    policy = PathPolicy([tmp_path], tmp_path / "jobs")
+    spec = parse_spec({"model": {"name_or_path": "org/model"}, "data": {"train": str(tmp_path / "t.jsonl")},
+                       "tracking": {"tensorboard": {"log_dir": "/etc/x"}, "mlflow": {"tracking_uri": "file:///etc/mlruns"}}})
+    with pytest.raises(InvalidArgument) as err:
+        policy.apply(spec, "job-1")
+    assert {v.field for v in err.value.violations} == {"tracking.tensorboard.log_dir", "tracking.mlflow.tracking_uri"}
+    ok = parse_spec({"model": {"name_or_path": "org/model"}, "data": {"train": str(tmp_path / "t.jsonl")},
+                     "tracking": {"tensorboard": {}, "mlflow": {"tracking_uri": "http://mlflow:5000"}}})
+    assert policy.apply(ok, "job-1")["tracking"]["mlflow"]["tracking_uri"] == "http://mlflow:5000"

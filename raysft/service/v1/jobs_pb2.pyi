@@ -451,8 +451,62 @@ class TuneSpec(_message.Message):
     reduction_factor: float
     def __init__(self, search_space: _Optional[_Mapping[str, SearchDistribution]] = ..., search: _Optional[_Union[TuneSpec.Search, str]] = ..., scheduler: _Optional[_Union[TuneSpec.Scheduler, str]] = ..., num_samples: _Optional[int] = ..., max_concurrent_trials: _Optional[int] = ..., metric: _Optional[_Union[TuneSpec.Metric, str]] = ..., mode: _Optional[_Union[TuneSpec.Mode, str]] = ..., time_budget_s: _Optional[float] = ..., grace_period_steps: _Optional[int] = ..., reduction_factor: _Optional[float] = ...) -> None: ...
 
+class TrackingSpec(_message.Message):
+    __slots__ = ("mlflow", "tensorboard", "wandb")
+    class Mlflow(_message.Message):
+        __slots__ = ("tracking_uri", "experiment", "run_name", "tags")
+        class TagsEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: str
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+        TRACKING_URI_FIELD_NUMBER: _ClassVar[int]
+        EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+        RUN_NAME_FIELD_NUMBER: _ClassVar[int]
+        TAGS_FIELD_NUMBER: _ClassVar[int]
+        tracking_uri: str
+        experiment: str
+        run_name: str
+        tags: _containers.ScalarMap[str, str]
+        def __init__(self, tracking_uri: _Optional[str] = ..., experiment: _Optional[str] = ..., run_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    class TensorBoard(_message.Message):
+        __slots__ = ("log_dir",)
+        LOG_DIR_FIELD_NUMBER: _ClassVar[int]
+        log_dir: str
+        def __init__(self, log_dir: _Optional[str] = ...) -> None: ...
+    class Wandb(_message.Message):
+        __slots__ = ("project", "entity", "name", "tags", "mode")
+        class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+            __slots__ = ()
+            MODE_UNSPECIFIED: _ClassVar[TrackingSpec.Wandb.Mode]
+            MODE_ONLINE: _ClassVar[TrackingSpec.Wandb.Mode]
+            MODE_OFFLINE: _ClassVar[TrackingSpec.Wandb.Mode]
+        MODE_UNSPECIFIED: TrackingSpec.Wandb.Mode
+        MODE_ONLINE: TrackingSpec.Wandb.Mode
+        MODE_OFFLINE: TrackingSpec.Wandb.Mode
+        PROJECT_FIELD_NUMBER: _ClassVar[int]
+        ENTITY_FIELD_NUMBER: _ClassVar[int]
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        TAGS_FIELD_NUMBER: _ClassVar[int]
+        MODE_FIELD_NUMBER: _ClassVar[int]
+        project: str
+        entity: str
+        name: str
+        tags: _containers.RepeatedScalarFieldContainer[str]
+        mode: TrackingSpec.Wandb.Mode
+        def __init__(self, project: _Optional[str] = ..., entity: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[TrackingSpec.Wandb.Mode, str]] = ...) -> None: ...
+    MLFLOW_FIELD_NUMBER: _ClassVar[int]
+    TENSORBOARD_FIELD_NUMBER: _ClassVar[int]
+    WANDB_FIELD_NUMBER: _ClassVar[int]
+    mlflow: TrackingSpec.Mlflow
+    tensorboard: TrackingSpec.TensorBoard
+    wandb: TrackingSpec.Wandb
+    def __init__(self, mlflow: _Optional[_Union[TrackingSpec.Mlflow, _Mapping]] = ..., tensorboard: _Optional[_Union[TrackingSpec.TensorBoard, _Mapping]] = ..., wandb: _Optional[_Union[TrackingSpec.Wandb, _Mapping]] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("model", "data", "train", "eval", "checkpoint", "scaling", "output_dir", "tune")
+    __slots__ = ("model", "data", "train", "eval", "checkpoint", "scaling", "output_dir", "tune", "tracking")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
@@ -461,6 +515,7 @@ class JobSpec(_message.Message):
     SCALING_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     TUNE_FIELD_NUMBER: _ClassVar[int]
+    TRACKING_FIELD_NUMBER: _ClassVar[int]
     model: ModelSpec
     data: DataSpec
     train: TrainSpec
@@ -469,7 +524,8 @@ class JobSpec(_message.Message):
     scaling: ScalingSpec
     output_dir: str
     tune: TuneSpec
-    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., scaling: _Optional[_Union[ScalingSpec, _Mapping]] = ..., output_dir: _Optional[str] = ..., tune: _Optional[_Union[TuneSpec, _Mapping]] = ...) -> None: ...
+    tracking: TrackingSpec
+    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., eval: _Optional[_Union[EvalSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., scaling: _Optional[_Union[ScalingSpec, _Mapping]] = ..., output_dir: _Optional[str] = ..., tune: _Optional[_Union[TuneSpec, _Mapping]] = ..., tracking: _Optional[_Union[TrackingSpec, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("step", "total_steps", "epoch", "eval_loss", "tokens_per_second", "train_loss", "eta")
