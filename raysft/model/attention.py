@@ -55,16 +55,19 @@ def packed_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, 
     key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
     position_ids = position_ids.reshape(query.shape[0], -1)
     rows = []
-    for r, segments in enumerate(_segments(position_ids)):
+    # split/unbind, not slicing: a slice's backward allocates a full-size zero gradient per segment. 4D and
+    # contiguous: otherwise CPU SDPA takes its math kernel (bmm + softmax over the segment), slower than the full mask.
+    for q_row, k_row, v_row, segments in zip(query.unbind(0), key.unbind(0), value.unbind(0), _segments(position_ids)):
+        sizes = [b - a for a, b in segments]
         parts = [
             torch.nn.functional.scaled_dot_product_attention(
-                query[r : r + 1, :, a:b], key[r : r + 1, :, a:b], value[r : r + 1, :, a:b],
+                q[None].contiguous(), k[None].contiguous(), v[None].contiguous(),
                 dropout_p=dropout if module.training else 0.0, scale=scaling, is_causal=True,
-            )
-            for a, b in segments
+            )[0]
+            for q, k, v in zip(q_row.split(sizes, dim=1), k_row.split(sizes, dim=1), v_row.split(sizes, dim=1))
         ]
-        rows.append(torch.cat(parts, dim=2))  # (1, H, T, D)
-    attn_output = torch.cat(rows, dim=0).transpose(1, 2).contiguous()
+        rows.append(torch.cat(parts, dim=1))  # (H, T, D)
+    attn_output = torch.stack(rows, dim=0).transpose(1, 2).contiguous()
     return attn_output, None
 
 
