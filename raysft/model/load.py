@@ -239,8 +239,8 @@ def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.
     """The transformers attention implementation `model.attn_implementation` means on `device`.
 
     auto takes flash_attention_2 where it runs (CUDA, `flash-attn` installed, 16-bit weights: the packed
-    rows then need no mask at all); to train on the CPU, packed_sdpa (`raysft.model.attention`: SDPA per packed
-    segment, 1.7x a packed step's time there, and plain sdpa for anything unpacked); else sdpa. flex_attention is never auto's pick: on the CPU it has no
+    rows then need no mask at all), else sdpa. packed_sdpa (`raysft.model.attention`, SDPA per packed segment) is
+    explicit only: its CPU speedup is not yet consistent across measurements (benchmarks/README.md). flex_attention is never auto's pick: on the CPU it has no
     backward (torch 2.13), and on a GPU it has not been measured against sdpa (benchmarks/README.md).
 
     Raises:
@@ -252,7 +252,7 @@ def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.
     if choice == "auto":
         if flash and dtype in (torch.bfloat16, torch.float16):
             return "flash_attention_2"
-        return register_packed_sdpa() if device.type == "cpu" and trainable else "sdpa"
+        return "sdpa"
     if choice == PACKED_SDPA:
         return register_packed_sdpa()
     if choice == "flash_attention_2" and not flash:

@@ -127,8 +127,8 @@ def test_qlora_on_real_4bit_layers_gives_the_same_loss_and_gradients(chat_tokeni
 
 def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_tokenizer, tmp_path):
     cpu = torch.device("cpu")
-    assert resolve_attn_implementation("auto", cpu, torch.float32) == "packed_sdpa"
-    assert resolve_attn_implementation("auto", cpu, torch.float32, trainable=False) == "sdpa"  # generation untouched
+    assert resolve_attn_implementation("auto", cpu, torch.float32) == "sdpa"
+    assert resolve_attn_implementation("packed_sdpa", cpu, torch.float32) == "packed_sdpa"
     assert resolve_attn_implementation("eager", cpu, torch.float32) == "eager"
     assert resolve_attn_implementation("flex_attention", cpu, torch.float32, trainable=False) == "flex_attention"
     with pytest.raises(ModelError, match="flash_attention_2 needs a CUDA device and the flash-attn package"):
