@@ -232,10 +232,13 @@ def packed_attention(repeats: int = 3, width: int = 2048, examples: int = 16) ->
     """Step time of one packed row (16 examples of 128 tokens) under each attention implementation on this CPU."""
     import torch
 
+    from raysft.model.attention import register_packed_sdpa
+
     torch.set_num_threads(2)
+    register_packed_sdpa()
     batch = _packed_batch([[(width // examples, 8)] * examples], 1000)
     out = {"tokens": width, "examples_per_row": examples}
-    for attn in ("sdpa", "eager", "flex_attention"):
+    for attn in ("sdpa", "packed_sdpa", "eager", "flex_attention"):
         model = _model(1000, attn=attn, max_len=width)
         try:
             _step(model, batch, "new")
@@ -248,6 +251,7 @@ def packed_attention(repeats: int = 3, width: int = 2048, examples: int = 16) ->
             _step(model, batch, "new")
             steps.append(time.perf_counter() - started)
         out[attn] = {"step_s": round(median(steps), 4)}
+    out["packed_sdpa_speedup_vs_sdpa"] = round(out["sdpa"]["step_s"] / out["packed_sdpa"]["step_s"], 3)
     return out
 
 

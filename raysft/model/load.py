@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from raysft.config import LoraSpec, ModelSpec, QuantizationSpec, SpecError, load_spec
 from raysft.data.template import chat_template_of
+from raysft.model.attention import PACKED_SDPA, register_packed_sdpa
 
 __all__ = [
     "ModelError",
@@ -238,7 +239,8 @@ def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.
     """The transformers attention implementation `model.attn_implementation` means on `device`.
 
     auto takes flash_attention_2 where it runs (CUDA, `flash-attn` installed, 16-bit weights: the packed
-    rows then need no mask at all), else sdpa. flex_attention is never auto's pick: on the CPU it has no
+    rows then need no mask at all), else sdpa. packed_sdpa (`raysft.model.attention`, SDPA per packed segment) is
+    explicit only: its CPU speedup is not yet consistent across measurements (benchmarks/README.md). flex_attention is never auto's pick: on the CPU it has no
     backward (torch 2.13), and on a GPU it has not been measured against sdpa (benchmarks/README.md).
 
     Raises:
@@ -248,7 +250,11 @@ def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.
 
     flash = device.type == "cuda" and is_flash_attn_2_available()
     if choice == "auto":
-        return "flash_attention_2" if flash and dtype in (torch.bfloat16, torch.float16) else "sdpa"
+        if flash and dtype in (torch.bfloat16, torch.float16):
+            return "flash_attention_2"
+        return "sdpa"
+    if choice == PACKED_SDPA:
+        return register_packed_sdpa()
     if choice == "flash_attention_2" and not flash:
         raise ModelError(f"model.attn_implementation: flash_attention_2 needs a CUDA device and the flash-attn package "
                          f"(device here: {device.type}); install flash-attn on the GPU workers or use auto")

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_loss import full_logits_loss  # noqa: E402
 from raysft.config import ModelSpec  # noqa: E402
+from raysft.data.packing import collate  # noqa: E402
 from raysft.data.template import encode_dataset  # noqa: E402
 from raysft.model.load import ModelError, load_model, resolve_attn_implementation  # noqa: E402
 from raysft.train import loss as loss_module  # noqa: E402
@@ -127,6 +128,7 @@ def test_qlora_on_real_4bit_layers_gives_the_same_loss_and_gradients(chat_tokeni
 def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_tokenizer, tmp_path):
     cpu = torch.device("cpu")
     assert resolve_attn_implementation("auto", cpu, torch.float32) == "sdpa"
+    assert resolve_attn_implementation("packed_sdpa", cpu, torch.float32) == "packed_sdpa"
     assert resolve_attn_implementation("eager", cpu, torch.float32) == "eager"
     assert resolve_attn_implementation("flex_attention", cpu, torch.float32, trainable=False) == "flex_attention"
     with pytest.raises(ModelError, match="flash_attention_2 needs a CUDA device and the flash-attn package"):
@@ -136,6 +138,29 @@ def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_toke
     _llama(len(chat_tokenizer), "full").save_pretrained(tmp_path / "base")
     model = load_model(ModelSpec(name_or_path=str(tmp_path / "base"), attn_implementation="eager"))
     assert model.config._attn_implementation == "eager"
+
+
+def test_packed_sdpa_gives_the_loss_and_gradients_of_sdpa_on_packed_and_padded_batches(chat_tokenizer):
+    """Per-segment SDPA skips the masked blocks of a packed row; every query must still see exactly the same keys."""
+    resolve_attn_implementation("packed_sdpa", torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    model = _llama(len(chat_tokenizer), "full")
+    gen = torch.Generator().manual_seed(1)
+    examples = [{"input_ids": ids, "labels": ids} for ids in
+                (torch.randint(0, len(chat_tokenizer), (n,), generator=gen).tolist() for n in (40, 7, 90, 33, 61, 1, 25))]
+    for batch in (collate([examples[:3], examples[3:]], pad_id=0, packed=True), collate(examples, pad_id=0, packed=False)):
+        batch.pop("num_trained_tokens")
+        results = []
+        for impl in ("sdpa", "packed_sdpa"):
+            model.set_attn_implementation(impl)
+            model.zero_grad()
+            loss = model(**batch, use_cache=False).loss
+            loss.backward()
+            results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+        (loss_sdpa, grads_sdpa), (loss_packed, grads_packed) = results
+        assert loss_packed == pytest.approx(loss_sdpa, rel=1e-6)
+        for a, b in zip(grads_sdpa, grads_packed):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
 def _ddp_worker(rank, world, port, out_dir):
