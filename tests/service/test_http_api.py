@@ -98,14 +98,14 @@ def test_reads_filters_paging_and_state_conflicts(server):
 
 
 def test_resume_refuses_an_active_job_and_one_without_a_checkpoint(server):
-    put_job(server, "raysft-h3", JobState.RUNNING)
-    put_job(server, "raysft-h4", JobState.FAILED)
-    status, body = call(server, "/v1/jobs/raysft-h3:resume", "POST")
+    put_job(server, "raysft-r1", JobState.RUNNING)
+    put_job(server, "raysft-r2", JobState.FAILED)
+    status, body = call(server, "/v1/jobs/raysft-r1:resume", "POST")
     assert status == 409 and body["error"]["code"] == "FAILED_PRECONDITION"
-    status, body = call(server, "/v1/jobs/raysft-h4:resume", "POST")
+    status, body = call(server, "/v1/jobs/raysft-r2:resume", "POST")
     assert status == 409 and "checkpoint" in body["error"]["message"]
     assert call(server, "/v1/jobs/raysft-none:resume", "POST")[0] == 404
-    assert call(server, "/v1/jobs/raysft-h4")[1]["state"] == "FAILED"  # nothing changed
+    assert call(server, "/v1/jobs/raysft-r2")[1]["state"] == "FAILED"  # nothing changed
 
 
 def test_sse_stream_of_an_ended_job_sends_its_events_then_ends(server):
@@ -124,10 +124,10 @@ def test_request_bodies_are_capped(server):
 
 
 def test_metrics_count_jobs_and_calls_of_both_transports(server):
-    put_job(server, "raysft-h4", JobState.QUEUED)
+    put_job(server, "raysft-h6", JobState.QUEUED)
     with grpc.insecure_channel(server.address) as ch:
-        jobs_pb2_grpc.JobServiceStub(ch).GetJob(jobs_pb2.GetJobRequest(job_id="raysft-h4"), metadata=AUTH)
-    call(server, "/v1/jobs/raysft-h4")
+        jobs_pb2_grpc.JobServiceStub(ch).GetJob(jobs_pb2.GetJobRequest(job_id="raysft-h6"), metadata=AUTH)
+    call(server, "/v1/jobs/raysft-h6")
     status, text = call(server, "/metrics", token=None)
     assert status == 200
     lines = text.splitlines()

@@ -69,7 +69,10 @@ def _assert_same(model, batch):
     assert new_loss == pytest.approx(old_loss, rel=1e-5)
     assert new_grads.keys() == old_grads.keys() and new_grads
     for name in old_grads:
-        torch.testing.assert_close(new_grads[name], old_grads[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+        # fp32 summation order differs between the paths: an element near zero may differ by ~1e-6 of nothing, so
+        # the absolute slack is relative to the tensor's own scale (it still catches a wrong or missing term).
+        atol = 1e-5 * float(old_grads[name].abs().max()) + 1e-9
+        torch.testing.assert_close(new_grads[name], old_grads[name], rtol=1e-4, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
     return new_grads
 
 
