@@ -29,7 +29,7 @@ from raysft.service.__main__ import main
 from raysft.service.client import JobClient, content_request_id, spec_message
 from raysft.service.cluster import trusted_state
 from raysft.service.errors import MAX_VIOLATIONS, Unavailable
-from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner
+from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, ray_submission_id
 from raysft.service.server import create_server
 from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
@@ -185,7 +185,8 @@ def test_a_seq_of_2_63_is_refused_and_the_job_can_still_be_cancelled_and_deleted
     feed(server, job.id, signed(server, job.id, event(2 ** 63, step=1)))
     assert events_of(stub, job.id)[-1].type == "event_rejected"
     assert stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job.id), metadata=AUTH).state == jobs_pb2.CANCELLING
-    server.supervisor._finish(job.id, RayJobInfo("STOPPED", "stopped", None), "")  # what the follower does once Ray stopped it
+    # what the follower does once Ray stopped the job's first attempt
+    server.supervisor._finish(job.id, 1, ray_submission_id(job.id, 1), RayJobInfo("STOPPED", "stopped", None), "")
     assert stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), metadata=AUTH).state == jobs_pb2.CANCELLED
     stub.DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job.id), metadata=AUTH)
     code, _, _ = refused(lambda: stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), metadata=AUTH))
