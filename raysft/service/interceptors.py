@@ -10,6 +10,7 @@ generators, or (health checking's Watch) coroutines that write their responses t
 
 from __future__ import annotations
 
+import abc
 import inspect
 import logging
 import secrets
@@ -24,7 +25,7 @@ from raysft.service.auth import Authenticator
 from raysft.service.errors import InvalidArgument, ServiceError, Unauthenticated
 from raysft.service.states import IllegalTransition
 
-__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES", "rebuild_handler"]
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES", "WrappingInterceptor", "rebuild_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,30 @@ def rebuild_handler(handler: grpc.RpcMethodHandler, wrap: Callable[[Callable, bo
     attr, build = _KINDS[(handler.request_streaming, handler.response_streaming)]
     return build(wrap(getattr(handler, attr), handler.response_streaming),
                  request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Replaces each method's behaviour with `self.wrap(behaviour, method, streams)`: the wrapped handler is built
+    once per method, not once per call, and again only when the registered handler changes."""
+
+    def __init__(self):
+        # method -> (the registered handler, its wrapped copy)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    @abc.abstractmethod
+    def wrap(self, behaviour: Callable, method: str, streams: bool) -> Callable:
+        """The behaviour to run in place of `behaviour` for `method` (`streams`: it yields responses)."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, rebuild_handler(
+                handler, lambda behaviour, streams: self.wrap(behaviour, method, streams)))
+        return cached[1]
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -79,23 +104,11 @@ def _refuse(reason: str, streams: bool) -> Callable:
     return refuse_stream if streams else refuse
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions raised by handlers to gRPC statuses."""
 
-    def __init__(self):
-        # method -> (the registered handler, its guarded copy): built once per method, not once per call
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._guarded.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._guarded[method] = (handler, rebuild_handler(
-                handler, lambda behaviour, streams: _guard_stream(behaviour, method) if streams else _guard(behaviour, method)))
-        return cached[1]
+    def wrap(self, behaviour: Callable, method: str, streams: bool) -> Callable:
+        return _guard_stream(behaviour, method) if streams else _guard(behaviour, method)
 
 
 def _guard(behaviour: Callable, method: str) -> Callable:

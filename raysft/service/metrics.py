@@ -18,12 +18,11 @@ import inspect
 import time
 from typing import Callable
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from raysft.service.interceptors import rebuild_handler
+from raysft.service.interceptors import WrappingInterceptor
 from raysft.service.states import JobState
 from raysft.service.store import EventRecord, JobRecord, Store
 
@@ -84,26 +83,15 @@ class ServiceMetrics:
 _TERMINAL = {s.value for s in JobState if s.terminal}
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Times every gRPC call into raysft_rpc_duration_seconds{method, code}; the outermost interceptor, so refused
     calls (UNAUTHENTICATED) and mapped errors count with their codes."""
 
     def __init__(self, metrics: ServiceMetrics):
+        super().__init__()
         self._rpc = metrics.rpc
-        self._timed_handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._timed_handlers.get(method)
-        if cached is None or cached[0] is not handler:  # built once per method, as ErrorInterceptor does
-            cached = self._timed_handlers[method] = (handler, rebuild_handler(
-                handler, lambda behaviour, streams: self._timed(behaviour, method, streams)))
-        return cached[1]
-
-    def _timed(self, behaviour: Callable, method: str, streams: bool) -> Callable:
+    def wrap(self, behaviour: Callable, method: str, streams: bool) -> Callable:
         rpc = self._rpc
 
         def record(start: float, context, failed: bool) -> None:
