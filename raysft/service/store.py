@@ -63,6 +63,7 @@ class JobRecord:
     attempt: int = 1  # 1, 2, 3, ...: each resume or retry runs the job again as a new Ray job
     max_attempts: int = 1  # attempts in all when it fails for a SYSTEM reason
     error_kind: str = ""  # USER or SYSTEM when error_code is a failure's (raysft.service.failures)
+    tenant: str = "default"  # the tenant whose token created it (raysft.service.tenants); only it sees the job
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class _Job(_Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     error_kind: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    tenant: Mapped[str] = mapped_column(String(63), default="default", server_default="default", index=True)
 
 
 class _Event(_Base):
