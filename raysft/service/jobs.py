@@ -24,6 +24,7 @@ from raysft.service.runner import JobVanished, RayJobsRunner, ray_submission_id
 from raysft.service.states import ACTIVE, JobState
 from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
 from raysft.service.supervisor import Supervisor, next_attempt
+from raysft.service.webhooks import WebhookPolicy
 
 __all__ = ["Jobs"]
 
@@ -40,19 +41,22 @@ class Jobs:
         allow_remote_code: accept `model.trust_remote_code: true` (model code from a hub repository runs on
             the cluster); off by default.
         limits: the operator's caps on workers, resources, trials and active jobs.
+        webhooks: where jobs' notify_urls may point (none: nowhere).
     """
 
     def __init__(self, store: Store, runner: RayJobsRunner, supervisor: Supervisor, paths: PathPolicy, *,
-                 allow_remote_code: bool = False, limits: Optional[Limits] = None):
+                 allow_remote_code: bool = False, limits: Optional[Limits] = None,
+                 webhooks: Optional[WebhookPolicy] = None):
         self.store, self.runner, self.supervisor, self.paths = store, runner, supervisor, paths
         self.allow_remote_code = allow_remote_code
         self.limits = limits or Limits()
+        self.webhooks = webhooks or WebhookPolicy()
         self._admit = threading.Lock()  # counting active jobs and storing a new one happen as one step
 
     # ----------------------------------------------------------------------------------- create
 
     def create(self, raw_spec: dict, *, kind: Optional[str], request_id: str, validate_only: bool, labels: dict,
-               body_hash: str, max_attempts: int = 1) -> JobRecord:
+               body_hash: str, max_attempts: int = 1, notify_urls: tuple[str, ...] = ()) -> JobRecord:
         """Validate a spec and queue it (or only validate it).
 
         Args:
@@ -60,13 +64,14 @@ class Jobs:
             kind: "train", "tune", or None to infer it from the spec (a tune section means tune).
             request_id: idempotency key ("" for none); body_hash identifies the rest of the request.
             max_attempts: attempts in all when the job fails for a SYSTEM reason (1 – MAX_ATTEMPTS; 0 means 1).
+            notify_urls: URLs POSTed each state change (under the operator's --webhook-allow-prefix values).
 
         Raises:
             InvalidArgument: every problem with the spec, kind, labels or request id, by field path.
             AlreadyExists: request_id was used with another body.
             Unavailable: Ray cannot be reached (nothing is stored).
         """
-        problems = _request_problems(request_id, labels)
+        problems = _request_problems(request_id, labels) + self.webhooks.problems(list(notify_urls))
         try:
             spec = parse_spec(raw_spec)
         except SpecError as exc:
@@ -89,7 +94,8 @@ class Jobs:
         if kind == "train" and spec.tune is not None:
             warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
         record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
-                           max_attempts=max_attempts, warnings=[{"field": w.field, "message": w.message} for w in warnings])
+                           max_attempts=max_attempts, notify_urls=list(notify_urls),
+                           warnings=[{"field": w.field, "message": w.message} for w in warnings])
         if validate_only:
             return record
         self._check_active_jobs()  # again below, under the lock: this one spares Ray a ping when full

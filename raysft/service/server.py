@@ -40,6 +40,7 @@ from raysft.service.servicer import JobServicer
 from raysft.service.store import Store
 from raysft.service.supervisor import Supervisor
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
+from raysft.service.webhooks import WebhookPolicy, WebhookSender
 
 __all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME", "is_loopback"]
 
@@ -86,6 +87,7 @@ class RunningServer:
     metrics: Optional[ServiceMetrics] = None
     http_port: Optional[int] = None
     _http: Optional[object] = None
+    webhooks: Optional[WebhookSender] = None
     _stopped: bool = False
 
     def stop(self, grace_s: float = 5.0) -> None:
@@ -98,6 +100,8 @@ class RunningServer:
             self._loop.run(self._http.stop())
         self._loop.run(self._grpc.stop(grace_s))
         self.supervisor.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()  # POSTs under way finish; the rest wait in the store for the next server
         self._loop.close()  # waits for streams still in threads: each sees its end within a second
         self.store.close()
         log.info("gRPC server and job followers stopped")
@@ -115,7 +119,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
                   allowed_roots: Optional[list[str]] = None, jobs_root: Optional[str] = None,
                   allowed_storage: tuple[str, ...] = (), limits: Optional[Limits] = None,
                   allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
-                  poll_s: float = 0.5, ray_deadline_s: float = 600.0, http_port: Optional[int] = None) -> RunningServer:
+                  poll_s: float = 0.5, ray_deadline_s: float = 600.0, http_port: Optional[int] = None,
+                  webhooks: Optional[WebhookPolicy] = None, webhook_backoff_s: float = 10.0) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
@@ -137,6 +142,9 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
             when the job has attempts left).
         http_port: also serve the HTTP/JSON API, the web console and /metrics on this port of the same host
             (0 picks one: RunningServer.http_port), with the same store, token and TLS.
+        webhooks: the URLs told of state changes, the prefixes jobs' notify_urls must lie under, and the secret
+            that signs each POST; with a secret, this server sends the store's pending deliveries.
+        webhook_backoff_s: wait before a failed delivery's first retry; it doubles after each failure.
 
     Raises:
         ValueError: a non-loopback address without a token, only one of cert / key, or a bad storage prefix.
@@ -152,7 +160,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     paths = PathPolicy(roots, jobs_dir, tuple(allowed_storage))
     limits = limits or Limits()
     authenticator = Authenticator(token)
-    store = Store(db_url)
+    webhooks = webhooks or WebhookPolicy()
+    store = Store(db_url, webhooks=webhooks.urls)
     metrics = ServiceMetrics(store)
     store.observe(metrics.observe_store_change)
     cluster = None
@@ -162,7 +171,10 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
     supervisor = Supervisor(store, runner, poll_s=poll_s, ray_deadline_s=ray_deadline_s,
                             on_event_lag=metrics.observe_event_lag)
-    jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits)
+    jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits, webhooks=webhooks)
+    sender = WebhookSender(store, webhooks.secret, backoff_base_s=webhook_backoff_s) if webhooks.enabled else None
+    if sender is not None:
+        store.observe(lambda _job, events: any(e.type == "state_changed" for e in events) and sender.wake())
 
     loop = _LoopThread(max_workers)
     http = None
@@ -185,8 +197,10 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
             cluster.stop()
         raise
     supervisor.start()  # reconcile: follow every job the store still lists as active
+    if sender is not None:
+        sender.start()  # deliveries left by an earlier server go out too
     return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster,
-                         metrics, http.port if http else None, http)
+                         metrics, http.port if http else None, http, sender)
 
 
 async def _start_grpc(address: str, servicer: JobServicer, authenticator: Authenticator, metrics: ServiceMetrics,

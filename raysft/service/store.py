@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func,
-                        inspect, select, text)
+from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, create_engine, delete, event,
+                        exists, func, inspect, or_, select, text)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import RowMapping, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 from sqlalchemy.pool import StaticPool
 
 from raysft.service.errors import AlreadyExists, NotFound
 from raysft.service.states import ACTIVE, JobState
+from raysft.service.webhooks import payload
 
-__all__ = ["Store", "JobRecord", "EventRecord", "CheckpointRecord", "NewEvent"]
+__all__ = ["Store", "JobRecord", "EventRecord", "CheckpointRecord", "NewEvent", "DeliveryRecord"]
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -64,6 +65,7 @@ class JobRecord:
     max_attempts: int = 1  # attempts in all when it fails for a SYSTEM reason
     error_kind: str = ""  # USER or SYSTEM when error_code is a failure's (raysft.service.failures)
     tenant: str = "default"  # the tenant whose token created it (raysft.service.tenants); only it sees the job
+    notify_urls: list = field(default_factory=list)  # webhooks of this job's state changes (raysft.service.webhooks)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,21 @@ class EventRecord:
     type: str
     message: str
     data: dict
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One webhook POST in the outbox: `body` is sent as stored (it is what the signature covers)."""
+
+    id: str
+    job_id: str
+    url: str
+    body: str
+    created_at: float
+    attempts: int
+    status: str  # pending, delivered, failed (given up)
+    last_error: str
+    delivered_at: Optional[float]
 
 
 @dataclass
@@ -138,6 +155,7 @@ class _Job(_Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     error_kind: Mapped[str] = mapped_column(String(8), default="", server_default="")
     tenant: Mapped[str] = mapped_column(String(63), default="default", server_default="default", index=True)
+    notify_urls: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class _Event(_Base):
@@ -181,6 +199,25 @@ class _Idempotency(_Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class _Delivery(_Base):
+    __tablename__ = "webhook_deliveries"  # the outbox; no foreign key: a delivery outlives a deleted job
+    __table_args__ = (Index("ix_webhook_due", "status", "next_attempt_at"), Index("ix_webhook_order", "job_id", "url"),
+                      {"sqlite_autoincrement": True})
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # the order of the state changes
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    claimed_until: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # a sender holds it until then
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+
+
 class _Secret(_Base):
     __tablename__ = "server_secrets"  # random keys the server derives per-job keys from (events' MACs)
 
@@ -202,6 +239,7 @@ def _record(row: _Job | RowMapping) -> JobRecord:
     for name in ("labels", "progress", "output", "spec"):  # JSON columns: copies, so edits are explicit
         values[name] = dict(values[name] or {})
     values["warnings"] = list(values["warnings"] or [])
+    values["notify_urls"] = list(values["notify_urls"] or [])
     return JobRecord(**values)
 
 
@@ -213,13 +251,22 @@ def _checkpoint(row: _Checkpoint) -> CheckpointRecord:
     return CheckpointRecord(**{name: getattr(row, name) for name in _CKPT_FIELDS})
 
 
+def _delivery(row: _Delivery) -> DeliveryRecord:
+    return DeliveryRecord(row.id, row.job_id, row.url, row.body, row.created_at, row.attempts, row.status, row.last_error,
+                          row.delivered_at)
+
+
 # ------------------------------------------------------------------------------------------ store
 
 
 class Store:
-    """Jobs and their history in a SQL database (created on first use)."""
+    """Jobs and their history in a SQL database (created on first use).
 
-    def __init__(self, url: str):
+    Args:
+        webhooks: URLs told of every job's state change (`raysft serve --webhook`), besides each job's notify_urls.
+    """
+
+    def __init__(self, url: str, *, webhooks: tuple[str, ...] = ()):
         parsed = make_url(url)
         # Enough pooled connections for the server's worker threads (32 concurrent clients in the benchmark).
         kwargs: dict[str, Any] = {"pool_size": 16, "max_overflow": 16}
@@ -230,6 +277,7 @@ class Store:
             else:  # one shared in-memory database (tests); nothing survives the process
                 kwargs = {"connect_args": kwargs["connect_args"], "poolclass": StaticPool}
         self.url = url
+        self.webhooks = tuple(webhooks)
         self.backend = parsed.get_backend_name()  # "sqlite", "postgresql", ...
         # pre_ping: a pooled connection a restarted or failed-over database dropped is replaced, not handed out.
         self._engine = create_engine(url, pool_pre_ping=self.backend != "sqlite", **kwargs)
@@ -371,8 +419,7 @@ class Store:
         self._touch(job_id)
         return result, appended
 
-    @staticmethod
-    def _append(s: Session, row: _Job, events: list[NewEvent], now: float) -> list[EventRecord]:
+    def _append(self, s: Session, row: _Job, events: list[NewEvent], now: float) -> list[EventRecord]:
         # `row` is locked for this transaction (FOR UPDATE, or a new row nobody else sees yet): the
         # numbers below are taken by no other writer, in this process or another server's.
         out = []
@@ -382,7 +429,58 @@ class Store:
                           message=e.message, data=e.data)
             s.add(item)
             out.append(_event(item))
+            if e.type == "state_changed" and e.data.get("to"):
+                self._outbox(s, row, out[-1], now)
         return out
+
+    def _outbox(self, s: Session, row: _Job, change: EventRecord, now: float) -> None:
+        # In the state change's own transaction: the webhooks are committed with it, or neither is.
+        for url in dict.fromkeys([*self.webhooks, *(row.notify_urls or [])]):
+            delivery_id = secrets.token_hex(16)
+            body = payload(delivery_id, row.id, change.sequence, change.data["to"], change.data.get("from", ""),
+                           change.data.get("reason", ""), change.time, dict(row.output or {}))
+            s.add(_Delivery(id=delivery_id, job_id=row.id, url=url, body=body, created_at=now, attempts=0,
+                            next_attempt_at=now, status="pending", last_error=""))
+
+    # ------------------------------------------------------------------------------ webhook outbox
+
+    def claim_deliveries(self, limit: int, lease_s: float) -> list[DeliveryRecord]:
+        """Up to `limit` due deliveries, each the oldest pending one of its job and URL (so a receiver sees a job's
+        states in order), held for `lease_s` seconds: no other sender, here or on another server, takes them meanwhile."""
+        now = time.time()
+        earlier = aliased(_Delivery)
+        q = (select(_Delivery)
+             .where(_Delivery.status == "pending", _Delivery.next_attempt_at <= now,
+                    or_(_Delivery.claimed_until.is_(None), _Delivery.claimed_until < now),
+                    ~exists().where(earlier.job_id == _Delivery.job_id, earlier.url == _Delivery.url,
+                                    earlier.seq < _Delivery.seq, earlier.status == "pending"))
+             .order_by(_Delivery.seq).limit(limit).with_for_update(skip_locked=True))  # SQLite: one writer anyway
+        with self._write:
+            with Session(self._engine) as s, s.begin():
+                rows = list(s.scalars(q))
+                for row in rows:
+                    row.claimed_until = now + lease_s
+                return [_delivery(row) for row in rows]
+
+    def finish_delivery(self, delivery_id: str, *, delivered_at: Optional[float] = None, error: str = "",
+                        retry_at: Optional[float] = None) -> None:
+        """Record an attempt: delivered (`delivered_at`), to retry at `retry_at`, or else given up."""
+        with self._write:
+            with Session(self._engine) as s, s.begin():
+                row = s.scalars(select(_Delivery).where(_Delivery.id == delivery_id).with_for_update()).one()
+                row.attempts, row.claimed_until, row.last_error = row.attempts + 1, None, error
+                if delivered_at is not None:
+                    row.status, row.delivered_at = "delivered", delivered_at
+                elif retry_at is not None:
+                    row.next_attempt_at = retry_at
+                else:
+                    row.status = "failed"
+
+    def deliveries(self, job_id: str) -> list[DeliveryRecord]:
+        """The job's webhook deliveries in the order of its state changes."""
+        with Session(self._engine) as s:
+            q = select(_Delivery).where(_Delivery.job_id == job_id).order_by(_Delivery.seq)
+            return [_delivery(r) for r in s.scalars(q)]
 
     def delete_job(self, job_id: str, check: Callable[[JobRecord], None]) -> None:
         """Delete a job and everything stored about it; `check(job)` may raise to refuse."""

@@ -1,0 +1,268 @@
+"""Webhooks: the URL policy, signed deliveries to a real receiver on 127.0.0.1 (in order, retried with backoff,
+across a server restart, given up after the deadline) and the outbox shared by two senders, on SQLite and PostgreSQL."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from raysft.service.server import create_server
+from raysft.service.events import transition
+from raysft.service.states import JobState
+from raysft.service.store import JobRecord, NewEvent, Store
+from raysft.service.webhooks import WebhookPolicy, WebhookSender, sign
+from service_helpers import NO_RAY, TOKEN
+
+SECRET = b"webhook-test-secret-0123456789abcdef"
+SPEC = {"model": {"name_or_path": "m"}, "data": {"train": [{"path": "/x.jsonl"}]}, "output_dir": "/runs/x"}
+
+
+# ------------------------------------------------------------------------------------ URL policy
+
+
+def _policy(*prefixes):
+    return WebhookPolicy(allow_prefixes=prefixes or ("https://hooks.example.com/raysft",), secret=SECRET)
+
+
+@pytest.mark.parametrize("url", [
+    "https://hooks.example.com/raysft", "https://hooks.example.com/raysft/team-a?x=1", "https://HOOKS.example.com/raysft/",
+    "https://hooks.example.com:443/raysft/a",
+])
+def test_urls_under_an_allowed_prefix_pass(url):
+    assert _policy().problems([url]) == []
+
+
+@pytest.mark.parametrize("url, says", [
+    ("https://hooks.example.com.evil.net/raysft", "not under a URL prefix"),
+    ("https://evil.net/https://hooks.example.com/raysft", "not under a URL prefix"),
+    ("https://hooks.example.com/raysftevil", "not under a URL prefix"),
+    ("https://hooks.example.com:8443/raysft", "not under a URL prefix"),
+    ("http://hooks.example.com/raysft", "not under a URL prefix"),
+    ("https://hooks.example.com/raysft/../admin", ". or .. path segments"),
+    ("https://hooks.example.com/raysft/%2e%2e/admin", ". or .. path segments"),
+    ("https://user:pw@hooks.example.com/raysft", "credentials"),
+    ("https://hooks.example.com@evil.net/raysft", "credentials"),
+    ("file:///etc/passwd", "http:// or https://"),
+    ("gopher://hooks.example.com/raysft", "http:// or https://"),
+    ("https://hooks.example.com/raysft/a b", "without spaces"),
+    ("https://hooks.example.com\\@evil.net/raysft", "backslashes"),
+    ("https://hooks.example.com/raysft/" + "a" * 2100, "at most 2048"),
+    ("https://hooks.example.com:99999/raysft", "invalid port"),
+    ("", "non-empty"),
+])
+def test_hostile_urls_are_refused_naming_the_index(url, says):
+    problems = _policy().problems(["https://hooks.example.com/raysft/ok", url])
+    assert len(problems) == 1 and problems[0].field == "notify_urls[1]" and says in problems[0].message, problems
+
+
+def test_count_duplicates_and_a_server_without_prefixes():
+    ok = [f"https://hooks.example.com/raysft/{i}" for i in range(6)]
+    assert "at most 5" in _policy().problems(ok)[0].message
+    dup = _policy().problems([ok[0], ok[0]])
+    assert [(p.field, p.message) for p in dup] == [("notify_urls[1]", "repeats notify_urls[0]")]
+    refused = WebhookPolicy(urls=("https://ops.example.com/all",), secret=SECRET).problems([ok[0]])
+    assert refused[0].field == "notify_urls" and "--webhook-allow-prefix" in refused[0].message
+
+
+def test_operator_settings_are_checked_at_start():
+    with pytest.raises(ValueError, match="--webhook-secret-file"):
+        WebhookPolicy(urls=("https://ops.example.com/all",))
+    with pytest.raises(ValueError, match="--webhook-allow-prefix 'ftp://x'.*http"):
+        WebhookPolicy(allow_prefixes=("ftp://x",), secret=SECRET)
+    with pytest.raises(ValueError, match="without a \\?query"):
+        WebhookPolicy(allow_prefixes=("https://x/a?b=1",), secret=SECRET)
+
+
+# ------------------------------------------------------------------------------------- receiver
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that checks each signature and answers 500 to the first `fail` POSTs."""
+
+    def __init__(self, fail: int = 0, redirect: bool = False):
+        self.fail, self.redirect, self.got = fail, redirect, []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+                with receiver._cond:
+                    receiver.got.append({"path": self.path, "time": time.time(), "body": json.loads(body),
+                                         "delivery": self.headers["X-Raysft-Delivery"],
+                                         "signed": hmac.compare_digest(expected, self.headers["X-Raysft-Signature"])})
+                    failing = len(receiver.got) <= receiver.fail
+                    receiver._cond.notify_all()
+                if receiver.redirect and self.path != "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/moved")
+                else:
+                    self.send_response(500 if failing else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> list[dict]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.got) >= n, timeout), f"got {len(self.got)} of {n}: {self.got}"
+            return list(self.got)
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _server(db_url, workdir, receiver, backoff_s=0.2):
+    policy = WebhookPolicy(urls=(receiver.url + "/all",), allow_prefixes=(receiver.url + "/jobs",), secret=SECRET)
+    return create_server("127.0.0.1:0", db_url=db_url, token=TOKEN, ray_address=NO_RAY, allowed_roots=[str(workdir)],
+                         jobs_root=str(workdir / "runs"), webhooks=policy, webhook_backoff_s=backoff_s)
+
+
+def _queue(store, job_id, notify_urls=()):
+    created = NewEvent("info", "state_changed", "→ QUEUED", {"from": "", "to": "QUEUED", "reason": "accepted"})
+    store.create_job(JobRecord(id=job_id, kind="train", spec=SPEC, notify_urls=list(notify_urls)), [created])
+
+
+def _move(store, job_id, to, output=None):
+    def change(job, _ckpts):
+        job.output = output or job.output
+        return [transition(job, to, f"to {to.value}")]
+    store.update(job_id, change)
+
+
+# ------------------------------------------------------------------------------------ deliveries
+
+
+@pytest.mark.integration
+def test_every_state_change_reaches_both_urls_signed_and_in_order(db_url, tmp_path, receiver):
+    server = _server(db_url, tmp_path, receiver)
+    try:
+        _queue(server.store, "job-a", [receiver.url + "/jobs/a"])
+        for state in (JobState.STARTING, JobState.RUNNING):
+            _move(server.store, "job-a", state)
+        _move(server.store, "job-a", JobState.SUCCEEDED, {"adapter_dir": "/runs/x/adapter"})
+        got = receiver.wait_for(8)
+    finally:
+        server.stop(grace_s=1)
+    assert all(g["signed"] and g["delivery"] == g["body"]["delivery_id"] for g in got)
+    for path in ("/all", "/jobs/a"):
+        bodies = [g["body"] for g in got if g["path"] == path]
+        assert [(b["previous_state"], b["state"]) for b in bodies] == [
+            (None, "QUEUED"), ("QUEUED", "STARTING"), ("STARTING", "RUNNING"), ("RUNNING", "SUCCEEDED")]
+        assert {b["job_id"] for b in bodies} == {"job-a"} and [b["sequence"] for b in bodies] == [1, 2, 3, 4]
+        assert bodies[-1]["output"] == {"adapter_dir": "/runs/x/adapter"} and bodies[-1]["time"].endswith("Z")
+    assert len({g["delivery"] for g in got}) == 8
+
+
+@pytest.mark.integration
+def test_a_failing_receiver_gets_the_same_delivery_again_with_backoff_across_a_restart(db_url, tmp_path):
+    receiver = Receiver(fail=2)
+    first = _server(db_url, tmp_path, receiver, backoff_s=0.5)
+    try:
+        _queue(first.store, "job-b")
+        receiver.wait_for(1)
+    finally:
+        first.stop(grace_s=1)  # the delivery failed once and is due again: it waits in the store
+    pending = Store(db_url).deliveries("job-b")
+    assert [(d.status, d.attempts, d.last_error) for d in pending] == [("pending", 1, "HTTP 500")]
+    second = _server(db_url, tmp_path, receiver, backoff_s=0.5)
+    try:
+        got = receiver.wait_for(3)
+        deadline = time.time() + 10
+        while second.store.deliveries("job-b")[0].status != "delivered" and time.time() < deadline:
+            time.sleep(0.05)
+        done = second.store.deliveries("job-b")[0]
+    finally:
+        second.stop(grace_s=1)
+        receiver.close()
+    assert [g["delivery"] for g in got] == [pending[0].id] * 3 and all(g["signed"] for g in got)
+    assert (done.status, done.attempts, done.last_error) == ("delivered", 3, "")
+    gaps = [b["time"] - a["time"] for a, b in zip(got, got[1:])]
+    assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # 0.5 s, then doubled
+
+
+@pytest.mark.integration
+def test_a_dead_receiver_is_given_up_after_the_deadline_and_later_changes_still_go_out(db_url):
+    receiver = Receiver(fail=10**6)
+    store = Store(db_url, webhooks=(receiver.url + "/all",))
+    sender = WebhookSender(store, SECRET, backoff_base_s=0.1, give_up_after_s=0.6, poll_s=0.05)
+    sender.start()
+    try:
+        _queue(store, "job-c")
+        _move(store, "job-c", JobState.CANCELLED)
+        deadline = time.time() + 15
+        while [d.status for d in store.deliveries("job-c")] != ["failed", "failed"] and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        sender.stop()
+        receiver.close()
+        store.close()
+    states = [g["body"]["state"] for g in receiver.got]
+    first_cancelled = states.index("CANCELLED")
+    assert first_cancelled >= 2 and set(states[:first_cancelled]) == {"QUEUED"}  # in order: never overtaken
+    assert set(states[first_cancelled:]) == {"CANCELLED"}
+
+
+@pytest.mark.integration
+def test_redirects_are_not_followed(db_url):
+    receiver = Receiver(redirect=True)
+    store = Store(db_url, webhooks=(receiver.url + "/all",))
+    sender = WebhookSender(store, SECRET, backoff_base_s=60, poll_s=0.05)
+    sender.start()
+    try:
+        _queue(store, "job-d")
+        receiver.wait_for(1)
+        deadline = time.time() + 10
+        while store.deliveries("job-d")[0].attempts == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        delivery = store.deliveries("job-d")[0]
+    finally:
+        sender.stop()
+        receiver.close()
+        store.close()
+    assert [g["path"] for g in receiver.got] == ["/all"]
+    assert (delivery.status, delivery.last_error) == ("pending", "HTTP 302")
+
+
+@pytest.mark.integration
+def test_two_senders_on_one_store_send_each_delivery_once(db_url, receiver):
+    stores = [Store(db_url, webhooks=(receiver.url + "/all",)) for _ in range(2)]
+    for i in range(20):
+        _queue(stores[0], f"job-{i}")
+        _move(stores[0], f"job-{i}", JobState.CANCELLED)
+    senders = [WebhookSender(s, SECRET, poll_s=0.05) for s in stores]
+    for sender in senders:
+        sender.start()
+    try:
+        got = receiver.wait_for(40)
+        time.sleep(0.5)  # room for a duplicate to show up
+    finally:
+        for sender in senders:
+            sender.stop()
+        for store in stores:
+            store.close()
+    ids = [g["delivery"] for g in receiver.got]
+    assert len(got) == 40 and len(ids) == len(set(ids)) == 40
+
+
+def test_signature_is_the_hmac_of_the_exact_body():
+    body = b'{"job_id":"x"}'
+    assert sign(SECRET, body) == "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
