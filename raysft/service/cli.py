@@ -64,6 +64,12 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                         "attempts left; default: %(default)s)")
     p.add_argument("--driver-cpus", type=float, default=1.0, help="CPUs each job driver reserves on Ray (default: 1)")
     p.add_argument("--driver-memory-gb", type=float, help="memory each job driver reserves on Ray")
+    p.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="POST a signed notice of every job's state changes here (repeatable)")
+    p.add_argument("--webhook-allow-prefix", action="append", default=[], metavar="URL",
+                   help="jobs' notify_urls may point under this scheme://host[:port][/path] (repeatable; none: nowhere)")
+    p.add_argument("--webhook-secret-file", metavar="FILE",
+                   help="file holding the key that signs webhooks (X-Raysft-Signature); needed with either flag above")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -74,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from raysft.service.limits import Limits, parse_resources
     from raysft.service.server import serve
+    from raysft.service.webhooks import WebhookPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -81,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits = Limits(max_workers=args.max_workers, max_resources_per_worker=parse_resources(args.max_resources_per_worker),
                         max_trials=args.max_trials, max_active_jobs=args.max_active_jobs, driver_cpus=args.driver_cpus,
                         driver_memory_bytes=int(args.driver_memory_gb * 2**30) if args.driver_memory_gb else None)
+        webhooks = WebhookPolicy(tuple(args.webhook), tuple(args.webhook_allow_prefix), _webhook_secret(args.webhook_secret_file))
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,13 +99,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve(f"{args.host}:{args.port}", db_url=args.db, token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                      ray_address=args.ray_address, allowed_roots=args.allowed_root, jobs_root=args.jobs_root,
                      allowed_storage=tuple(args.allowed_storage), limits=limits, allow_remote_code=args.allow_remote_code,
-                     ray_deadline_s=args.ray_deadline_s, http_port=args.http_port)
+                     ray_deadline_s=args.ray_deadline_s, http_port=args.http_port, webhooks=webhooks)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _webhook_secret(path: Optional[str]) -> Optional[bytes]:
+    """--webhook-secret-file's key (read once, here). Raises ValueError for an empty file."""
+    if not path:
+        return None
+    secret = Path(path).read_bytes().strip()
+    if not secret:
+        raise ValueError(f"webhook secret file {path} is empty; write a long random string to it")
+    return secret
 
 
 def default_token_file() -> Path:
@@ -166,6 +184,9 @@ def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--max-attempts", type=int, default=1, metavar="N",
                     help="attempts in all (1 - 10) when a train job fails for a SYSTEM reason (its Ray job vanished, "
                          "a node died): each retry resumes from the latest checkpoint (default: 1, no retry)")
+    sp.add_argument("--notify", action="append", default=[], metavar="URL",
+                    help="POST a signed notice of each state change here (repeatable; under the server's "
+                         "--webhook-allow-prefix values)")
     sp.add_argument("--wait", action="store_true", help="watch the job until it ends")
     for action, text in (("get", "show a job"), ("cancel", "cancel a job"),
                          ("resume", "continue a FAILED or CANCELLED job from its latest checkpoint (its next attempt)"),
@@ -238,11 +259,12 @@ def _submit(client, args, labels) -> int:
     from raysft.service.client import content_request_id, spec_message
 
     message = spec_message(args.spec, tuple(args.overrides))
+    notify = tuple(args.notify)
     request_id = args.request_id or (str(uuid.uuid4()) if args.new else content_request_id(message, args.kind, labels,
-                                                                                                    args.max_attempts))
+                                                                                                    args.max_attempts, notify))
     asked = time.time()
     job = client.create_job(message, kind=args.kind, request_id=request_id, validate_only=args.validate_only, labels=labels,
-                            max_attempts=args.max_attempts)
+                            max_attempts=args.max_attempts, notify_urls=notify)
     if args.validate_only:
         _print_job(job, args.json, brief=True)
         return 0

@@ -136,11 +136,12 @@ def create_job(jobs: Jobs, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.Job:
     # Everything but the idempotency key and validate_only identifies "the same request".
     # max_attempts 1 is the default 0: either hashes as a request from before the field.
     body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels,
-                                     max_attempts=0 if request.max_attempts == 1 else request.max_attempts)
+                                     max_attempts=0 if request.max_attempts == 1 else request.max_attempts,
+                                     notify_urls=request.notify_urls)
     body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
     job = jobs.create(raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
                       validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash,
-                      max_attempts=request.max_attempts)
+                      max_attempts=request.max_attempts, notify_urls=tuple(request.notify_urls))
     return job_message(job, validate_only=request.validate_only)
 
 

@@ -227,6 +227,7 @@ class _Secret(_Base):
 
 _SCHEMA_LOCK = 0x7261_7973_6674_0001  # PostgreSQL advisory lock key held while creating tables ("raysft", 1)
 _JOBS = _Job.__table__
+_DELIVERIES = _Delivery.__table__
 _JOB_FIELDS = [f.name for f in dataclasses.fields(JobRecord)]
 _CKPT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRecord)]
 
@@ -449,18 +450,27 @@ class Store:
         states in order), held for `lease_s` seconds: no other sender, here or on another server, takes them meanwhile."""
         now = time.time()
         earlier = aliased(_Delivery)
+        due = (_Delivery.status == "pending", _Delivery.next_attempt_at <= now,
+               or_(_Delivery.claimed_until.is_(None), _Delivery.claimed_until < now))
         q = (select(_Delivery)
-             .where(_Delivery.status == "pending", _Delivery.next_attempt_at <= now,
-                    or_(_Delivery.claimed_until.is_(None), _Delivery.claimed_until < now),
-                    ~exists().where(earlier.job_id == _Delivery.job_id, earlier.url == _Delivery.url,
-                                    earlier.seq < _Delivery.seq, earlier.status == "pending"))
-             .order_by(_Delivery.seq).limit(limit).with_for_update(skip_locked=True))  # SQLite: one writer anyway
+             .where(*due, ~exists().where(earlier.job_id == _Delivery.job_id, earlier.url == _Delivery.url,
+                                         earlier.seq < _Delivery.seq, earlier.status == "pending"))
+             .order_by(_Delivery.seq).limit(limit).with_for_update(skip_locked=True))
         with self._write:
             with Session(self._engine) as s, s.begin():
-                rows = list(s.scalars(q))
-                for row in rows:
-                    row.claimed_until = now + lease_s
-                return [_delivery(row) for row in rows]
+                rows = list(s.execute(q.with_only_columns(_Delivery.seq)).scalars())
+                claimed = []
+                for seq in rows:
+                    # Taken only if still due: pysqlite reads outside the write transaction, so another process's
+                    # sender may have read the same rows (PostgreSQL's SKIP LOCKED already kept them apart).
+                    taken = s.execute(_DELIVERIES.update().where(_Delivery.seq == seq, *due)
+                                      .values(claimed_until=now + lease_s)).rowcount
+                    if taken:
+                        claimed.append(seq)
+                if not claimed:
+                    return []
+                found = s.scalars(select(_Delivery).where(_Delivery.seq.in_(claimed)).order_by(_Delivery.seq))
+                return [_delivery(row) for row in found]
 
     def finish_delivery(self, delivery_id: str, *, delivered_at: Optional[float] = None, error: str = "",
                         retry_at: Optional[float] = None) -> None:

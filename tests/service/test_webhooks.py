@@ -6,16 +6,22 @@ import hmac
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import pytest
 
-from raysft.service.server import create_server
+from raysft.service.__main__ import main
 from raysft.service.events import transition
+from raysft.service.server import create_server
+from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, Store
+from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.service.webhooks import WebhookPolicy, WebhookSender, sign
-from service_helpers import NO_RAY, TOKEN
+from service_helpers import AUTH, NO_RAY, TOKEN
 
 SECRET = b"webhook-test-secret-0123456789abcdef"
 SPEC = {"model": {"name_or_path": "m"}, "data": {"train": [{"path": "/x.jsonl"}]}, "output_dir": "/runs/x"}
@@ -266,3 +272,65 @@ def test_two_senders_on_one_store_send_each_delivery_once(db_url, receiver):
 def test_signature_is_the_hmac_of_the_exact_body():
     body = b'{"job_id":"x"}'
     assert sign(SECRET, body) == "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+
+
+# ------------------------------------------------------------------------------ API and CLI
+
+
+@pytest.fixture(scope="module")
+def api_server(workdir):
+    policy = WebhookPolicy(allow_prefixes=("https://hooks.example.com/raysft",), secret=SECRET)
+    server = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/webhooks-api.db", token=TOKEN, ray_address=NO_RAY,
+                           allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0, webhooks=policy)
+    yield server
+    server.stop(grace_s=1)
+
+
+def _http(server, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/v1/jobs", method="POST",
+                                     data=json.dumps(body).encode(), headers={"Authorization": f"Bearer {TOKEN}",
+                                                                             "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.integration
+def test_notify_urls_are_checked_alike_over_grpc_and_http_and_shown_on_the_job(api_server, workdir):
+    spec = {"model": {"name_or_path": str(workdir / "model")}, "data": {"train": str(workdir / "data.jsonl")}}
+    good, bad = "https://hooks.example.com/raysft/team-a", "https://hooks.example.com.evil.net/raysft"
+    status, body = _http(api_server, {"spec": spec, "validate_only": True, "notify_urls": [good, bad]})
+    assert status == 400 and [v["field"] for v in body["error"]["violations"]] == ["notify_urls[1]"]
+    with grpc.insecure_channel(api_server.address) as ch:
+        stub = jobs_pb2_grpc.JobServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateJob(jobs_pb2.CreateJobRequest(spec=spec_to_proto(spec), validate_only=True, notify_urls=[good, bad]),
+                           metadata=AUTH)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "notify_urls[1]" in err.value.details()
+        _queue(api_server.store, "job-api", [good])
+        assert list(stub.GetJob(jobs_pb2.GetJobRequest(job_id="job-api"), metadata=AUTH).notify_urls) == [good]
+    status, body = _http(api_server, {"spec": spec, "validate_only": True, "notify_urls": [good]})
+    assert status == 200 and body["notify_urls"] == [good]
+
+
+@pytest.mark.integration
+def test_cli_submit_notify_and_serve_flags(api_server, workdir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAYSFT_SERVER", api_server.address)
+    monkeypatch.setenv("RAYSFT_TOKEN", TOKEN)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(json.dumps({"model": {"name_or_path": str(workdir / "model")},
+                                     "data": {"train": [str(workdir / "data.jsonl")]}}))
+    url = "https://hooks.example.com/raysft/cli"
+    assert main(["jobs", "submit", str(spec_file), "--notify", url, "--validate-only", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notify_urls"] == [url]
+    assert main(["jobs", "submit", str(spec_file), "--notify", "http://127.0.0.1:22/", "--validate-only"]) == 2
+    assert "notify_urls[0]: is not under a URL prefix" in capsys.readouterr().err
+    no_ray = ["--ray-address", NO_RAY, "--db", f"sqlite:///{tmp_path}/j.db", "--port", "0"]
+    assert main(["serve", "--webhook", "https://ops.example.com/all", *no_ray]) == 2
+    assert "pass --webhook-secret-file" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("\n")
+    assert main(["serve", "--webhook-allow-prefix", "https://x", "--webhook-secret-file", str(tmp_path / "empty"),
+                 *no_ray]) == 2
+    assert "webhook secret file" in capsys.readouterr().err

@@ -36,6 +36,8 @@ class CreateJobBody(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Up to 64 key=value labels to filter by.")
     max_attempts: int = Field(0, ge=0, le=10, description="Attempts a TRAIN job gets when it fails for an "
                               "infrastructure reason (0: 1, no retry); user errors are never retried.")
+    notify_urls: list[str] = Field(default_factory=list, description="Up to 5 http(s) URLs POSTed a signed notice of "
+                                   "each state change, each under a prefix the operator allows.")
 
 
 class SpecWarning(_Out):
@@ -81,6 +83,7 @@ class Job(_Out):
     labels: dict[str, str] = {}
     warnings: list[SpecWarning] = []
     request_id: str = ""
+    notify_urls: list[str] = []
 
 
 class JobList(_Out):
