@@ -486,6 +486,13 @@ class Store:
                 else:
                     row.status = "failed"
 
+    def prune_deliveries(self, before: float) -> int:
+        """Forget deliveries delivered or given up that were created before `before`; returns how many."""
+        with self._write:
+            with Session(self._engine) as s, s.begin():
+                gone = s.execute(delete(_Delivery).where(_Delivery.status != "pending", _Delivery.created_at < before))
+                return gone.rowcount
+
     def deliveries(self, job_id: str) -> list[DeliveryRecord]:
         """The job's webhook deliveries in the order of its state changes."""
         with Session(self._engine) as s:

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 import urllib.error
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_NOTIFY_URLS = 5
 MAX_URL_LENGTH = 2048
+MAX_SUMMARY_BYTES = 32 * 1024  # a webhook body stays small; a tune campaign's summary may not
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -147,13 +149,34 @@ class WebhookPolicy:
 
 def payload(delivery_id: str, job_id: str, sequence: int, state: str, previous_state: str, reason: str, when: float,
             output: dict) -> str:
-    """The JSON body of one delivery (signed as these exact bytes, so it is built once and stored)."""
-    return json.dumps({
-        "delivery_id": delivery_id, "job_id": job_id, "sequence": sequence, "state": state,
-        "previous_state": previous_state or None, "reason": reason,
-        "time": dt.datetime.fromtimestamp(when, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
-        "output": output,
-    }, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+    """The JSON body of one delivery (signed as these exact bytes, so it is built once and stored).
+
+    Built inside the state change's transaction, so it never raises: `output.summary` comes from the job's own
+    summary.json, and one that is not plain JSON or over MAX_SUMMARY_BYTES is left out (GetJob still has it).
+    """
+    body = {"delivery_id": delivery_id, "job_id": job_id, "sequence": sequence, "state": state,
+            "previous_state": previous_state or None, "reason": str(reason)[:1000],
+            "time": dt.datetime.fromtimestamp(when, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "output": {k: v for k, v in output.items() if k != "summary"}}
+    if output.get("summary") is not None:
+        try:
+            summary = json.dumps(_finite(output["summary"]), allow_nan=False, separators=(",", ":"))
+            if len(summary) <= MAX_SUMMARY_BYTES:
+                body["output"]["summary"] = json.loads(summary)
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _finite(value):
+    """JSON-able `value` with NaN and infinities as null (a diverged run's eval_loss is NaN; JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -177,13 +200,16 @@ class WebhookSender:
         give_up_after_s: no attempt is made later than this after the state change (the last one is recorded).
         timeout_s: per connect and per read of one POST.
         workers: POSTs at once (a slow receiver holds one).
+        keep_s: how long finished deliveries stay in the store (for inspection) before they are deleted.
     """
 
     def __init__(self, store: "Store", secret: bytes, *, backoff_base_s: float = 10.0, backoff_cap_s: float = 600.0,
-                 give_up_after_s: float = 3600.0, timeout_s: float = 10.0, poll_s: float = 2.0, workers: int = 4):
+                 give_up_after_s: float = 3600.0, timeout_s: float = 10.0, poll_s: float = 2.0, workers: int = 4,
+                 keep_s: float = 7 * 86400.0):
         self.store, self._secret = store, secret
         self.backoff_base_s, self.backoff_cap_s, self.give_up_after_s = backoff_base_s, backoff_cap_s, give_up_after_s
-        self.timeout_s, self.poll_s, self._workers = timeout_s, poll_s, workers
+        self.timeout_s, self.poll_s, self._workers, self.keep_s = timeout_s, poll_s, workers, keep_s
+        self._pruned_at = 0.0
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -211,6 +237,9 @@ class WebhookSender:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
+                if time.time() - self._pruned_at > 600:  # the outbox grows by every state change: bounded by keep_s
+                    self._pruned_at = time.time()
+                    self.store.prune_deliveries(self._pruned_at - self.keep_s)
                 claimed = self.store.claim_deliveries(self._workers * 4, lease_s=3 * self.timeout_s + 5)
             except Exception:  # the database is away: the deliveries wait in it
                 log.exception("webhooks: could not read the outbox; retrying in %.0fs", self.poll_s)

@@ -20,7 +20,7 @@ from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, Store
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from raysft.service.webhooks import WebhookPolicy, WebhookSender, sign
+from raysft.service.webhooks import WebhookPolicy, WebhookSender, payload, sign
 from service_helpers import AUTH, NO_RAY, TOKEN
 
 SECRET = b"webhook-test-secret-0123456789abcdef"
@@ -334,3 +334,26 @@ def test_cli_submit_notify_and_serve_flags(api_server, workdir, tmp_path, capsys
     assert main(["serve", "--webhook-allow-prefix", "https://x", "--webhook-secret-file", str(tmp_path / "empty"),
                  *no_ray]) == 2
     assert "webhook secret file" in capsys.readouterr().err
+
+
+def test_payload_is_plain_json_whatever_the_summary_holds():
+    body = json.loads(payload("d1", "j", 3, "FAILED", "RUNNING", "boom", 0.0,
+                              {"output_dir": "/o", "summary": {"eval_loss": float("nan"), "best": [float("inf"), 1.0]}}))
+    assert body["output"] == {"output_dir": "/o", "summary": {"eval_loss": None, "best": [None, 1.0]}}
+    assert (body["time"], body["previous_state"], body["sequence"]) == ("1970-01-01T00:00:00Z", "RUNNING", 3)
+    big = json.loads(payload("d2", "j", 1, "SUCCEEDED", "", "", 0.0, {"output_dir": "/o", "summary": {"x": "a" * 40_000}}))
+    assert big["output"] == {"output_dir": "/o"} and big["previous_state"] is None
+
+
+@pytest.mark.integration
+def test_finished_deliveries_are_pruned_and_pending_ones_kept(db_url, receiver):
+    store = Store(db_url, webhooks=(receiver.url + "/all",))
+    try:
+        _queue(store, "job-p")
+        [d] = store.deliveries("job-p")
+        store.finish_delivery(d.id, delivered_at=time.time())
+        _move(store, "job-p", JobState.CANCELLED)
+        assert store.prune_deliveries(time.time() + 1) == 1
+        assert [d.status for d in store.deliveries("job-p")] == ["pending"]
+    finally:
+        store.close()
