@@ -357,3 +357,22 @@ def test_finished_deliveries_are_pruned_and_pending_ones_kept(db_url, receiver):
         assert [d.status for d in store.deliveries("job-p")] == ["pending"]
     finally:
         store.close()
+
+
+@pytest.mark.integration
+def test_a_store_from_before_webhooks_gains_the_column_and_the_outbox(db_url):
+    from sqlalchemy import create_engine, text
+
+    Store(db_url).create_job(JobRecord(id="old-w", kind="train", spec=SPEC), [NewEvent("info", "x", "y")])
+    engine = create_engine(db_url)
+    with engine.begin() as conn:  # as an older server left it
+        conn.execute(text("ALTER TABLE jobs DROP COLUMN notify_urls"))
+        conn.execute(text("DROP TABLE webhook_deliveries"))
+    engine.dispose()
+    store = Store(db_url, webhooks=("https://ops.example.com/all",))
+    try:
+        assert store.get_job("old-w").notify_urls == []
+        _move(store, "old-w", JobState.CANCELLED)
+        assert [json.loads(d.body)["state"] for d in store.deliveries("old-w")] == ["CANCELLED"]
+    finally:
+        store.close()
