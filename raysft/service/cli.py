@@ -1,8 +1,9 @@
 """`raysft serve` and `raysft jobs ...`: parsers and handlers for the `raysft` CLI to register.
 
     raysft serve [--host H] [--port P] [--db URL] [--token-file F | --insecure-no-auth] [--tls-cert C --tls-key K]
-                 [--ray-address A] [--allowed-root DIR] [--allowed-storage URI] [--max-workers N] [--max-active-jobs N] ...
-    raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--max-attempts N] [--wait] [--json]
+                 [--ray-address A] [--allowed-root DIR] [--allowed-storage URI] [--max-workers N] [--max-active-jobs N]
+                 [--webhook URL] [--webhook-allow-prefix URL --webhook-secret-file F] ...
+    raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--max-attempts N] [--notify URL] [--wait] [--json]
     raysft jobs get|cancel|resume|delete|watch|checkpoints ID,  raysft jobs list,  raysft jobs logs ID [--follow]
 
 Server, token and CA come from --server / --token-file / --tls-ca or RAYSFT_SERVER / RAYSFT_TOKEN /

@@ -174,7 +174,11 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits, webhooks=webhooks)
     sender = WebhookSender(store, webhooks.secret, backoff_base_s=webhook_backoff_s) if webhooks.enabled else None
     if sender is not None:
-        store.observe(lambda _job, events: any(e.type == "state_changed" for e in events) and sender.wake())
+        def wake_on_state_change(_job, events) -> None:
+            if any(e.type == "state_changed" for e in events):
+                sender.wake()  # its outbox rows are committed: send them now, not at the next poll
+
+        store.observe(wake_on_state_change)
 
     loop = _LoopThread(max_workers)
     http = None

@@ -187,6 +187,11 @@ def sign(secret: bytes, body: bytes) -> str:
 # -------------------------------------------------------------------------------------- sending
 
 
+def _shown(url: str) -> str:
+    """The URL as logged: without its query, where receivers often keep a token."""
+    return url.split("?", 1)[0]
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # a redirect could point anywhere, past the allowed prefixes
         return None
@@ -236,19 +241,23 @@ class WebhookSender:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()  # before claiming: a change committed meanwhile wakes the next wait
             try:
-                if time.time() - self._pruned_at > 600:  # the outbox grows by every state change: bounded by keep_s
-                    self._pruned_at = time.time()
-                    self.store.prune_deliveries(self._pruned_at - self.keep_s)
-                claimed = self.store.claim_deliveries(self._workers * 4, lease_s=3 * self.timeout_s + 5)
-            except Exception:  # the database is away: the deliveries wait in it
-                log.exception("webhooks: could not read the outbox; retrying in %.0fs", self.poll_s)
-                claimed = []
-            if claimed:
-                list(self._pool.map(self._send, claimed))
-                continue  # the next deliveries in order may be due at once
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+                busy = self._round()
+            except Exception:  # the database is away: the deliveries wait in it (a claimed one is sent again later)
+                log.exception("webhooks: could not work through the outbox; retrying in %.0fs", self.poll_s)
+                busy = False
+            if not busy:
+                self._wake.wait(self.poll_s)
+
+    def _round(self) -> bool:
+        """Send what is due; True when there was some (the next deliveries in order may be due at once)."""
+        if time.time() - self._pruned_at > 600:  # the outbox grows by every state change: bounded by keep_s
+            self._pruned_at = time.time()
+            self.store.prune_deliveries(self._pruned_at - self.keep_s)
+        claimed = self.store.claim_deliveries(self._workers * 4, lease_s=3 * self.timeout_s + 5)
+        list(self._pool.map(self._send, claimed))
+        return bool(claimed)
 
     def _send(self, d: "DeliveryRecord") -> None:
         body = d.body.encode()
@@ -265,11 +274,12 @@ class WebhookSender:
             self.store.finish_delivery(d.id, delivered_at=now)
         elif retry_at > d.created_at + self.give_up_after_s:
             self.store.finish_delivery(d.id, error=error)
-            log.warning("webhook delivery %s of job %s to %s given up after %d attempts: %s", d.id, d.job_id, d.url,
-                        d.attempts + 1, error)
+            log.warning("webhook delivery %s of job %s to %s given up after %d attempts: %s", d.id, d.job_id,
+                        _shown(d.url), d.attempts + 1, error)
         else:
             self.store.finish_delivery(d.id, error=error, retry_at=retry_at)
-            log.info("webhook delivery %s to %s failed (%s); retrying in %.1fs", d.id, d.url, error, retry_at - now)
+            log.info("webhook delivery %s to %s failed (%s); retrying in %.1fs", d.id, _shown(d.url), error,
+                     retry_at - now)
 
     def _post(self, url: str, body: bytes, headers: dict) -> int:
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
