@@ -87,7 +87,7 @@ class RunningServer:
     metrics: Optional[ServiceMetrics] = None
     http_port: Optional[int] = None
     _http: Optional[object] = None
-    webhooks: Optional[WebhookSender] = None
+    webhook_sender: Optional[WebhookSender] = None
     _stopped: bool = False
 
     def stop(self, grace_s: float = 5.0) -> None:
@@ -100,8 +100,8 @@ class RunningServer:
             self._loop.run(self._http.stop())
         self._loop.run(self._grpc.stop(grace_s))
         self.supervisor.stop()
-        if self.webhooks is not None:
-            self.webhooks.stop()  # POSTs under way finish; the rest wait in the store for the next server
+        if self.webhook_sender is not None:
+            self.webhook_sender.stop()  # POSTs under way finish; the rest wait in the store for the next server
         self._loop.close()  # waits for streams still in threads: each sees its end within a second
         self.store.close()
         log.info("gRPC server and job followers stopped")

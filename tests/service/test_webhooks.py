@@ -278,8 +278,15 @@ def test_signature_is_the_hmac_of_the_exact_body():
 
 
 @pytest.fixture(scope="module")
-def api_server(workdir):
-    policy = WebhookPolicy(allow_prefixes=("https://hooks.example.com/raysft",), secret=SECRET)
+def api_receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def api_server(workdir, api_receiver):
+    policy = WebhookPolicy(allow_prefixes=(api_receiver.url + "/jobs",), secret=SECRET)
     server = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/webhooks-api.db", token=TOKEN, ray_address=NO_RAY,
                            allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0, webhooks=policy)
     yield server
@@ -298,9 +305,9 @@ def _http(server, body):
 
 
 @pytest.mark.integration
-def test_notify_urls_are_checked_alike_over_grpc_and_http_and_shown_on_the_job(api_server, workdir):
+def test_notify_urls_are_checked_alike_over_grpc_and_http_and_a_cancel_is_delivered(api_server, api_receiver, workdir):
     spec = {"model": {"name_or_path": str(workdir / "model")}, "data": {"train": str(workdir / "data.jsonl")}}
-    good, bad = "https://hooks.example.com/raysft/team-a", "https://hooks.example.com.evil.net/raysft"
+    good, bad = api_receiver.url + "/jobs/team-a", api_receiver.url.replace("127.0.0.1", "127.0.0.1.nip.io") + "/jobs"
     status, body = _http(api_server, {"spec": spec, "validate_only": True, "notify_urls": [good, bad]})
     assert status == 400 and [v["field"] for v in body["error"]["violations"]] == ["notify_urls[1]"]
     with grpc.insecure_channel(api_server.address) as ch:
@@ -311,18 +318,22 @@ def test_notify_urls_are_checked_alike_over_grpc_and_http_and_shown_on_the_job(a
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "notify_urls[1]" in err.value.details()
         _queue(api_server.store, "job-api", [good])
         assert list(stub.GetJob(jobs_pb2.GetJobRequest(job_id="job-api"), metadata=AUTH).notify_urls) == [good]
+        stub.CancelJob(jobs_pb2.CancelJobRequest(job_id="job-api"), metadata=AUTH)
+    got = api_receiver.wait_for(2)
+    assert [(g["path"], g["body"]["state"], g["signed"]) for g in got] == [
+        ("/jobs/team-a", "QUEUED", True), ("/jobs/team-a", "CANCELLED", True)]
     status, body = _http(api_server, {"spec": spec, "validate_only": True, "notify_urls": [good]})
     assert status == 200 and body["notify_urls"] == [good]
 
 
 @pytest.mark.integration
-def test_cli_submit_notify_and_serve_flags(api_server, workdir, tmp_path, capsys, monkeypatch):
+def test_cli_submit_notify_and_serve_flags(api_server, api_receiver, workdir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAYSFT_SERVER", api_server.address)
     monkeypatch.setenv("RAYSFT_TOKEN", TOKEN)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(json.dumps({"model": {"name_or_path": str(workdir / "model")},
                                      "data": {"train": [str(workdir / "data.jsonl")]}}))
-    url = "https://hooks.example.com/raysft/cli"
+    url = api_receiver.url + "/jobs/cli"
     assert main(["jobs", "submit", str(spec_file), "--notify", url, "--validate-only", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["notify_urls"] == [url]
     assert main(["jobs", "submit", str(spec_file), "--notify", "http://127.0.0.1:22/", "--validate-only"]) == 2
