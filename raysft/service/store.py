@@ -1,4 +1,4 @@
-"""The durable job store: jobs, their events, checkpoints, labels and idempotency keys, in SQL.
+"""The durable job store: jobs, their events, checkpoints, labels, idempotency keys and webhook outbox, in SQL.
 
 SQLAlchemy 2 over a SQLite file by default (WAL mode: readers never wait for the writer, and a committed
 transaction survives a killed process), or PostgreSQL by URL (`postgresql+psycopg://user:pw@host/db`, with
