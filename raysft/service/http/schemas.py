@@ -81,6 +81,7 @@ class Job(_Out):
     labels: dict[str, str] = {}
     warnings: list[SpecWarning] = []
     request_id: str = ""
+    tenant: str = ""
 
 
 class JobList(_Out):
