@@ -190,7 +190,11 @@ def _stamp(path: Path) -> Optional[tuple[int, int, int]]:
 
 def _load(path: Path) -> _Config:
     try:
-        if path.stat().st_size > _MAX_FILE_BYTES:
+        info = path.stat()
+        if info.st_mode & 0o022 or info.st_uid not in (os.getuid(), 0):  # whoever may write it may add an admin
+            raise TenantsError(f"tenants file {path} can be changed by other users, who could make themselves admins; "
+                               f"`chmod go-w {path}`, and keep it the server user's (or root's)")
+        if info.st_size > _MAX_FILE_BYTES:
             raise TenantsError(f"tenants file {path} is over {_MAX_FILE_BYTES >> 20} MiB; it holds names and digests")
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -169,6 +169,18 @@ def test_list_shows_the_callers_tenant_only_and_admins_every_tenant(server, stub
     assert listed(ADMIN) == listed(TOKEN) == {"list-a": "support", "list-b": "search", "list-c": "default"}
 
 
+def test_the_cli_shows_a_jobs_tenant(server, monkeypatch, capsys):
+    put_job(server, "cli-1", JobState.SUCCEEDED, tenant="support")
+    monkeypatch.setenv("RAYSFT_TOKEN", SUPPORT)
+    assert main(["jobs", "get", "cli-1", "--server", server.address]) == 0
+    assert "  tenant: support" in capsys.readouterr().out
+    assert main(["jobs", "get", "cli-1", "--server", server.address, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tenant"] == "support"
+    monkeypatch.setenv("RAYSFT_TOKEN", SEARCH)
+    assert main(["jobs", "get", "cli-1", "--server", server.address]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
 def test_jobs_carry_their_tenant_and_admins_create_in_the_default_one(server, stub, workdir, support_data, monkeypatch):
     monkeypatch.setattr(server.jobs.runner, "ping", lambda: None)  # Ray "answers": the job is stored (and waits)
     mine = stub.CreateJob(jobs_pb2.CreateJobRequest(spec=spec_to_proto(spec_of(support_data))), metadata=md(SUPPORT))
@@ -363,6 +375,14 @@ def test_a_bad_tenants_file_is_an_error_naming_the_field(tmp_path, name):
     with pytest.raises(TenantsError) as err:
         Tenants(tmp_path / "t.yaml")
     assert says in str(err.value) and str(tmp_path / "t.yaml") in str(err.value)
+
+
+def test_a_tenants_file_others_may_change_is_refused(tmp_path, support_data):
+    path = tmp_path / "t.yaml"
+    path.write_text(tenants_yaml(support_data))
+    path.chmod(0o664)
+    with pytest.raises(TenantsError, match="can be changed by other users"):
+        Tenants(path)
 
 
 def test_serve_with_a_bad_tenants_file_exits_2_saying_why(tmp_path, capsys):
