@@ -19,7 +19,10 @@ from raysft.service.errors import PermissionDenied, Unauthenticated
 if TYPE_CHECKING:
     from raysft.service.tenants import Tenants
 
-__all__ = ["Principal", "Authenticator", "authorize", "OPERATOR", "ANONYMOUS", "READ_ACTIONS", "WRITE_ACTIONS"]
+__all__ = ["Principal", "Authenticator", "authorize", "OPERATOR", "ANONYMOUS", "READ_ACTIONS", "WRITE_ACTIONS",
+           "DEFAULT_TENANT"]
+
+DEFAULT_TENANT = "default"  # the tenant of the server token's and the admins' jobs, and of every job before tenants
 
 READ_ACTIONS = frozenset({"GetJob", "ListJobs", "WatchJob", "ListJobEvents", "ListCheckpoints", "GetJobLogs"})
 WRITE_ACTIONS = frozenset({"CreateJob", "CancelJob", "DeleteJob", "ResumeJob"})
@@ -32,9 +35,9 @@ class Principal:
     name: str
     """Who it is ("operator": the holder of the server token; "anonymous": a server without a token;
     "<tenant>/<role>" or "admin" for tokens of the tenants file)."""
-    tenant: str = "default"
+    tenant: str
     """The tenant its jobs belong to."""
-    role: str = "admin"
+    role: str
     """"admin" (every tenant's jobs), "submitter" (its tenant's jobs) or "viewer" (reads its tenant's jobs)."""
 
     @property
@@ -47,8 +50,8 @@ class Principal:
         return None if self.admin else self.tenant
 
 
-OPERATOR = Principal("operator")
-ANONYMOUS = Principal("anonymous")
+OPERATOR = Principal("operator", DEFAULT_TENANT, "admin")
+ANONYMOUS = Principal("anonymous", DEFAULT_TENANT, "admin")  # no token on the server: whoever calls runs it
 
 
 def authorize(principal: Principal, action: str) -> None:

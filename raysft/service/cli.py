@@ -488,7 +488,7 @@ def _print_job(job, as_json: bool, brief: bool = False) -> None:
     p = job.progress
     print(f"  kind: {_kind(job)}   attempt: {job.attempt} of {max(job.max_attempts, job.attempt)}   "
           f"created: {_when(job.create_time)}   started: {_when(job.start_time)}   ended: {_when(job.end_time)}")
-    if job.tenant and job.tenant != "default":
+    if job.tenant and job.tenant != "default":  # the only tenant without --tenants: not worth a line
         print(f"  tenant: {_safe(job.tenant)}")
     if p.total_steps:
         print(f"  progress: {_bar(p)}")

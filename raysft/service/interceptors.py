@@ -1,4 +1,5 @@
-"""Server interceptors: bearer-token authentication (which hands the handler its caller), and one place that maps errors to status codes.
+"""Server interceptors: bearer-token authentication (which hands each handler its caller: `caller()`), and one
+place that maps errors to status codes.
 
 Authentication covers every RPC, streams included, except standard health checking (load balancers
 probe it without credentials). The error interceptor turns raysft.service.errors exceptions into their

@@ -28,6 +28,7 @@ from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
+from raysft.service.auth import DEFAULT_TENANT
 from raysft.service.errors import AlreadyExists, NotFound
 from raysft.service.states import ACTIVE, JobState
 
@@ -317,7 +318,7 @@ class Store:
         self._touch(job.id)
         return created, True
 
-    def replay_request(self, request_id: str, body_hash: Optional[str], *, tenant: str = "default") -> JobRecord:
+    def replay_request(self, request_id: str, body_hash: Optional[str], *, tenant: str = DEFAULT_TENANT) -> JobRecord:
         """The job `tenant` stored for `request_id` when `body_hash` matches the one stored with it.
 
         Raises:
@@ -420,7 +421,7 @@ class Store:
 
     # ------------------------------------------------------------------------------------ reads
 
-    def find_request(self, request_id: str, *, tenant: str = "default") -> Optional[tuple[str, str]]:
+    def find_request(self, request_id: str, *, tenant: str = DEFAULT_TENANT) -> Optional[tuple[str, str]]:
         """(job id, body hash) `tenant` stored for an idempotency key, or None (each tenant has its own keys)."""
         with Session(self._engine) as s:
             row = s.get(_Idempotency, _request_key(tenant, request_id))
@@ -482,7 +483,7 @@ class Store:
 def _request_key(tenant: str, request_id: str) -> str:
     """The idempotency table's key: the request id itself for the default tenant (as stores from before tenants
     hold it), `<tenant>/<sha256 of it>` for others ("/" is in no request id; 63 + 1 + 64 fit the column)."""
-    if tenant == "default":
+    if tenant == DEFAULT_TENANT:
         return request_id
     return f"{tenant}/{hashlib.sha256(request_id.encode()).hexdigest()}"
 

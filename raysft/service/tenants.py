@@ -34,14 +34,13 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from raysft.service.auth import Principal
+from raysft.service.auth import DEFAULT_TENANT, Principal
 from raysft.service.quota import Quota
 
 __all__ = ["Tenants", "Tenant", "TenantsError", "DEFAULT_TENANT", "hash_token"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TENANT = "default"  # the tenant of the server token's and the admins' jobs
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # no "/" or ":": names are parts of paths and idempotency keys
 _CHECK_EVERY_S = 1.0
 _MAX_FILE_BYTES = 4 << 20
