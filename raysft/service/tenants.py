@@ -200,8 +200,10 @@ def _load(path: Path) -> _Config:
         raise TenantsError(f"tenants file {path} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise TenantsError(f"tenants file {path} is not YAML: {exc}") from None
+    if raw is None:  # also what a reload sees mid-save; `tenants: {}` is how to say "none"
+        raise TenantsError(f"tenants file {path} is empty; list tenants: and admins: (README: Tenants and roles)")
     try:
-        parsed = _File.model_validate(raw if raw is not None else {})
+        parsed = _File.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"

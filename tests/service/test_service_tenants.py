@@ -365,6 +365,8 @@ BAD_FILES = {
                       + "0" * 64 + "'}]", "admins.0: the same sha256 as tenants.a.tokens.0"),
     "not yaml": ("tenants: [unclosed", "not YAML"),
     "no tokens": ("tenants: {a: {tokens: []}}", "tenants.a.tokens"),
+    "empty": ("", "is empty"),
+    "not a mapping": ("[a, b]", "(top level)"),
 }
 
 

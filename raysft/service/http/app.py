@@ -90,7 +90,7 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
                                               "`Authorization: Bearer <token>`.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestMetrics, histogram=metrics.rpc)  # outermost: 413s and 401s are counted too
-    bearer = HTTPBearer(auto_error=False, description="the server's token (raysft serve --token-file)")
+    bearer = HTTPBearer(auto_error=False, description="the server's token (--token-file) or a tenant's (--tenants)")
     slots = StreamSlots(max_streams_per_client, max_streams, what="open event streams",
                         hint="close some (or page with GET /v1/jobs/{id}/events)")
 
