@@ -69,7 +69,8 @@ def support_data(workdir):
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, workdir, support_data):
-    db = f"sqlite:///{workdir}/tenants.db" if request.param == "sqlite" else request.getfixturevalue("postgres").create_database()
+    sqlite = request.param == "sqlite"
+    db = f"sqlite:///{workdir}/tenants.db" if sqlite else request.getfixturevalue("postgres").create_database()
     path = workdir / f"tenants-{request.param}.yaml"
     path.write_text(tenants_yaml(support_data))
     s = create_server("127.0.0.1:0", db_url=db, token=TOKEN, ray_address=NO_RAY, allowed_roots=[str(workdir)],
@@ -297,7 +298,8 @@ def test_http_hides_other_tenants_jobs_refuses_viewers_and_shows_the_tenant(serv
     for method, suffix in [("POST", ":cancel"), ("POST", ":resume"), ("DELETE", "")]:
         status, body = http(server, f"/v1/jobs/http-1{suffix}", method, token=SUPPORT_VIEWER)
         assert status == 403 and body["error"]["code"] == "PERMISSION_DENIED"
-    status, body = http(server, "/v1/jobs", "POST", token=SUPPORT_VIEWER, body={"spec": spec_of(Path("/x")), "validate_only": True})
+    body = {"spec": spec_of(Path("/x")), "validate_only": True}
+    status, body = http(server, "/v1/jobs", "POST", token=SUPPORT_VIEWER, body=body)
     assert status == 403
     for method, suffix in HTTP_CALLS[:6]:
         assert http(server, f"/v1/jobs/http-1{suffix}", method, token=SUPPORT_VIEWER)[0] == 200, suffix
@@ -324,9 +326,10 @@ def test_a_tenants_roots_confine_its_paths(server, stub, workdir, support_data):
 def test_no_tenant_reads_or_writes_in_another_tenants_jobs_directory(server, stub, workdir):
     (workdir / "runs" / "support" / "loose.jsonl").parent.mkdir(parents=True, exist_ok=True)
     (workdir / "runs" / "support" / "loose.jsonl").write_text('{"messages": []}\n')
-    for field, spec in (("data.train.0.path", {**spec_of(workdir), "data": {"train": [str(workdir / "runs/support/loose.jsonl")]}}),
-                        ("output_dir", {**spec_of(workdir), "output_dir": str(workdir / "runs" / "support" / "mine")}),
-                        ("checkpoint.storage_path", {**spec_of(workdir), "checkpoint": {"storage_path": str(workdir / "runs")}})):
+    runs = workdir / "runs"
+    for field, spec in (("data.train.0.path", {**spec_of(workdir), "data": {"train": [str(runs / "support/loose.jsonl")]}}),
+                        ("output_dir", {**spec_of(workdir), "output_dir": str(runs / "support" / "mine")}),
+                        ("checkpoint.storage_path", {**spec_of(workdir), "checkpoint": {"storage_path": str(runs)}})):
         code, details = refused(lambda: stub.CreateJob(jobs_pb2.CreateJobRequest(
             spec=spec_to_proto(spec), validate_only=True), metadata=md(SEARCH)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details and "jobs directory" in details, field
@@ -358,7 +361,8 @@ BAD_FILES = {
     "unknown key": ("tenants: {a: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}], quotas: {}}}", "tenants.a.quotas"),
     "quota": ("tenants: {a: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}], quota: {max_workers: 0}}}",
               "tenants.a.quota.max_workers"),
-    "relative root": ("tenants: {a: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}], roots: [data]}}", "tenants.a.roots"),
+    "relative root": ("tenants: {a: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}], roots: [data]}}",
+                      "tenants.a.roots"),
     "name": ("tenants: {Bad/Name: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}]}}", "tenants.Bad/Name"),
     "default": ("tenants: {default: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}]}}", "tenants.default"),
     "shared digest": ("tenants: {a: {tokens: [{sha256: '" + "0" * 64 + "', role: viewer}]}}\nadmins: [{sha256: '"
