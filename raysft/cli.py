@@ -214,12 +214,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print exactly one JSON object")
     sp.set_defaults(func=cmd_estimate)
 
-    from raysft.service.cli import add_jobs_parser, add_serve_parser
+    from raysft.service.cli import add_jobs_parser, add_serve_parser, add_tenants_parser
     from raysft.tune.cli import add_tune_parser
 
     add_tune_parser(sub)
     add_serve_parser(sub)
     add_jobs_parser(sub)
+    add_tenants_parser(sub)
 
     sp = sub.add_parser("export", help="merge a run's adapter into its base model")
     sp.add_argument("run_dir")

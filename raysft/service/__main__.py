@@ -1,17 +1,18 @@
-"""`python -m raysft.service serve|jobs ...`: the service's commands on their own (the same as `raysft serve|jobs`)."""
+"""`python -m raysft.service serve|jobs|tenants ...`: the service's commands on their own (as `raysft ...`)."""
 
 import argparse
 import sys
 
-from raysft.service.cli import add_jobs_parser, add_serve_parser
+from raysft.service.cli import add_jobs_parser, add_serve_parser, add_tenants_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `serve ...` or `jobs ...` and run it; returns the exit code."""
+    """Parse `serve ...`, `jobs ...` or `tenants ...` and run it; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m raysft.service", description="The raysft gRPC job service.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(sub)
     add_jobs_parser(sub)
+    add_tenants_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,14 +1,17 @@
 """`raysft serve` and `raysft jobs ...`: parsers and handlers for the `raysft` CLI to register.
 
-    raysft serve [--host H] [--port P] [--db URL] [--token-file F | --insecure-no-auth] [--tls-cert C --tls-key K]
+    raysft serve [--host H] [--port P] [--db URL] [--token-file F | --insecure-no-auth] [--tenants FILE]
+                 [--tls-cert C --tls-key K]
                  [--ray-address A] [--allowed-root DIR] [--allowed-storage URI] [--max-workers N] [--max-active-jobs N]
                  [--webhook URL] [--webhook-allow-prefix URL --webhook-secret-file F] ...
     raysft jobs submit SPEC [overrides] [--request-id ID] [--label k=v] [--max-attempts N] [--notify URL] [--wait] [--json]
     raysft jobs get|cancel|resume|delete|watch|checkpoints ID,  raysft jobs list,  raysft jobs logs ID [--follow]
+    raysft tenants hash-token < token-file      (the sha256 line a tenants file holds for that token)
 
 Server, token and CA come from --server / --token-file / --tls-ca or RAYSFT_SERVER / RAYSFT_TOKEN /
 RAYSFT_TLS_CA. Without --token-file, `raysft serve` uses (creating it, mode 0600) the token file RAYSFT_TOKEN_FILE
-or ~/.raysft/token, and `raysft jobs` reads the same file when neither --token-file nor RAYSFT_TOKEN is given.
+or ~/.raysft/token, and `raysft jobs` reads the same file when neither --token-file nor RAYSFT_TOKEN is given;
+with --tenants the tenants file's tokens are the credentials, and only a --token-file named too adds an admin's.
 Exit codes: 0 ok; 1 the job ended FAILED or CANCELLED (submit --wait, watch); 2 bad input
 or an RPC error, printed to stderr with its status code name and field violations.
 """
@@ -25,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["add_serve_parser", "add_jobs_parser", "cmd_serve", "cmd_jobs", "default_token_file"]
+__all__ = ["add_serve_parser", "add_jobs_parser", "add_tenants_parser", "cmd_serve", "cmd_jobs", "default_token_file"]
 
 _STATES = ("QUEUED", "STARTING", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -36,13 +39,17 @@ _STATES = ("QUEUED", "STARTING", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED",
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     """Register `serve` (func=cmd_serve) on an argparse subparsers object."""
     p = subparsers.add_parser("serve", help="run the gRPC job service (jobs run as Ray Jobs)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token-file")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but loopback needs --token-file or --tenants")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--http-port", type=int, metavar="PORT", help="also serve the HTTP/JSON API, the web console and "
                                                                  "Prometheus /metrics on this port (needs raysft[http])")
     p.add_argument("--db", default="sqlite:///raysft-jobs.db", help="SQLAlchemy URL of the job store (default: %(default)s)")
     p.add_argument("--token-file", help="file holding the bearer token clients must send (default: RAYSFT_TOKEN_FILE or "
                                         "~/.raysft/token, created with a new token when missing)")
+    p.add_argument("--tenants", metavar="FILE", help="tenants file: tenants, their token digests, roles (submitter | "
+                                                     "viewer), roots and quotas, and admins; reloaded on SIGHUP and "
+                                                     "when it changes (README: Tenants and roles)")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="loopback only: accept calls without a token (any local user can then run jobs as this user)")
     p.add_argument("--tls-cert", help="PEM certificate; with --tls-key the port speaks TLS")
@@ -100,7 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve(f"{args.host}:{args.port}", db_url=args.db, token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                      ray_address=args.ray_address, allowed_roots=args.allowed_root, jobs_root=args.jobs_root,
                      allowed_storage=tuple(args.allowed_storage), limits=limits, allow_remote_code=args.allow_remote_code,
-                     ray_deadline_s=args.ray_deadline_s, http_port=args.http_port, webhooks=webhooks)
+                     ray_deadline_s=args.ray_deadline_s, http_port=args.http_port, webhooks=webhooks,
+                     tenants=args.tenants)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,14 +137,16 @@ def _serve_token(args: argparse.Namespace) -> Optional[str]:
     """The server's token: --token-file's; none with --insecure-no-auth; else, on loopback, the default file's,
     created (0600, its path printed) when missing. Raises ValueError for an empty or unsafe file."""
     if args.insecure_no_auth:
-        if args.token_file:
-            raise ValueError("--insecure-no-auth and --token-file contradict each other; pass one")
+        if args.token_file or args.tenants:
+            raise ValueError(f"--insecure-no-auth and {'--token-file' if args.token_file else '--tenants'} contradict "
+                             "each other; pass one")
         print("warning: --insecure-no-auth: any local user can submit jobs that run as this user", file=sys.stderr)
         return None
     from raysft.service.server import is_loopback
 
-    if not args.token_file and not is_loopback(args.host):
-        return None  # create_server refuses: a token for other machines is the operator's to hand out
+    if not args.token_file and (args.tenants or not is_loopback(args.host)):
+        # With tenants, an admin token is the operator's choice; off loopback, create_server refuses without one.
+        return None
     path = Path(args.token_file) if args.token_file else default_token_file()
     if not args.token_file and not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -154,6 +164,36 @@ def _serve_token(args: argparse.Namespace) -> Optional[str]:
     if not token:
         raise ValueError(f"token file {path} is missing or empty; write a long random string to it")
     return token
+
+
+# ---------------------------------------------------------------------------------------- tenants
+
+
+def add_tenants_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `tenants hash-token` on an argparse subparsers object."""
+    p = subparsers.add_parser("tenants", help="tools for the tenants file of `raysft serve --tenants`")
+    sub = p.add_subparsers(dest="action", required=True)
+    hp = sub.add_parser("hash-token", help="print the sha256 of the token read from stdin (a new random token with "
+                                           "--new: the token on stderr, its digest on stdout)")
+    hp.add_argument("--new", action="store_true", help="make a new token instead of reading one")
+    hp.set_defaults(func=cmd_hash_token)
+    return p
+
+
+def cmd_hash_token(args: argparse.Namespace) -> int:
+    """Print the digest a tenants file holds for a token (the token itself never goes in the file)."""
+    from raysft.service.tenants import hash_token
+
+    if args.new:
+        token = secrets.token_urlsafe(32)
+        print(token, file=sys.stderr)
+    else:
+        token = sys.stdin.read().strip()
+        if not token:
+            print("error: no token on stdin; pipe it in: raysft tenants hash-token < token-file", file=sys.stderr)
+            return 2
+    print(hash_token(token))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- jobs
@@ -472,6 +512,8 @@ def _print_job(job, as_json: bool, brief: bool = False) -> None:
     p = job.progress
     print(f"  kind: {_kind(job)}   attempt: {job.attempt} of {max(job.max_attempts, job.attempt)}   "
           f"created: {_when(job.create_time)}   started: {_when(job.start_time)}   ended: {_when(job.end_time)}")
+    if job.tenant and job.tenant != "default":  # the only tenant without --tenants: not worth a line
+        print(f"  tenant: {_safe(job.tenant)}")
     if p.total_steps:
         print(f"  progress: {_bar(p)}")
     print(f"  output_dir: {_safe(job.output.output_dir) or '-'}")

@@ -1,4 +1,5 @@
-"""Server interceptors: bearer-token authentication, and one place that maps errors to status codes.
+"""Server interceptors: bearer-token authentication (which hands each handler its caller: `caller()`), and one
+place that maps errors to status codes.
 
 Authentication covers every RPC, streams included, except standard health checking (load balancers
 probe it without credentials). The error interceptor turns raysft.service.errors exceptions into their
@@ -11,6 +12,7 @@ generators, or (health checking's Watch) coroutines that write their responses t
 from __future__ import annotations
 
 import abc
+import contextvars
 import inspect
 import logging
 import secrets
@@ -21,13 +23,16 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from raysft.service.auth import Authenticator
+from raysft.service.auth import Authenticator, Principal
 from raysft.service.errors import InvalidArgument, ServiceError, Unauthenticated
 from raysft.service.states import IllegalTransition
 
-__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES", "WrappingInterceptor", "rebuild_handler"]
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES", "WrappingInterceptor", "rebuild_handler",
+           "caller"]
 
 log = logging.getLogger(__name__)
+
+_CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("raysft_caller")
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 _MAX_MESSAGE = 2000  # characters of an error's message; grpc clients refuse trailers over 8 kB by default
@@ -71,26 +76,57 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         return cached[1]
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Requires `authorization: Bearer <token>` metadata on every RPC but health checks (the decision is
-    `Authenticator.authenticate`, shared with the HTTP API)."""
+    `Authenticator.authenticate`, shared with the HTTP API) and hands the caller to the handler: `caller()`.
+
+    The check runs in the wrapped behaviour, inside the call's own task, so the principal it sets there is the
+    one the handler reads (each RPC's task has its own copy of the context variables).
+    """
 
     def __init__(self, authenticator: Authenticator):
+        super().__init__()
         self._auth = authenticator
 
     async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
             return await continuation(handler_call_details)
-        header = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
-        try:
-            self._auth.authenticate(header)
-            return await continuation(handler_call_details)
-        except Unauthenticated as exc:
-            reason = str(exc)
-        handler = await continuation(handler_call_details)
+        handler = await super().intercept_service(continuation, handler_call_details)
         if handler is None:  # an unknown method: saying UNIMPLEMENTED would tell a stranger which methods exist
-            return grpc.unary_unary_rpc_method_handler(_refuse(reason, False))
-        return rebuild_handler(handler, lambda _behaviour, streams: _refuse(reason, streams))
+            try:
+                self._auth.authenticate(_authorization(handler_call_details.invocation_metadata))
+            except Unauthenticated as exc:
+                return grpc.unary_unary_rpc_method_handler(_refuse(str(exc), False))
+        return handler
+
+    def wrap(self, behaviour: Callable, method: str, streams: bool) -> Callable:
+        auth = self._auth
+
+        async def authenticated(context) -> None:
+            try:
+                _CALLER.set(auth.authenticate(_authorization(context.invocation_metadata())))
+            except Unauthenticated as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+
+        async def call(request, context):
+            await authenticated(context)
+            return await behaviour(request, context)
+
+        async def call_stream(request, context):
+            await authenticated(context)
+            async for response in behaviour(request, context):
+                yield response
+
+        return call_stream if streams and inspect.isasyncgenfunction(behaviour) else call
+
+
+def caller() -> Principal:
+    """The principal of the RPC being handled (set by AuthInterceptor; a call it did not see has none)."""
+    return _CALLER.get()
+
+
+def _authorization(metadata) -> str:
+    return dict(metadata or ()).get("authorization", "")
 
 
 def _refuse(reason: str, streams: bool) -> Callable:

@@ -1,5 +1,9 @@
 """The job service's operations, free of gRPC: create (validated, idempotent), get, list, cancel, resume,
 delete, watch, events, checkpoints and logs. The servicer translates messages to and from these calls.
+
+Each takes the caller (`who`, a raysft.service.auth.Principal): a job belongs to the tenant whose token created
+it, and a job of another tenant is NOT_FOUND with the same message as an id nobody uses (ids are not probed);
+admins see every tenant's. `authorize` refuses the changes a viewer asks for.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import unicodedata
 from typing import AsyncIterator, Optional
 
 from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
+from raysft.service.auth import Principal, authorize
 from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from raysft.service.events import best_step, transition
 from raysft.service.limits import Limits
@@ -25,6 +30,7 @@ from raysft.service.states import ACTIVE, JobState
 from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
 from raysft.service.supervisor import Supervisor, next_attempt
 from raysft.service.webhooks import WebhookPolicy
+from raysft.service.tenants import Tenants
 
 __all__ = ["Jobs"]
 
@@ -42,12 +48,14 @@ class Jobs:
             the cluster); off by default.
         limits: the operator's caps on workers, resources, trials and active jobs.
         webhooks: where jobs' notify_urls may point (none: nowhere).
+        tenants: the tenants file's tenants (their roots); None: one tenant, "default".
     """
 
     def __init__(self, store: Store, runner: RayJobsRunner, supervisor: Supervisor, paths: PathPolicy, *,
                  allow_remote_code: bool = False, limits: Optional[Limits] = None,
-                 webhooks: Optional[WebhookPolicy] = None):
+                 webhooks: Optional[WebhookPolicy] = None, tenants: Optional[Tenants] = None):
         self.store, self.runner, self.supervisor, self.paths = store, runner, supervisor, paths
+        self.tenants = tenants
         self.allow_remote_code = allow_remote_code
         self.limits = limits or Limits()
         self.webhooks = webhooks or WebhookPolicy()
@@ -55,9 +63,9 @@ class Jobs:
 
     # ----------------------------------------------------------------------------------- create
 
-    def create(self, raw_spec: dict, *, kind: Optional[str], request_id: str, validate_only: bool, labels: dict,
-               body_hash: str, max_attempts: int = 1, notify_urls: tuple[str, ...] = ()) -> JobRecord:
-        """Validate a spec and queue it (or only validate it).
+    def create(self, raw_spec: dict, *, who: Principal, kind: Optional[str], request_id: str, validate_only: bool,
+               labels: dict, body_hash: str, max_attempts: int = 1, notify_urls: tuple[str, ...] = ()) -> JobRecord:
+        """Validate a spec and queue it (or only validate it) as a job of `who`'s tenant.
 
         Args:
             raw_spec: the spec mapping (only what the client set).
@@ -70,7 +78,9 @@ class Jobs:
             InvalidArgument: every problem with the spec, kind, labels or request id, by field path.
             AlreadyExists: request_id was used with another body.
             Unavailable: Ray cannot be reached (nothing is stored).
+            PermissionDenied: `who` is a viewer.
         """
+        authorize(who, "CreateJob")
         problems = _request_problems(request_id, labels) + self.webhooks.problems(list(notify_urls))
         try:
             spec = parse_spec(raw_spec)
@@ -86,15 +96,16 @@ class Jobs:
                                                       "leave it at 1 for a TUNE job"))
         if problems:
             raise InvalidArgument(problems, "the request is invalid")
-        if request_id and not validate_only and self.store.find_request(request_id):
-            return self.store.replay_request(request_id, body_hash)  # a retry: no Ray needed
+        if request_id and not validate_only and self.store.find_request(request_id, tenant=who.tenant):
+            return self.store.replay_request(request_id, body_hash, tenant=who.tenant)  # a retry: no Ray needed
         job_id = None if validate_only else f"raysft-{secrets.token_hex(6)}"
-        resolved = self.paths.apply(spec, job_id, self._job_output)
+        paths = self.paths_of(who)
+        resolved = paths.apply(spec, job_id, lambda ref: self._job_output(ref, who))
         warnings = [Violation(v.field, v.message) for v in advisories(spec)]
         if kind == "train" and spec.tune is not None:
             warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
         record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
-                           max_attempts=max_attempts, notify_urls=list(notify_urls),
+                           max_attempts=max_attempts, notify_urls=list(notify_urls), tenant=who.tenant,
                            warnings=[{"field": w.field, "message": w.message} for w in warnings])
         if validate_only:
             return record
@@ -105,16 +116,16 @@ class Jobs:
         events += [NewEvent("warning", "warning", str(w), {"field": w.field}) for w in warnings]
         with self._admit:
             self._check_active_jobs()
-            claimed = self.paths.claim(resolved, job_id)
+            claimed = paths.claim(resolved, job_id)
             try:
                 job, created = self.store.create_job(record, events, body_hash)
             except BaseException:
-                self.paths.release(claimed)
+                paths.release(claimed)
                 raise
         if created:
             self.supervisor.follow(job.id)
         else:
-            self.paths.release(claimed)  # a concurrent retry of the same request stored its own job first
+            paths.release(claimed)  # a concurrent retry of the same request stored its own job first
         return job
 
     def _check_active_jobs(self) -> None:
@@ -123,10 +134,19 @@ class Jobs:
             raise ResourceExhausted(f"this server runs at most {cap} jobs at once (--max-active-jobs) and that many are "
                                     "queued or running; retry when one ends, or cancel one")
 
-    def _job_output(self, job_id: str) -> str:
-        """The output_dir of a SUCCEEDED job, for `job:<id>` references; LookupError says why not."""
+    def paths_of(self, who: Principal) -> PathPolicy:
+        """Where `who`'s jobs may read and write: the server's policy for admins and the default tenant; for a
+        tenant of the file its roots (default: the server's) and `<jobs root>/<tenant>`, so tenants never share
+        a job directory (nor the data cache beside them)."""
+        if who.admin or self.tenants is None:
+            return self.paths
+        tenant = self.tenants.tenant(who.tenant)
+        return self.paths.for_tenant(who.tenant, tenant.roots if tenant else None)
+
+    def _job_output(self, job_id: str, who: Principal) -> str:
+        """The output_dir of a SUCCEEDED job `who` may see, for `job:<id>` references; LookupError says why not."""
         try:
-            job = self.store.get_job(_job_id(job_id))
+            job = self.get(job_id, who=who)
         except (NotFound, InvalidArgument):
             raise LookupError(f"job:{job_id}: no such job; list jobs with `raysft jobs list`") from None
         if job.state != JobState.SUCCEEDED:
@@ -145,18 +165,19 @@ class Jobs:
 
     # ------------------------------------------------------------------------------------ reads
 
-    def get(self, job_id: str) -> JobRecord:
-        """Raises NotFound."""
-        return self.store.get_job(_job_id(job_id))
+    def get(self, job_id: str, *, who: Principal) -> JobRecord:
+        """Raises NotFound (also for a job of another tenant)."""
+        return self.store.get_job(_job_id(job_id), tenant=who.scope)
 
-    def list(self, *, states: tuple[JobState, ...], labels: dict, page_size: int, page_token: str
+    def list(self, *, who: Principal, states: tuple[JobState, ...], labels: dict, page_size: int, page_token: str
              ) -> tuple[list[JobRecord], str]:
-        """One page of jobs, newest first, and the token of the next page ("" after the last)."""
+        """One page of `who`'s tenant's jobs (every tenant's for admins), newest first, and the token of the
+        next page ("" after the last)."""
         if len(labels) > 64:  # each is a subquery: a filter of thousands would be a slow query, not a filter
             raise InvalidArgument([Violation("labels", f"filter by at most 64 labels (got {len(labels)})")])
         size = _page_size(page_size, 50)
         before = _decode_token(page_token, "j") if page_token else None
-        jobs = self.store.list_jobs(states=states, labels=labels, limit=size + 1, before=before)
+        jobs = self.store.list_jobs(states=states, labels=labels, limit=size + 1, before=before, tenant=who.scope)
         more = len(jobs) > size
         jobs = jobs[:size]
         return jobs, self.page_token_after(jobs[-1]) if more else ""
@@ -166,9 +187,10 @@ class Jobs:
         """The ListJobs page token of the page that starts after `job`."""
         return _encode_token("j", job.ordinal)
 
-    def events(self, job_id: str, *, after: int, page_size: int, page_token: str) -> tuple[list[EventRecord], str]:
+    def events(self, job_id: str, *, who: Principal, after: int, page_size: int, page_token: str
+               ) -> tuple[list[EventRecord], str]:
         """One page of a job's events in order, and the next page's token ("" at the end)."""
-        self.get(job_id)
+        self.get(job_id, who=who)
         if after < 0:
             raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
         start = _decode_token(page_token, "e") if page_token else after
@@ -178,20 +200,20 @@ class Jobs:
         events = events[:size]
         return events, _encode_token("e", events[-1].sequence) if more else ""
 
-    def checkpoints(self, job_id: str) -> tuple[list[CheckpointRecord], Optional[int]]:
+    def checkpoints(self, job_id: str, *, who: Principal) -> tuple[list[CheckpointRecord], Optional[int]]:
         """The kept checkpoints, newest first, and the best one's step."""
-        job = self.get(job_id)
+        job = self.get(job_id, who=who)
         kept = [c for c in self.store.checkpoints(job_id) if not c.pruned]
         keep_best_by = parse_spec(job.spec).checkpoint.keep_best_by
         return sorted(kept, key=lambda c: -c.step), best_step(kept, keep_best_by)
 
-    async def watch(self, job_id: str, after: int) -> AsyncIterator[EventRecord]:
+    async def watch(self, job_id: str, after: int, *, who: Principal) -> AsyncIterator[EventRecord]:
         """Events after `after`, then new ones as they are stored; ends after the terminal state event.
 
         Waiting holds no thread: the store's change notice wakes the stream on the event loop (a poll every
         second covers changes made by another server sharing the store). Each read takes a pool thread briefly.
         """
-        self.get(job_id)
+        self.get(job_id, who=who)
         if after < 0:
             raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
         loop, changed = asyncio.get_running_loop(), asyncio.Event()
@@ -214,7 +236,7 @@ class Jobs:
         finally:
             unsubscribe()
 
-    async def logs(self, job_id: str, *, tail_lines: int, follow: bool) -> AsyncIterator[str]:
+    async def logs(self, job_id: str, *, who: Principal, tail_lines: int, follow: bool) -> AsyncIterator[str]:
         """The Ray job's driver log (its last `tail_lines` lines), then, with follow, new text until the job ends.
 
         Following streams the log from Ray's log API as it grows (nothing is downloaded twice) and holds no
@@ -222,10 +244,10 @@ class Jobs:
         """
         if tail_lines < 0:
             raise InvalidArgument([Violation("tail_lines", f"must be >= 0 (got {tail_lines})")])
-        job = self.get(job_id)
+        job = self.get(job_id, who=who)
         while follow and job.submitted_at is None and not job.state.terminal:  # nothing on Ray yet
             await asyncio.sleep(0.5)
-            job = self.get(job_id)
+            job = self.get(job_id, who=who)
         if job.submitted_at is None:
             return
         if not follow or job.state.terminal:
@@ -245,7 +267,7 @@ class Jobs:
             watcher.cancel()
 
     async def _mark_end(self, job_id: str, ended: asyncio.Event) -> None:
-        while not (await asyncio.to_thread(self.get, job_id)).state.terminal:
+        while not (await asyncio.to_thread(self.store.get_job, job_id)).state.terminal:
             await asyncio.sleep(0.5)
         await asyncio.sleep(0.5)  # the log's last lines reach the stream (Ray reads the file every 0.1 s)
         ended.set()
@@ -262,9 +284,11 @@ class Jobs:
 
     # ----------------------------------------------------------------------------------- change
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, *, who: Principal) -> JobRecord:
         """Cancel a job: QUEUED ends CANCELLED at once; STARTING / RUNNING become CANCELLING until Ray stops
         it. A job already CANCELLING or terminal comes back unchanged."""
+        authorize(who, "CancelJob")
+        job_id = self.get(job_id, who=who).id  # a job's tenant never changes: the check holds for the update
 
         def change(job: JobRecord, _ckpts) -> list[NewEvent]:
             if job.state.terminal or job.state == JobState.CANCELLING:
@@ -274,7 +298,7 @@ class Jobs:
                 return [transition(job, JobState.CANCELLED, "cancelled before it started")]
             return [transition(job, JobState.CANCELLING, "cancel requested")]
 
-        job, _ = self.store.update(_job_id(job_id), change)
+        job, _ = self.store.update(job_id, change)
         if job.state == JobState.CANCELLING:
             try:  # the supervisor sends the stop too, and retries while Ray is unreachable
                 self.runner.stop(ray_submission_id(job.id, job.attempt))
@@ -282,20 +306,22 @@ class Jobs:
                 pass
         return job
 
-    def resume(self, job_id: str) -> JobRecord:
+    def resume(self, job_id: str, *, who: Principal) -> JobRecord:
         """Queue a FAILED or CANCELLED train job's next attempt, which continues from its latest checkpoint.
 
         Raises:
             FailedPrecondition: the job is active or SUCCEEDED, has no checkpoint, or took MAX_ATTEMPTS attempts.
             ResourceExhausted: the server runs its most active jobs already.
             Unavailable: Ray cannot be reached (nothing changes).
+            PermissionDenied: `who` is a viewer.
         """
+        authorize(who, "ResumeJob")
 
         def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
             latest = _resume_step(job, ckpts.values())  # again: the job may have changed since the check below
             return next_attempt(job, f"resumed from the checkpoint at step {latest} as attempt {job.attempt + 1}")
 
-        job = self.get(job_id)
+        job = self.get(job_id, who=who)
         _resume_step(job, self.store.checkpoints(job.id))  # refusals first: they need no Ray
         with self._admit:
             self._check_active_jobs()
@@ -304,15 +330,16 @@ class Jobs:
         self.supervisor.follow(job.id)
         return job
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, *, who: Principal) -> None:
         """Delete a terminal job's record, events and checkpoints list (its files stay)."""
+        authorize(who, "DeleteJob")
 
         def check(job: JobRecord) -> None:
             if not job.state.terminal:
                 raise FailedPrecondition(f"job {job.id} is {job.state.value}; only a SUCCEEDED, FAILED or CANCELLED job "
                                          f"can be deleted: cancel it first (`raysft jobs cancel {job.id}`)")
 
-        job = self.get(job_id)
+        job = self.get(job_id, who=who)
         self.store.delete_job(job.id, check)
         if job.submitted_at is None:
             return

@@ -78,6 +78,7 @@ def job_message(job: JobRecord, *, validate_only: bool = False, full: bool = Tru
         state_reason=job.state_reason, ray_submission_id=ray_submission_id(job.id, job.attempt) if job.submitted_at else "",
         labels=job.labels, request_id=job.request_id or "", attempt=0 if validate_only else job.attempt,
         max_attempts=job.max_attempts, notify_urls=job.notify_urls, error_kind=jobs_pb2.ErrorKind.Value(job.error_kind) if job.error_kind else 0,
+        tenant=job.tenant,
         warnings=[jobs_pb2.SpecWarning(field=w["field"], message=w["message"]) for w in job.warnings],
         progress=jobs_pb2.Progress(step=_int(p.get("step", 0)), total_steps=_int(p.get("total_steps", 0)),
                                    epoch=_num(p.get("epoch")), tokens_per_second=_num(p.get("tokens_per_second")),

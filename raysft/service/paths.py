@@ -55,18 +55,31 @@ JobOutput = Callable[[str], str]  # job id -> that job's output_dir; raises Look
 
 
 class PathPolicy:
-    """Confines spec paths to `roots` and remote URIs to `allowed_storage`; jobs write under `jobs_root`."""
+    """Confines spec paths to `roots` and remote URIs to `allowed_storage`; jobs write under `jobs_root`.
 
-    def __init__(self, roots: list[str | Path], jobs_root: str | Path, allowed_storage: tuple[str, ...] = ()):
+    Args:
+        reserved: the server's whole jobs directory (default: `jobs_root`); a tenant's policy has its own
+            `<jobs root>/<tenant>` as jobs_root, and no path of it may lie elsewhere under `reserved`.
+    """
+
+    def __init__(self, roots: list[str | Path], jobs_root: str | Path, allowed_storage: tuple[str, ...] = (), *,
+                 reserved: Optional[str | Path] = None):
         if not roots:
             raise ValueError("give at least one allowed root")
         self.roots = [Path(r).expanduser().resolve() for r in roots]
         self.jobs_root = Path(jobs_root).expanduser().resolve()
+        self.reserved = Path(reserved).expanduser().resolve() if reserved is not None else self.jobs_root
         for prefix in allowed_storage:
             if not _SCHEME.match(prefix) or _uri_problem(prefix) or prefix.startswith("file:"):
                 raise ValueError(f"--allowed-storage {prefix!r}: give a remote URI prefix such as s3://bucket/prefix "
                                  "(no query string; local directories are --allowed-root)")
         self.allowed_storage = tuple(p.rstrip("/") for p in allowed_storage)
+
+    def for_tenant(self, tenant: str, roots: Optional[tuple[str, ...]] = None) -> "PathPolicy":
+        """The policy of a tenant's jobs: its roots (default: these), and `<jobs root>/<tenant>` for its jobs'
+        directories, which its `job:<id>` outputs may lie in; the rest of the jobs root is off limits to it."""
+        own = self.jobs_root / tenant
+        return PathPolicy([*(roots or self.roots), own], own, self.allowed_storage, reserved=self.reserved)
 
     def apply(self, spec: JobSpec, job_id: Optional[str], job_output: Optional[JobOutput] = None) -> dict:
         """The spec as a mapping of what was set, with paths resolved and output_dir filled in.
@@ -231,6 +244,9 @@ class _Check:
             roots = ", ".join(str(r) for r in policy.roots)
             return self._refuse(field, f"{value!r} resolves to {resolved}, outside the server's allowed roots ({roots}); "
                                        "use a path under one of them")
+        if resolved.is_relative_to(policy.reserved) and not resolved.is_relative_to(policy.jobs_root):
+            return self._refuse(field, f"{resolved} is in the server's jobs directory {policy.reserved} outside "
+                                       f"{policy.jobs_root}, your tenant's; leave it unset, or use a path of your own")
         if role == "output":
             return self._output(field, resolved, root)
         owner = policy.owner(resolved, root)

@@ -1,9 +1,10 @@
 """The job server: store, Ray runner, supervisor and the gRPC server with health checking and reflection.
 
 `create_server("127.0.0.1:0", ...)` starts everything and returns a `RunningServer` with the bound port
-(tests use port 0); `serve(...)` runs until SIGTERM or SIGINT and shuts down gracefully: health turns
-NOT_SERVING, in-flight RPCs get a grace period, the supervisor stops following (jobs on an external
-cluster keep running and are re-attached by the next server), then the embedded Ray cluster, if any, stops.
+(tests use port 0); `serve(...)` runs until SIGTERM or SIGINT (SIGHUP reloads the tenants file) and shuts
+down gracefully: health turns NOT_SERVING, in-flight RPCs get a grace period, the supervisor stops following
+(jobs on an external cluster keep running and are re-attached by the next server), then the embedded Ray
+cluster, if any, stops.
 
 The gRPC server is grpc.aio on an event loop of its own thread, with `max_workers` threads for the calls
 that block (see servicer.py). Measured against the thread-per-call server it replaced (benchmarks/README.md):
@@ -39,6 +40,7 @@ from raysft.service.runner import RayJobsRunner
 from raysft.service.servicer import JobServicer
 from raysft.service.store import Store
 from raysft.service.supervisor import Supervisor
+from raysft.service.tenants import Tenants
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.service.webhooks import WebhookPolicy, WebhookSender
 
@@ -85,6 +87,7 @@ class RunningServer:
     _loop: _LoopThread
     _cluster: Optional[LocalRayCluster]
     metrics: Optional[ServiceMetrics] = None
+    tenants: Optional[Tenants] = None  # reload() on SIGHUP
     http_port: Optional[int] = None
     _http: Optional[object] = None
     webhook_sender: Optional[WebhookSender] = None
@@ -120,12 +123,14 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
                   allowed_storage: tuple[str, ...] = (), limits: Optional[Limits] = None,
                   allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
                   poll_s: float = 0.5, ray_deadline_s: float = 600.0, http_port: Optional[int] = None,
-                  webhooks: Optional[WebhookPolicy] = None, webhook_backoff_s: float = 10.0) -> RunningServer:
+                  webhooks: Optional[WebhookPolicy] = None, webhook_backoff_s: float = 10.0,
+                  tenants: Optional[str | Path] = None) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
         db_url: SQLAlchemy URL of the job store.
-        token: bearer token every RPC but health checks must carry; required off loopback.
+        token: the server's bearer token (its holder is an admin: every tenant's jobs); off loopback this or
+            `tenants` is required.
         tls_cert, tls_key: PEM files; with both, the port speaks TLS.
         ray_address: the Ray dashboard URL of the cluster to run jobs on; None starts an embedded local cluster.
             RAY_ADDRESS / RAY_API_SERVER_ADDRESS in the environment win over it inside Ray's job SDK
@@ -145,12 +150,14 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         webhooks: the URLs told of state changes, the prefixes jobs' notify_urls must lie under, and the secret
             that signs each POST; with a secret, this server sends the store's pending deliveries.
         webhook_backoff_s: wait before a failed delivery's first retry; it doubles after each failure.
+        tenants: the tenants file (raysft.service.tenants): its tokens, tenants, roles, roots and quotas.
 
     Raises:
-        ValueError: a non-loopback address without a token, only one of cert / key, or a bad storage prefix.
+        ValueError: a non-loopback address without a token, only one of cert / key, a bad storage prefix, or a
+            tenants file that cannot be used (TenantsError).
     """
     host, _, port = address.rpartition(":")
-    if not is_loopback(host) and not token:
+    if not is_loopback(host) and not token and tenants is None:
         raise ValueError(f"binding {address} exposes the service beyond this machine; pass --token-file (and "
                          "--tls-cert/--tls-key), or bind 127.0.0.1")
     if bool(tls_cert) != bool(tls_key):
@@ -159,7 +166,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     jobs_dir = Path(jobs_root or Path(roots[0]) / "runs").resolve()
     paths = PathPolicy(roots, jobs_dir, tuple(allowed_storage))
     limits = limits or Limits()
-    authenticator = Authenticator(token)
+    members = Tenants(tenants) if tenants is not None else None
+    authenticator = Authenticator(token, members)
     webhooks = webhooks or WebhookPolicy()
     store = Store(db_url, webhooks=webhooks.urls)
     metrics = ServiceMetrics(store)
@@ -171,7 +179,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
     supervisor = Supervisor(store, runner, poll_s=poll_s, ray_deadline_s=ray_deadline_s,
                             on_event_lag=metrics.observe_event_lag)
-    jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits, webhooks=webhooks)
+    jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits, webhooks=webhooks,
+                tenants=members)
     sender = WebhookSender(store, webhooks.secret, backoff_base_s=webhook_backoff_s) if webhooks.enabled else None
     if sender is not None:
         def wake_on_state_change(_job, events) -> None:
@@ -204,14 +213,14 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     if sender is not None:
         sender.start()  # deliveries left by an earlier server go out too
     return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster,
-                         metrics, http.port if http else None, http, sender)
+                         metrics, members, http.port if http else None, http, sender)
 
 
 async def _start_grpc(address: str, servicer: JobServicer, authenticator: Authenticator, metrics: ServiceMetrics,
                       tls_cert: Optional[str], tls_key: Optional[str]) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start the grpc.aio server on the running loop; returns it, its port and its health servicer."""
-    interceptors = [MetricsInterceptor(metrics)] + ([AuthInterceptor(authenticator)] if authenticator.required else []) + \
-        [ErrorInterceptor()]
+    # Auth even without a token: it hands each call its caller (ANONYMOUS then), which Jobs needs.
+    interceptors = [MetricsInterceptor(metrics), AuthInterceptor(authenticator), ErrorInterceptor()]
     server = grpc.aio.server(interceptors=interceptors)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -239,6 +248,8 @@ def serve(address: str, **kwargs) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     running = create_server(address, **kwargs)
+    if running.tenants is not None:
+        signal.signal(signal.SIGHUP, lambda *_: running.tenants.reload())
     print(f"raysft job service on {running.address} (Ray at {running.ray_address}, store {running.store.url})", flush=True)
     if running.http_port is not None:
         host = running.address.rpartition(":")[0]

@@ -4,7 +4,8 @@ The server runs on grpc.aio: one event loop serves every call. Single-row reads 
 under a millisecond; a hop to a thread and back costs more than the work); spec validation (its cost grows with
 the spec, bounded by raysft.service.speclimits), everything that reaches Ray, writes, or pages through many rows runs in
 the loop's thread pool. Streams wait on the loop, holding no thread, and each client (by its address) may hold at
-most `max_streams_per_client` of them. Errors are raised as raysft.service.errors exceptions; the error
+most `max_streams_per_client` of them. Each call hands its caller (`caller()`, set by the auth interceptor) to
+`Jobs`, which decides what that caller sees and may do. Errors are raised as raysft.service.errors exceptions; the error
 interceptor turns them into status codes with details.
 """
 
@@ -19,7 +20,9 @@ from typing import AsyncIterator, Iterator
 from google.protobuf import empty_pb2
 
 from raysft.config import SpecError, Violation
+from raysft.service.auth import Principal
 from raysft.service.errors import InvalidArgument
+from raysft.service.interceptors import caller
 from raysft.service.jobs import Jobs
 from raysft.service.messages import checkpoint_message, degraded_job_message, event_message, job_message, state_from_message
 from raysft.service.specproto import spec_from_proto
@@ -55,10 +58,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context) -> jobs_pb2.Job:
         # Off the loop: converting and validating a spec costs in proportion to its size.
-        return await asyncio.to_thread(create_job, self.jobs, request)
+        return await asyncio.to_thread(create_job, self.jobs, request, caller())
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context) -> jobs_pb2.Job:
-        return job_message(self.jobs.get(request.job_id))
+        return job_message(self.jobs.get(request.job_id, who=caller()))
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context) -> jobs_pb2.ListJobsResponse:
         states = []
@@ -72,7 +75,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             raise InvalidArgument([Violation("view", f"unknown view {request.view}; use BASIC or FULL")])
         full = request.view == jobs_pb2.JOB_VIEW_FULL
         jobs, token = await asyncio.to_thread(
-            self.jobs.list, states=tuple(states), labels=dict(request.labels), page_size=request.page_size,
+            self.jobs.list, who=caller(), states=tuple(states), labels=dict(request.labels), page_size=request.page_size,
             page_token=request.page_token)
         return await asyncio.to_thread(self._page, jobs, token, full)
 
@@ -88,39 +91,39 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return page
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context) -> jobs_pb2.Job:
-        return job_message(await asyncio.to_thread(self.jobs.cancel, request.job_id))
+        return job_message(await asyncio.to_thread(self.jobs.cancel, request.job_id, who=caller()))
 
     async def ResumeJob(self, request: jobs_pb2.ResumeJobRequest, context) -> jobs_pb2.Job:
-        return job_message(await asyncio.to_thread(self.jobs.resume, request.job_id))
+        return job_message(await asyncio.to_thread(self.jobs.resume, request.job_id, who=caller()))
 
     async def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context) -> empty_pb2.Empty:
-        await asyncio.to_thread(self.jobs.delete, request.job_id)
+        await asyncio.to_thread(self.jobs.delete, request.job_id, who=caller())
         return empty_pb2.Empty()
 
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context) -> AsyncIterator[jobs_pb2.JobEvent]:
         with self._stream_slot(context):
-            async for event in self.jobs.watch(request.job_id, request.after_sequence):
+            async for event in self.jobs.watch(request.job_id, request.after_sequence, who=caller()):
                 yield event_message(event)
 
     async def ListJobEvents(self, request: jobs_pb2.ListJobEventsRequest, context) -> jobs_pb2.ListJobEventsResponse:
         events, token = await asyncio.to_thread(
-            self.jobs.events, request.job_id, after=request.after_sequence, page_size=request.page_size,
+            self.jobs.events, request.job_id, who=caller(), after=request.after_sequence, page_size=request.page_size,
             page_token=request.page_token)
         return jobs_pb2.ListJobEventsResponse(events=[event_message(e) for e in events], next_page_token=token)
 
     async def ListCheckpoints(self, request: jobs_pb2.ListCheckpointsRequest, context) -> jobs_pb2.ListCheckpointsResponse:
-        kept, best = self.jobs.checkpoints(request.job_id)
+        kept, best = self.jobs.checkpoints(request.job_id, who=caller())
         return jobs_pb2.ListCheckpointsResponse(checkpoints=[checkpoint_message(c, c.step == best) for c in kept])
 
     async def GetJobLogs(self, request: jobs_pb2.GetJobLogsRequest, context) -> AsyncIterator[jobs_pb2.LogChunk]:
         with self._stream_slot(context):
-            async for text in self.jobs.logs(request.job_id, tail_lines=request.tail_lines, follow=request.follow):
+            async for text in self.jobs.logs(request.job_id, who=caller(), tail_lines=request.tail_lines, follow=request.follow):
                 yield jobs_pb2.LogChunk(text=text)
 
 
-def create_job(jobs: Jobs, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.Job:
-    """CreateJob's work, shared by the HTTP API (which builds the same request from JSON): the same checks,
-    the same idempotency hash, the same messages."""
+def create_job(jobs: Jobs, request: jobs_pb2.CreateJobRequest, who: Principal) -> jobs_pb2.Job:
+    """CreateJob's work for caller `who`, shared by the HTTP API (which builds the same request from JSON): the
+    same checks, the same idempotency hash, the same messages."""
     problems = []
     if request.kind not in _KIND_NAMES:
         problems.append(Violation("kind", f"unknown value {request.kind}; use TRAIN or TUNE"))
@@ -139,7 +142,7 @@ def create_job(jobs: Jobs, request: jobs_pb2.CreateJobRequest) -> jobs_pb2.Job:
                                      max_attempts=0 if request.max_attempts == 1 else request.max_attempts,
                                      notify_urls=request.notify_urls)
     body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-    job = jobs.create(raw, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
+    job = jobs.create(raw, who=who, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
                       validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash,
                       max_attempts=request.max_attempts, notify_urls=tuple(request.notify_urls))
     return job_message(job, validate_only=request.validate_only)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import secrets
 import threading
 import time
@@ -27,6 +28,7 @@ from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 from sqlalchemy.pool import StaticPool
 
+from raysft.service.auth import DEFAULT_TENANT
 from raysft.service.errors import AlreadyExists, NotFound
 from raysft.service.states import ACTIVE, JobState
 from raysft.service.webhooks import payload
@@ -352,25 +354,26 @@ class Store:
                     s.add(row)
                     s.flush()  # the job row must exist before rows that reference it
                     if job.request_id:
-                        s.add(_Idempotency(request_id=job.request_id, body_hash=body_hash or "", job_id=job.id, created_at=now))
+                        s.add(_Idempotency(request_id=_request_key(job.tenant, job.request_id), body_hash=body_hash or "",
+                                           job_id=job.id, created_at=now))
                     s.add_all(_Label(job_id=job.id, key=k, value=v) for k, v in job.labels.items())
                     appended = self._append(s, row, events, now)
                     created = _record(row)
             except IntegrityError:
                 if not job.request_id:
                     raise
-                return self.replay_request(job.request_id, body_hash), False
+                return self.replay_request(job.request_id, body_hash, tenant=job.tenant), False
         self._observed(created, appended)
         self._touch(job.id)
         return created, True
 
-    def replay_request(self, request_id: str, body_hash: Optional[str]) -> JobRecord:
-        """The job stored for `request_id` when `body_hash` matches the one stored with it.
+    def replay_request(self, request_id: str, body_hash: Optional[str], *, tenant: str = DEFAULT_TENANT) -> JobRecord:
+        """The job `tenant` stored for `request_id` when `body_hash` matches the one stored with it.
 
         Raises:
             AlreadyExists: the request id was used with another body.
         """
-        found = self.find_request(request_id)
+        found = self.find_request(request_id, tenant=tenant)
         if found is None:  # the integrity error was something else: let it surface
             raise RuntimeError(f"could not store the job for request_id {request_id!r}")
         job_id, stored_hash = found
@@ -533,24 +536,30 @@ class Store:
 
     # ------------------------------------------------------------------------------------ reads
 
-    def find_request(self, request_id: str) -> Optional[tuple[str, str]]:
-        """(job id, body hash) stored for an idempotency key, or None."""
+    def find_request(self, request_id: str, *, tenant: str = DEFAULT_TENANT) -> Optional[tuple[str, str]]:
+        """(job id, body hash) `tenant` stored for an idempotency key, or None (each tenant has its own keys)."""
         with Session(self._engine) as s:
-            row = s.get(_Idempotency, request_id)
+            row = s.get(_Idempotency, _request_key(tenant, request_id))
             return (row.job_id, row.body_hash) if row else None
 
-    def get_job(self, job_id: str) -> JobRecord:
-        """Raises NotFound for an unknown id."""
+    def get_job(self, job_id: str, *, tenant: Optional[str] = None) -> JobRecord:
+        """Raises NotFound for an unknown id, and for a job of another tenant than `tenant` (None: any), alike."""
+        q = select(_JOBS).where(_JOBS.c.id == job_id)
+        if tenant is not None:
+            q = q.where(_JOBS.c.tenant == tenant)
         with self._engine.connect() as c:
-            row = c.execute(select(_JOBS).where(_JOBS.c.id == job_id)).mappings().one_or_none()
+            row = c.execute(q).mappings().one_or_none()
         if row is None:
             raise NotFound(f"job {job_id!r} not found; list jobs with `raysft jobs list`")
         return _record(row)
 
     def list_jobs(self, *, states: tuple[JobState, ...] = (), labels: Optional[dict] = None, limit: int = 50,
-                  before: Optional[int] = None) -> list[JobRecord]:
-        """Jobs newest first, optionally in any of `states` and carrying every label; `before`: an ordinal."""
+                  before: Optional[int] = None, tenant: Optional[str] = None) -> list[JobRecord]:
+        """Jobs newest first, optionally in any of `states`, carrying every label and of `tenant` (None: any
+        tenant); `before`: an ordinal."""
         q = select(_JOBS).order_by(_Job.ordinal.desc()).limit(limit)
+        if tenant is not None:
+            q = q.where(_Job.tenant == tenant)
         if states:
             q = q.where(_Job.state.in_([s.value for s in states]))
         for key, value in (labels or {}).items():
@@ -584,6 +593,14 @@ class Store:
         with Session(self._engine) as s:
             q = select(_Checkpoint).where(_Checkpoint.job_id == job_id).order_by(_Checkpoint.step)
             return [_checkpoint(r) for r in s.scalars(q)]
+
+
+def _request_key(tenant: str, request_id: str) -> str:
+    """The idempotency table's key: the request id itself for the default tenant (as stores from before tenants
+    hold it), `<tenant>/<sha256 of it>` for others ("/" is in no request id; 63 + 1 + 64 fit the column)."""
+    if tenant == DEFAULT_TENANT:
+        return request_id
+    return f"{tenant}/{hashlib.sha256(request_id.encode()).hexdigest()}"
 
 
 def _add_missing_columns(engine) -> None:

@@ -26,6 +26,7 @@ from grpc_status import rpc_status
 
 from raysft.service import supervisor as supervisor_module
 from raysft.service.__main__ import main
+from raysft.service.auth import OPERATOR
 from raysft.service.client import JobClient, content_request_id, spec_message
 from raysft.service.cluster import trusted_state
 from raysft.service.errors import MAX_VIOLATIONS, Unavailable
@@ -434,7 +435,7 @@ def test_a_rerun_submit_returns_the_stored_job_instead_of_a_second_one(server, o
     message = spec_message(str(spec))
     assert content_request_id(message, None, {}) == content_request_id(spec_message(str(spec)), None, {})
     for job_id in set(ids):
-        server.jobs.cancel(job_id)
+        server.jobs.cancel(job_id, who=OPERATOR)
     still_serves(other, server)
 
 

@@ -1,6 +1,7 @@
 """The HTTP/JSON API (`/v1/...`), the web console (`/`) and `/metrics`: translation only, like the gRPC servicer.
 
-Every route authenticates with `Authenticator.authenticate` (the decision gRPC uses), builds the same request the
+Every route authenticates with `Authenticator.authenticate` (the decision gRPC uses), hands the caller to `Jobs`
+(which decides what it sees and may do), builds the same request the
 gRPC servicer gets or calls the same `Jobs` operation, and answers in proto3's JSON mapping of the same messages.
 Errors are the same raysft.service.errors exceptions, mapped once here to HTTP statuses with a body
 `{"error": {"code": "INVALID_ARGUMENT", "message": ..., "violations": [{"field", "message"}]}}`, the fields
@@ -89,7 +90,7 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
                                               "`Authorization: Bearer <token>`.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestMetrics, histogram=metrics.rpc)  # outermost: 413s and 401s are counted too
-    bearer = HTTPBearer(auto_error=False, description="the server's token (raysft serve --token-file)")
+    bearer = HTTPBearer(auto_error=False, description="the server's token (--token-file) or a tenant's (--tenants)")
     slots = StreamSlots(max_streams_per_client, max_streams, what="open event streams",
                         hint="close some (or page with GET /v1/jobs/{id}/events)")
 
@@ -126,19 +127,19 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
                   label: list[str] = Query([], description="key=value; only jobs carrying every one.", max_length=64),
                   page_size: int = Query(0, ge=0, le=1000, description="0: 50."),
                   page_token: str = Query("", max_length=64), view: schemas.Literal["BASIC", "FULL"] = "BASIC",
-                  _who: Principal = Depends(principal)) -> dict:
+                  who: Principal = Depends(principal)) -> dict:
         labels = {}
         for i, item in enumerate(label):
             key, sep, value = item.partition("=")
             if not sep:
                 raise InvalidArgument([Violation(f"label.{i}", f"write key=value (got {item[:100]!r})")])
             labels[key] = value
-        found, token = jobs.list(states=tuple(JobState(s) for s in state), labels=labels, page_size=page_size,
+        found, token = jobs.list(who=who, states=tuple(JobState(s) for s in state), labels=labels, page_size=page_size,
                                  page_token=page_token)
         return {"jobs": [_listed(j, view == "FULL") for j in found], "next_page_token": token}
 
     @app.post("/v1/jobs", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def create(body: schemas.CreateJobBody, _who: Principal = Depends(principal)) -> dict:
+    def create(body: schemas.CreateJobBody, who: Principal = Depends(principal)) -> dict:
         try:
             spec = spec_to_proto(body.spec)
         except SpecError as exc:
@@ -146,33 +147,33 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
         request = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[body.kind], request_id=body.request_id,
                                             validate_only=body.validate_only, labels=body.labels,
                                             max_attempts=body.max_attempts, notify_urls=body.notify_urls)
-        message = create_job(jobs, request)
+        message = create_job(jobs, request, who)
         if body.validate_only:
             return {**job_json(JobRecord(id="", kind="train", spec={}), message, full=False), "spec": None}
-        return job_json(jobs.get(message.id), message)
+        return job_json(jobs.get(message.id, who=who), message)
 
     @app.get("/v1/jobs/{job_id}", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def get(job_id: str, _who: Principal = Depends(principal)) -> dict:
-        return job_json(jobs.get(job_id))
+    def get(job_id: str, who: Principal = Depends(principal)) -> dict:
+        return job_json(jobs.get(job_id, who=who))
 
     @app.post("/v1/jobs/{job_id}:cancel", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def cancel(job_id: str, _who: Principal = Depends(principal)) -> dict:
-        return job_json(jobs.cancel(job_id))
+    def cancel(job_id: str, who: Principal = Depends(principal)) -> dict:
+        return job_json(jobs.cancel(job_id, who=who))
 
     @app.post("/v1/jobs/{job_id}:resume", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def resume(job_id: str, _who: Principal = Depends(principal)) -> dict:
-        return job_json(jobs.resume(job_id))
+    def resume(job_id: str, who: Principal = Depends(principal)) -> dict:
+        return job_json(jobs.resume(job_id, who=who))
 
     @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])
-    def delete(job_id: str, _who: Principal = Depends(principal)) -> Response:
-        jobs.delete(job_id)
+    def delete(job_id: str, who: Principal = Depends(principal)) -> Response:
+        jobs.delete(job_id, who=who)
         return Response(status_code=204)
 
     @app.get("/v1/jobs/{job_id}/events", response_model=schemas.EventList, responses=_ERRORS, tags=["events"])
     def events(job_id: str, after: int = Query(0, ge=0, le=2**63 - 1, description="Events after this sequence number."),
                page_size: int = Query(0, ge=0, le=1000, description="0: 100."), page_token: str = Query("", max_length=64),
-               _who: Principal = Depends(principal)) -> dict:
-        found, token = jobs.events(job_id, after=after, page_size=page_size, page_token=page_token)
+               who: Principal = Depends(principal)) -> dict:
+        found, token = jobs.events(job_id, who=who, after=after, page_size=page_size, page_token=page_token)
         return {"events": [_json(event_message(e)) for e in found], "next_page_token": token}
 
     @app.get("/v1/jobs/{job_id}/events:watch", responses={**_ERRORS, 200: {"content": {"text/event-stream": {}},
@@ -180,32 +181,32 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
                             "`end` event closes it (terminal state, or max stream time: reconnect with Last-Event-ID)."}},
              response_class=StreamingResponse, tags=["events"])
     async def watch(request: Request, job_id: str, after: int = Query(0, ge=0, le=2**63 - 1),
-                    _who: Principal = Depends(principal)) -> StreamingResponse:
+                    who: Principal = Depends(principal)) -> StreamingResponse:
         resume = request.headers.get("last-event-id", "")
         if resume.isdigit() and len(resume) <= 18:
             after = max(after, int(resume))
-        await asyncio.to_thread(jobs.get, job_id)  # 404 now, not inside a 200 stream
-        stream = event_stream(jobs, job_id, after, slots, request.client.host if request.client else "", max_stream_s,
+        await asyncio.to_thread(jobs.get, job_id, who=who)  # 404 now, not inside a 200 stream
+        stream = event_stream(jobs, who, job_id, after, slots, request.client.host if request.client else "", max_stream_s,
                               lambda e: _json(event_message(e)))
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/jobs/{job_id}/checkpoints", response_model=schemas.CheckpointList, responses=_ERRORS, tags=["jobs"])
-    def checkpoints(job_id: str, _who: Principal = Depends(principal)) -> dict:
-        kept, best = jobs.checkpoints(job_id)
+    def checkpoints(job_id: str, who: Principal = Depends(principal)) -> dict:
+        kept, best = jobs.checkpoints(job_id, who=who)
         return {"checkpoints": [_json(checkpoint_message(c, c.step == best)) for c in kept]}
 
     @app.get("/v1/jobs/{job_id}/logs", response_model=schemas.Logs, responses=_ERRORS, tags=["jobs"])
-    async def logs(job_id: str, tail_lines: int = Query(200, ge=1, le=10_000), _who: Principal = Depends(principal)) -> dict:
-        text = "".join([chunk async for chunk in jobs.logs(job_id, tail_lines=tail_lines, follow=False)])
+    async def logs(job_id: str, tail_lines: int = Query(200, ge=1, le=10_000), who: Principal = Depends(principal)) -> dict:
+        text = "".join([chunk async for chunk in jobs.logs(job_id, who=who, tail_lines=tail_lines, follow=False)])
         truncated = len(text) > _MAX_LOG_CHARS
         return {"text": text[-_MAX_LOG_CHARS:], "truncated": truncated or text.count("\n") >= tail_lines}
 
     @app.get("/v1/jobs/{job_id}/trials", response_model=schemas.TrialList, responses=_ERRORS, tags=["jobs"])
-    def trials(job_id: str, _who: Principal = Depends(principal)) -> dict:
+    def trials(job_id: str, who: Principal = Depends(principal)) -> dict:
         """A tune job's trials (from its summary once it ended) and each trial's metric curve (from its run
         directory, as it runs); empty for a train job."""
-        return {"trials": read_trials(jobs.get(job_id))}
+        return {"trials": read_trials(jobs.get(job_id, who=who))}
 
     # ----------------------------------------------------------------------- console and metrics
 

@@ -84,6 +84,7 @@ class Job(_Out):
     warnings: list[SpecWarning] = []
     request_id: str = ""
     notify_urls: list[str] = []
+    tenant: str = ""
 
 
 class JobList(_Out):

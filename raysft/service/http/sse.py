@@ -13,6 +13,7 @@ import json
 import weakref
 from typing import AsyncIterator, Callable
 
+from raysft.service.auth import Principal
 from raysft.service.jobs import Jobs
 from raysft.service.store import EventRecord
 from raysft.service.streams import StreamSlots
@@ -22,7 +23,7 @@ __all__ = ["event_stream"]
 _KEEPALIVE_S = 15.0
 
 
-def event_stream(jobs: Jobs, job_id: str, after: int, slots: StreamSlots, client: str, max_stream_s: float,
+def event_stream(jobs: Jobs, who: Principal, job_id: str, after: int, slots: StreamSlots, client: str, max_stream_s: float,
                  to_json: Callable[[EventRecord], dict]) -> AsyncIterator[str]:
     """The SSE text of a job's events after `after`. Takes the client's slot now (ResourceExhausted when none is
     free), so a refusal is a 429, not a broken stream; the slot is given back when the stream ends or, if it
@@ -30,7 +31,7 @@ def event_stream(jobs: Jobs, job_id: str, after: int, slots: StreamSlots, client
     slot = slots.hold(client)
     slot.__enter__()
     release = _once(lambda: slot.__exit__(None, None, None))
-    stream = _events(jobs, job_id, after, max_stream_s, to_json, release)
+    stream = _events(jobs.watch(job_id, after, who=who), max_stream_s, to_json, release)
     weakref.finalize(stream, release)
     return stream
 
@@ -46,10 +47,9 @@ def _once(fn: Callable[[], None]) -> Callable[[], None]:
     return call
 
 
-async def _events(jobs: Jobs, job_id: str, after: int, max_stream_s: float, to_json, release) -> AsyncIterator[str]:
+async def _events(source: AsyncIterator[EventRecord], max_stream_s: float, to_json, release) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_stream_s
-    source = jobs.watch(job_id, after)
     pending = None
     try:
         yield ": raysft events\n\n"
