@@ -61,10 +61,13 @@ def spec_message(spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], overri
     return spec_to_proto(parsed.model_dump(mode="json", exclude_unset=True))
 
 
-def content_request_id(spec: jobs_pb2.JobSpec, kind: Optional[str], labels: dict[str, str], max_attempts: int = 1) -> str:
-    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels, max_attempts): the same
-    job sent twice, a retry after a timeout above all, is stored once."""
+def content_request_id(spec: jobs_pb2.JobSpec, kind: Optional[str], labels: dict[str, str], max_attempts: int = 1,
+                       priority: Optional[int] = None) -> str:
+    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels, max_attempts, priority): the
+    same job sent twice, a retry after a timeout above all, is stored once."""
     body = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[kind], labels=labels, max_attempts=_attempts(max_attempts))
+    if priority is not None and priority != 5:  # the default, unset: requests from before the field hash the same
+        body.priority = priority
     return "sha256:" + hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()[:48]
 
 
@@ -155,7 +158,8 @@ class JobClient:
 
     def create_job(self, spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], *, overrides: tuple[str, ...] = (),
                    kind: Optional[str] = None, request_id: Optional[str] = None, validate_only: bool = False,
-                   labels: Optional[dict[str, str]] = None, max_attempts: int = 1) -> jobs_pb2.Job:
+                   labels: Optional[dict[str, str]] = None, max_attempts: int = 1,
+                   priority: Optional[int] = None) -> jobs_pb2.Job:
         """Submit a job (or only validate it).
 
         Args:
@@ -167,6 +171,7 @@ class JobClient:
             validate_only: check everything, store and run nothing.
             labels: key/value tags to filter ListJobs by.
             max_attempts: attempts in all (1 - 10) when a train job fails for a SYSTEM reason.
+            priority: 0 - 9, higher leaves the server's admission queue first (None: the server's default, 5).
 
         Raises:
             raysft.config.SpecError: the spec is invalid (checked here before anything is sent).
@@ -174,7 +179,7 @@ class JobClient:
         """
         message = spec_message(spec, overrides)
         request = jobs_pb2.CreateJobRequest(spec=message, kind=_KINDS[kind], validate_only=validate_only, labels=labels or {},
-                                            max_attempts=_attempts(max_attempts))
+                                            max_attempts=_attempts(max_attempts), priority=priority)
         if not validate_only:
             request.request_id = request_id or str(uuid.uuid4())
         return self._unary("CreateJob", request)

@@ -36,6 +36,8 @@ class CreateJobBody(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Up to 64 key=value labels to filter by.")
     max_attempts: int = Field(0, ge=0, le=10, description="Attempts a TRAIN job gets when it fails for an "
                               "infrastructure reason (0: 1, no retry); user errors are never retried.")
+    priority: Optional[int] = Field(None, ge=0, le=9, description="0 - 9, higher leaves the admission queue first "
+                                    "(unset: 5).")
 
 
 class SpecWarning(_Out):
@@ -78,6 +80,8 @@ class Job(_Out):
     progress: Optional[Progress] = None
     output: Optional[Output] = None
     ray_submission_id: str = ""
+    queue_position: int = Field(0, description="Its place in the admission queue while QUEUED (1: next); 0 otherwise.")
+    priority: int = Field(5, description="0 - 9: higher priorities leave the queue first.")
     labels: dict[str, str] = {}
     warnings: list[SpecWarning] = []
     request_id: str = ""

@@ -564,7 +564,7 @@ class SpecWarning(_message.Message):
     def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "spec", "state", "state_reason", "error", "create_time", "start_time", "end_time", "update_time", "progress", "output", "ray_submission_id", "labels", "warnings", "request_id", "attempt", "max_attempts", "error_kind")
+    __slots__ = ("id", "kind", "spec", "state", "state_reason", "error", "create_time", "start_time", "end_time", "update_time", "progress", "output", "ray_submission_id", "labels", "warnings", "request_id", "attempt", "max_attempts", "error_kind", "queue_position", "priority")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -591,6 +591,8 @@ class Job(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: JobKind
     spec: JobSpec
@@ -610,10 +612,12 @@ class Job(_message.Message):
     attempt: int
     max_attempts: int
     error_kind: ErrorKind
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., ray_submission_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., warnings: _Optional[_Iterable[_Union[SpecWarning, _Mapping]]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ...) -> None: ...
+    queue_position: int
+    priority: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., ray_submission_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., warnings: _Optional[_Iterable[_Union[SpecWarning, _Mapping]]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., queue_position: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("spec", "kind", "request_id", "validate_only", "labels", "max_attempts")
+    __slots__ = ("spec", "kind", "request_id", "validate_only", "labels", "max_attempts", "priority")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -627,13 +631,15 @@ class CreateJobRequest(_message.Message):
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     kind: JobKind
     request_id: str
     validate_only: bool
     labels: _containers.ScalarMap[str, str]
     max_attempts: int
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_attempts: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ResumeJobRequest(_message.Message):
     __slots__ = ("job_id",)
