@@ -11,7 +11,7 @@ import pytest
 from raysft.service.server import create_server
 from raysft.service.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from service_helpers import AUTH, NO_RAY, TOKEN, put_job
+from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def server(workdir):
     s = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/http.db", token=TOKEN, ray_address=NO_RAY,
-                      allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0)
+                      allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0, limits=HOLD)
     yield s
     s.stop(grace_s=1)
 
