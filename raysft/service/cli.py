@@ -61,7 +61,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-active-jobs", type=int, metavar="N", help="cap on jobs queued or running at once (more are "
                                                                     "refused: RESOURCE_EXHAUSTED)")
     p.add_argument("--max-running-jobs", type=int, metavar="N", help="cap on jobs on Ray at once; more wait QUEUED, "
-                                                                     "by priority (default: no cap)")
+                                                                     "by priority (0 holds them all; default: no cap)")
     p.add_argument("--ray-deadline-s", type=float, default=600.0, metavar="S",
                    help="a running job whose Ray stays unreachable this long fails (SYSTEM: retried when it has "
                         "attempts left; default: %(default)s)")
@@ -80,6 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.max_running_jobs is not None and args.max_running_jobs < 0:
+            raise ValueError(f"--max-running-jobs must be >= 0 (got {args.max_running_jobs})")
         token = _serve_token(args)
         limits = Limits(max_workers=args.max_workers, max_resources_per_worker=parse_resources(args.max_resources_per_worker),
                         max_trials=args.max_trials, max_active_jobs=args.max_active_jobs,
