@@ -307,7 +307,7 @@ class Jobs:
 
         Raises:
             FailedPrecondition: the job is active or SUCCEEDED, has no checkpoint, or took MAX_ATTEMPTS attempts.
-            ResourceExhausted: the server runs its most active jobs already.
+            ResourceExhausted: the server runs its most active jobs already, or the tenant has its most queued.
             Unavailable: Ray cannot be reached (nothing changes).
         """
 
@@ -318,7 +318,7 @@ class Jobs:
         job = self._find(job_id)
         _resume_step(job, self.store.checkpoints(job.id))  # refusals first: they need no Ray
         with self._admit:
-            self._check_active_jobs()
+            self._check_room(job.tenant)
             self.runner.ping()
             job, _ = self.store.update(job.id, change)  # back in the queue: its QUEUED event nudges admission
         return self._placed(job)

@@ -71,7 +71,10 @@ def test_validate_only_returns_the_resolved_job_and_stores_nothing(server, workd
     spec = {"model": {"name_or_path": str(workdir / "model")}, "data": {"train": str(workdir / "data.jsonl")}}
     status, body = call(server, "/v1/jobs", "POST", {"spec": spec, "validate_only": True, "labels": {"team": "a"}})
     assert status == 200, body
-    assert body["id"] == "" and body["labels"] == {"team": "a"}
+    assert body["id"] == "" and body["labels"] == {"team": "a"} and (body["priority"], body["queue_position"]) == (5, 0)
+    assert call(server, "/v1/jobs", "POST", {"spec": spec, "validate_only": True, "priority": 9})[1]["priority"] == 9
+    status, body = call(server, "/v1/jobs", "POST", {"spec": spec, "validate_only": True, "priority": 10})
+    assert status == 400 and body["error"]["violations"][0]["field"] == "priority"
     assert call(server, "/v1/jobs")[1]["jobs"] == []
 
 
