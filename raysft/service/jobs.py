@@ -15,7 +15,7 @@ import unicodedata
 from typing import AsyncIterator, Optional
 
 from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
-from raysft.service.admission import DEFAULT_PRIORITY, MAX_PRIORITY, job_workers
+from raysft.service.admission import DEFAULT_PRIORITY, MAX_PRIORITY, Admission, job_workers
 from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from raysft.service.events import best_step, transition
 from raysft.service.limits import Limits
@@ -123,7 +123,7 @@ class Jobs:
         return self._placed(job)
 
     @property
-    def admission(self):
+    def admission(self) -> Admission:
         """The admission queue's policy (the supervisor's: it admits; reads place jobs in its order)."""
         return self.supervisor.admission
 

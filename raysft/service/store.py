@@ -413,6 +413,9 @@ class Store:
         servers admitting at once. Each chosen row is locked and read again: one cancelled meanwhile is skipped.
         """
         changed: list[tuple[JobRecord, list[EventRecord]]] = []
+        with self._engine.connect() as c:  # an empty queue (the usual pass) takes no lock
+            if c.execute(select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value).limit(1)).first() is None:
+                return []
         with self._write:
             with Session(self._engine) as s, s.begin():
                 self._lock_queue(s)

@@ -247,7 +247,7 @@ class Supervisor:
             attempt = job.attempt
 
             def submitted(j: JobRecord, _c) -> list[NewEvent]:
-                if j.attempt != attempt or j.submitted_at is not None or j.state == JobState.QUEUED:
+                if j.attempt != attempt or j.submitted_at is not None or j.state == JobState.QUEUED or j.state.terminal:
                     return []
                 j.submitted_at = time.time()
                 if j.state == JobState.STARTING:
@@ -258,7 +258,7 @@ class Supervisor:
             if job.state.terminal:  # ended while it was being submitted
                 await asyncio.to_thread(_quietly, self.runner.stop, ray_id)
                 return False
-            return True
+            return job.submitted_at is not None
         return False
 
     async def _stopped(self, ray_id: str, timeout_s: float = 60.0) -> None:
