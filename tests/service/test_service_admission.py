@@ -5,6 +5,7 @@ admission passes racing on one database. Each runs on SQLite and on a real Postg
 test_service_integration.py."""
 
 import http.server
+import sqlite3
 import threading
 import time
 
@@ -307,3 +308,17 @@ def test_two_servers_admitting_at_once_never_admit_a_job_twice_nor_overrun_the_c
         assert [e.data["to"] for e in stores[1].events(job_id)] == ["QUEUED", "STARTING"]
     for s in stores:
         s.close()
+
+
+def test_a_store_from_before_the_queue_gains_its_columns_and_admits_its_jobs(tmp_path):
+    db = tmp_path / "old.db"
+    _queue(Store(f"sqlite:///{db}"), "old-1")
+    with sqlite3.connect(db) as conn:  # as an older server left it
+        for column in ("priority", "workers"):
+            conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        conn.execute("DROP TABLE admission_turns")
+    store = Store(f"sqlite:///{db}")
+    job = store.get_job("old-1")
+    assert (job.priority, job.workers, job.state) == (5, 1, JobState.QUEUED)
+    assert _admitted(Admission(max_running_jobs=1), store) == ["old-1"]
+    store.close()
