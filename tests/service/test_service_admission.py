@@ -36,7 +36,8 @@ def store(db_url):
 
 def _queue(store, job_id, tenant="default", priority=5, workers=1, state=JobState.QUEUED):
     store.create_job(JobRecord(id=job_id, kind="train", spec=_SPEC, tenant=tenant, priority=priority, workers=workers,
-                               state=state), [NewEvent("info", "state_changed", "→ QUEUED", {"from": "", "to": state.value})])
+                               state=state),
+                     [NewEvent("info", "state_changed", f"→ {state.value}", {"from": "", "to": state.value})])
 
 
 def _end(store, job_id):
@@ -201,7 +202,8 @@ def test_create_job_bounds_priority_and_a_tenants_workers(queue_server):
     stub = _stub(queue_server)
     for priority in (-1, 10):
         err = _refusal(lambda: _create(stub, validate_only=True, priority=priority))
-        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and f"priority: must be 0 – 9 (got {priority})" in err.details()
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"priority: must be 0 – 9 (got {priority})" in err.details()
     err = _refusal(lambda: _create(stub, validate_only=True, workers=5))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "scaling.num_workers: needs 5 workers, over tenant default's quota of 4 (max_workers)" in err.details()
