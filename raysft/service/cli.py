@@ -66,7 +66,10 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-resources-per-worker", action="append", default=[], metavar="NAME=AMOUNT",
                    help="cap on scaling.resources_per_worker (repeatable, e.g. CPU=8 GPU=1); other resources are refused")
     p.add_argument("--max-trials", type=int, metavar="N", help="cap on the trials of one tune campaign")
-    p.add_argument("--max-active-jobs", type=int, metavar="N", help="cap on jobs queued or running at once")
+    p.add_argument("--max-active-jobs", type=int, metavar="N", help="cap on jobs queued or running at once (more are "
+                                                                    "refused: RESOURCE_EXHAUSTED)")
+    p.add_argument("--max-running-jobs", type=int, metavar="N", help="cap on jobs on Ray at once; more wait QUEUED, "
+                                                                     "by priority (0 holds them all; default: no cap)")
     p.add_argument("--ray-deadline-s", type=float, default=600.0, metavar="S",
                    help="a running job whose Ray stays unreachable this long fails (SYSTEM: retried when it has "
                         "attempts left; default: %(default)s)")
@@ -92,9 +95,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.max_running_jobs is not None and args.max_running_jobs < 0:
+            raise ValueError(f"--max-running-jobs must be >= 0 (got {args.max_running_jobs})")
         token = _serve_token(args)
         limits = Limits(max_workers=args.max_workers, max_resources_per_worker=parse_resources(args.max_resources_per_worker),
-                        max_trials=args.max_trials, max_active_jobs=args.max_active_jobs, driver_cpus=args.driver_cpus,
+                        max_trials=args.max_trials, max_active_jobs=args.max_active_jobs,
+                        max_running_jobs=args.max_running_jobs, driver_cpus=args.driver_cpus,
                         driver_memory_bytes=int(args.driver_memory_gb * 2**30) if args.driver_memory_gb else None)
         webhooks = WebhookPolicy(tuple(args.webhook), tuple(args.webhook_allow_prefix), _webhook_secret(args.webhook_secret_file))
     except (ValueError, OSError) as exc:
@@ -228,6 +234,7 @@ def add_jobs_parser(subparsers) -> argparse.ArgumentParser:
     sp.add_argument("--notify", action="append", default=[], metavar="URL",
                     help="POST a signed notice of each state change here (repeatable; under the server's "
                          "--webhook-allow-prefix values)")
+    sp.add_argument("--priority", type=int, metavar="N", help="0 - 9: higher leaves the server's queue first (default: 5)")
     sp.add_argument("--wait", action="store_true", help="watch the job until it ends")
     for action, text in (("get", "show a job"), ("cancel", "cancel a job"),
                          ("resume", "continue a FAILED or CANCELLED job from its latest checkpoint (its next attempt)"),
@@ -302,10 +309,11 @@ def _submit(client, args, labels) -> int:
     message = spec_message(args.spec, tuple(args.overrides))
     notify = tuple(args.notify)
     request_id = args.request_id or (str(uuid.uuid4()) if args.new else content_request_id(message, args.kind, labels,
-                                                                                                    args.max_attempts, notify))
+                                                                                                    args.max_attempts, notify,
+                                                                                                    args.priority))
     asked = time.time()
     job = client.create_job(message, kind=args.kind, request_id=request_id, validate_only=args.validate_only, labels=labels,
-                            max_attempts=args.max_attempts, notify_urls=notify)
+                            max_attempts=args.max_attempts, notify_urls=notify, priority=args.priority)
     if args.validate_only:
         _print_job(job, args.json, brief=True)
         return 0
@@ -354,11 +362,13 @@ def _list(client, args, labels) -> int:
     if args.json:
         print(json.dumps([_job_dict(j) for j in jobs], indent=2, allow_nan=False))
         return 0
-    print(f"{'ID':<20} {'STATE':<11} {'KIND':<6} {'STEP':>11}  {'CREATED':<20} LABELS")
+    print(f"{'ID':<20} {'STATE':<11} {'QUEUE':>5} {'KIND':<6} {'STEP':>11}  {'CREATED':<20} LABELS")
     for j in jobs:
         step = f"{j.progress.step}/{j.progress.total_steps}" if j.progress.total_steps else "-"
         labels_text = _safe(",".join(f"{k}={v}" for k, v in sorted(j.labels.items())))
-        print(f"{_safe(j.id):<20} {_state(j):<11} {_kind(j):<6} {step:>11}  {_when(j.create_time):<20} {labels_text}")
+        queue = str(j.queue_position) if j.queue_position else "-"
+        print(f"{_safe(j.id):<20} {_state(j):<11} {queue:>5} {_kind(j):<6} {step:>11}  {_when(j.create_time):<20} "
+              f"{labels_text}")
     return 0
 
 
@@ -499,7 +509,8 @@ def _print_job(job, as_json: bool, brief: bool = False) -> None:
     if state == "JOB_STATE_UNSPECIFIED":  # validate-only
         print("valid" + "".join(f"\nwarning: {_safe(w.field)}: {_safe(w.message)}" for w in job.warnings))
         return
-    print(f"{_safe(job.id)}  {state}" + (f": {_safe(job.state_reason)}" if job.state_reason else ""))
+    print(f"{_safe(job.id)}  {state}" + (f" (queue position {job.queue_position})" if job.queue_position else "")
+          + (f": {_safe(job.state_reason)}" if job.state_reason else ""))
     if job.error.code:
         from raysft.service.v1 import jobs_pb2
 
@@ -510,7 +521,8 @@ def _print_job(job, as_json: bool, brief: bool = False) -> None:
     if brief:
         return
     p = job.progress
-    print(f"  kind: {_kind(job)}   attempt: {job.attempt} of {max(job.max_attempts, job.attempt)}   "
+    print(f"  kind: {_kind(job)}   priority: {job.priority}   "
+          f"attempt: {job.attempt} of {max(job.max_attempts, job.attempt)}   "
           f"created: {_when(job.create_time)}   started: {_when(job.start_time)}   ended: {_when(job.end_time)}")
     if job.tenant and job.tenant != "default":  # the only tenant without --tenants: not worth a line
         print(f"  tenant: {_safe(job.tenant)}")

@@ -62,11 +62,13 @@ def spec_message(spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], overri
 
 
 def content_request_id(spec: jobs_pb2.JobSpec, kind: Optional[str], labels: dict[str, str], max_attempts: int = 1,
-                       notify_urls: tuple[str, ...] = ()) -> str:
-    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels, max_attempts, notify_urls):
-    the same job sent twice, a retry after a timeout above all, is stored once."""
+                       notify_urls: tuple[str, ...] = (), priority: Optional[int] = None) -> str:
+    """An idempotency key derived from what a CreateJob asks for (spec, kind, labels, max_attempts, notify_urls,
+    priority): the same job sent twice, a retry after a timeout above all, is stored once."""
     body = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[kind], labels=labels, max_attempts=_attempts(max_attempts),
                                      notify_urls=notify_urls)
+    if priority is not None and priority != 5:  # the default, unset: requests from before the field hash the same
+        body.priority = priority
     return "sha256:" + hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()[:48]
 
 
@@ -158,7 +160,7 @@ class JobClient:
     def create_job(self, spec: Union[str, Path, dict, JobSpec, jobs_pb2.JobSpec], *, overrides: tuple[str, ...] = (),
                    kind: Optional[str] = None, request_id: Optional[str] = None, validate_only: bool = False,
                    labels: Optional[dict[str, str]] = None, max_attempts: int = 1,
-                   notify_urls: tuple[str, ...] = ()) -> jobs_pb2.Job:
+                   notify_urls: tuple[str, ...] = (), priority: Optional[int] = None) -> jobs_pb2.Job:
         """Submit a job (or only validate it).
 
         Args:
@@ -171,6 +173,7 @@ class JobClient:
             labels: key/value tags to filter ListJobs by.
             max_attempts: attempts in all (1 - 10) when a train job fails for a SYSTEM reason.
             notify_urls: URLs the server POSTs a signed notice of each state change (under the operator's prefixes).
+            priority: 0 - 9, higher leaves the server's admission queue first (None: the server's default, 5).
 
         Raises:
             raysft.config.SpecError: the spec is invalid (checked here before anything is sent).
@@ -178,7 +181,8 @@ class JobClient:
         """
         message = spec_message(spec, overrides)
         request = jobs_pb2.CreateJobRequest(spec=message, kind=_KINDS[kind], validate_only=validate_only, labels=labels or {},
-                                            max_attempts=_attempts(max_attempts), notify_urls=notify_urls)
+                                            max_attempts=_attempts(max_attempts), notify_urls=notify_urls,
+                                            priority=priority)
         if not validate_only:
             request.request_id = request_id or str(uuid.uuid4())
         return self._unary("CreateJob", request)

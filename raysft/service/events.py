@@ -31,8 +31,6 @@ def transition(job: JobRecord, to: JobState, reason: str, *, level: str = "info"
     check_transition(job.id, job.state, to)
     old, job.state, job.state_reason = job.state, to, reason
     stamp = now or time.time()
-    if to == JobState.STARTING:
-        job.submitted_at = stamp
     if to == JobState.RUNNING and job.started_at is None:
         job.started_at = stamp
     if to.terminal:

@@ -20,6 +20,7 @@ from typing import AsyncIterator, Optional
 
 from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
 from raysft.service.auth import Principal, authorize
+from raysft.service.admission import DEFAULT_PRIORITY, MAX_PRIORITY, Admission, job_workers
 from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from raysft.service.events import best_step, transition
 from raysft.service.limits import Limits
@@ -64,8 +65,10 @@ class Jobs:
     # ----------------------------------------------------------------------------------- create
 
     def create(self, raw_spec: dict, *, who: Principal, kind: Optional[str], request_id: str, validate_only: bool,
-               labels: dict, body_hash: str, max_attempts: int = 1, notify_urls: tuple[str, ...] = ()) -> JobRecord:
-        """Validate a spec and queue it (or only validate it) as a job of `who`'s tenant.
+               labels: dict, body_hash: str, max_attempts: int = 1, notify_urls: tuple[str, ...] = (),
+               priority: Optional[int] = None) -> JobRecord:
+        """Validate a spec and queue it (or only validate it) as a job of `who`'s tenant; the supervisor's
+        admission queue starts it.
 
         Args:
             raw_spec: the spec mapping (only what the client set).
@@ -73,14 +76,17 @@ class Jobs:
             request_id: idempotency key ("" for none); body_hash identifies the rest of the request.
             max_attempts: attempts in all when the job fails for a SYSTEM reason (1 – MAX_ATTEMPTS; 0 means 1).
             notify_urls: URLs POSTed each state change (under the operator's --webhook-allow-prefix values).
+            priority: 0 – 9, higher admitted first; None means DEFAULT_PRIORITY.
 
         Raises:
-            InvalidArgument: every problem with the spec, kind, labels or request id, by field path.
+            InvalidArgument: every problem with the spec, kind, labels, priority or request id, by field path.
             AlreadyExists: request_id was used with another body.
+            ResourceExhausted: the server's --max-active-jobs, or the tenant's max_queued_jobs, is reached.
             Unavailable: Ray cannot be reached (nothing is stored).
             PermissionDenied: `who` is a viewer.
         """
         authorize(who, "CreateJob")
+        tenant = who.tenant
         problems = _request_problems(request_id, labels) + self.webhooks.problems(list(notify_urls))
         try:
             spec = parse_spec(raw_spec)
@@ -94,6 +100,14 @@ class Jobs:
         elif max_attempts > 1 and kind != "train":
             problems.append(Violation("max_attempts", "only TRAIN jobs are retried (they resume from a checkpoint); "
                                                       "leave it at 1 for a TUNE job"))
+        priority = DEFAULT_PRIORITY if priority is None else priority
+        if not 0 <= priority <= MAX_PRIORITY:
+            problems.append(Violation("priority", f"must be 0 – {MAX_PRIORITY} (got {priority}); higher starts first, "
+                                                  f"{DEFAULT_PRIORITY} when unset"))
+        workers = job_workers(spec, kind) if not problems else 0
+        too_big = self.admission.workers_problem(tenant, workers)
+        if too_big:
+            problems.append(Violation("scaling.num_workers", too_big))
         if problems:
             raise InvalidArgument(problems, "the request is invalid")
         if request_id and not validate_only and self.store.find_request(request_id, tenant=who.tenant):
@@ -105,28 +119,38 @@ class Jobs:
         if kind == "train" and spec.tune is not None:
             warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
         record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
-                           max_attempts=max_attempts, notify_urls=list(notify_urls), tenant=who.tenant,
-                           warnings=[{"field": w.field, "message": w.message} for w in warnings])
+                           max_attempts=max_attempts, notify_urls=list(notify_urls), tenant=tenant, priority=priority,
+                           workers=workers, warnings=[{"field": w.field, "message": w.message} for w in warnings])
         if validate_only:
             return record
-        self._check_active_jobs()  # again below, under the lock: this one spares Ray a ping when full
+        self._check_room(tenant)  # again below, under the lock: this one spares Ray a ping when full
         self.runner.ping()
         events = [NewEvent("info", "state_changed", "→ QUEUED: accepted", {"from": "", "to": JobState.QUEUED.value,
                                                                           "reason": "accepted"})]
         events += [NewEvent("warning", "warning", str(w), {"field": w.field}) for w in warnings]
         with self._admit:
-            self._check_active_jobs()
+            self._check_room(tenant)
             claimed = paths.claim(resolved, job_id)
             try:
-                job, created = self.store.create_job(record, events, body_hash)
+                job, created = self.store.create_job(record, events, body_hash)  # its QUEUED event nudges admission
             except BaseException:
                 paths.release(claimed)
                 raise
-        if created:
-            self.supervisor.follow(job.id)
-        else:
+        if not created:
             paths.release(claimed)  # a concurrent retry of the same request stored its own job first
-        return job
+        return self._placed(job)
+
+    @property
+    def admission(self) -> Admission:
+        """The admission queue's policy (the supervisor's: it admits; reads place jobs in its order)."""
+        return self.supervisor.admission
+
+    def _placed(self, job: JobRecord) -> JobRecord:
+        return self.admission.place(self.store, [job])[0]
+
+    def _check_room(self, tenant: str) -> None:
+        self._check_active_jobs()
+        self.admission.check_queue_room(self.store, tenant)
 
     def _check_active_jobs(self) -> None:
         cap = self.limits.max_active_jobs
@@ -146,7 +170,7 @@ class Jobs:
     def _job_output(self, job_id: str, who: Principal) -> str:
         """The output_dir of a SUCCEEDED job `who` may see, for `job:<id>` references; LookupError says why not."""
         try:
-            job = self.get(job_id, who=who)
+            job = self._find(job_id, who)
         except (NotFound, InvalidArgument):
             raise LookupError(f"job:{job_id}: no such job; list jobs with `raysft jobs list`") from None
         if job.state != JobState.SUCCEEDED:
@@ -166,7 +190,10 @@ class Jobs:
     # ------------------------------------------------------------------------------------ reads
 
     def get(self, job_id: str, *, who: Principal) -> JobRecord:
-        """Raises NotFound (also for a job of another tenant)."""
+        """The job, with its queue_position. Raises NotFound (also for a job of another tenant)."""
+        return self._placed(self._find(job_id, who))
+
+    def _find(self, job_id: str, who: Principal) -> JobRecord:
         return self.store.get_job(_job_id(job_id), tenant=who.scope)
 
     def list(self, *, who: Principal, states: tuple[JobState, ...], labels: dict, page_size: int, page_token: str
@@ -179,7 +206,7 @@ class Jobs:
         before = _decode_token(page_token, "j") if page_token else None
         jobs = self.store.list_jobs(states=states, labels=labels, limit=size + 1, before=before, tenant=who.scope)
         more = len(jobs) > size
-        jobs = jobs[:size]
+        jobs = self.admission.place(self.store, jobs[:size])
         return jobs, self.page_token_after(jobs[-1]) if more else ""
 
     @staticmethod
@@ -190,7 +217,7 @@ class Jobs:
     def events(self, job_id: str, *, who: Principal, after: int, page_size: int, page_token: str
                ) -> tuple[list[EventRecord], str]:
         """One page of a job's events in order, and the next page's token ("" at the end)."""
-        self.get(job_id, who=who)
+        self._find(job_id, who)
         if after < 0:
             raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
         start = _decode_token(page_token, "e") if page_token else after
@@ -202,7 +229,7 @@ class Jobs:
 
     def checkpoints(self, job_id: str, *, who: Principal) -> tuple[list[CheckpointRecord], Optional[int]]:
         """The kept checkpoints, newest first, and the best one's step."""
-        job = self.get(job_id, who=who)
+        job = self._find(job_id, who)
         kept = [c for c in self.store.checkpoints(job_id) if not c.pruned]
         keep_best_by = parse_spec(job.spec).checkpoint.keep_best_by
         return sorted(kept, key=lambda c: -c.step), best_step(kept, keep_best_by)
@@ -213,7 +240,7 @@ class Jobs:
         Waiting holds no thread: the store's change notice wakes the stream on the event loop (a poll every
         second covers changes made by another server sharing the store). Each read takes a pool thread briefly.
         """
-        self.get(job_id, who=who)
+        self._find(job_id, who)
         if after < 0:
             raise InvalidArgument([Violation("after_sequence", f"must be >= 0 (got {after})")])
         loop, changed = asyncio.get_running_loop(), asyncio.Event()
@@ -244,10 +271,10 @@ class Jobs:
         """
         if tail_lines < 0:
             raise InvalidArgument([Violation("tail_lines", f"must be >= 0 (got {tail_lines})")])
-        job = self.get(job_id, who=who)
+        job = self._find(job_id, who)
         while follow and job.submitted_at is None and not job.state.terminal:  # nothing on Ray yet
             await asyncio.sleep(0.5)
-            job = self.get(job_id, who=who)
+            job = self._find(job_id, who)
         if job.submitted_at is None:
             return
         if not follow or job.state.terminal:
@@ -288,7 +315,7 @@ class Jobs:
         """Cancel a job: QUEUED ends CANCELLED at once; STARTING / RUNNING become CANCELLING until Ray stops
         it. A job already CANCELLING or terminal comes back unchanged."""
         authorize(who, "CancelJob")
-        job_id = self.get(job_id, who=who).id  # a job's tenant never changes: the check holds for the update
+        job_id = self._find(job_id, who).id  # a job's tenant never changes: the check holds for the update
 
         def change(job: JobRecord, _ckpts) -> list[NewEvent]:
             if job.state.terminal or job.state == JobState.CANCELLING:
@@ -298,8 +325,8 @@ class Jobs:
                 return [transition(job, JobState.CANCELLED, "cancelled before it started")]
             return [transition(job, JobState.CANCELLING, "cancel requested")]
 
-        job, _ = self.store.update(job_id, change)
-        if job.state == JobState.CANCELLING:
+        job, _ = self.store.update(_job_id(job_id), change)
+        if job.state == JobState.CANCELLING and job.submitted_at is not None:  # else the supervisor ends it, Ray untouched
             try:  # the supervisor sends the stop too, and retries while Ray is unreachable
                 self.runner.stop(ray_submission_id(job.id, job.attempt))
             except (Unavailable, JobVanished):
@@ -311,7 +338,7 @@ class Jobs:
 
         Raises:
             FailedPrecondition: the job is active or SUCCEEDED, has no checkpoint, or took MAX_ATTEMPTS attempts.
-            ResourceExhausted: the server runs its most active jobs already.
+            ResourceExhausted: the server runs its most active jobs already, or the tenant has its most queued.
             Unavailable: Ray cannot be reached (nothing changes).
             PermissionDenied: `who` is a viewer.
         """
@@ -321,14 +348,13 @@ class Jobs:
             latest = _resume_step(job, ckpts.values())  # again: the job may have changed since the check below
             return next_attempt(job, f"resumed from the checkpoint at step {latest} as attempt {job.attempt + 1}")
 
-        job = self.get(job_id, who=who)
+        job = self._find(job_id, who)
         _resume_step(job, self.store.checkpoints(job.id))  # refusals first: they need no Ray
         with self._admit:
-            self._check_active_jobs()
+            self._check_room(job.tenant)
             self.runner.ping()
-            job, _ = self.store.update(job.id, change)
-        self.supervisor.follow(job.id)
-        return job
+            job, _ = self.store.update(job.id, change)  # back in the queue: its QUEUED event nudges admission
+        return self._placed(job)
 
     def delete(self, job_id: str, *, who: Principal) -> None:
         """Delete a terminal job's record, events and checkpoints list (its files stay)."""
@@ -339,7 +365,7 @@ class Jobs:
                 raise FailedPrecondition(f"job {job.id} is {job.state.value}; only a SUCCEEDED, FAILED or CANCELLED job "
                                          f"can be deleted: cancel it first (`raysft jobs cancel {job.id}`)")
 
-        job = self.get(job_id, who=who)
+        job = self._find(job_id, who)
         self.store.delete_job(job.id, check)
         if job.submitted_at is None:
             return

@@ -1,7 +1,8 @@
 """Operator caps on what one job may ask of the cluster (`raysft serve --max-workers ... --max-active-jobs ...`).
 
 A spec over a per-job cap is INVALID_ARGUMENT naming the field and the cap; a CreateJob while `max_active_jobs`
-jobs are queued or running is RESOURCE_EXHAUSTED (retry later). Job drivers reserve `driver_cpus` (and
+jobs are queued or running is RESOURCE_EXHAUSTED (retry later); beyond `max_running_jobs` on Ray, jobs wait
+QUEUED (raysft.service.admission). Job drivers reserve `driver_cpus` (and
 `driver_memory_bytes`) on the cluster, so Ray starts no more drivers than it can hold.
 """
 
@@ -27,6 +28,8 @@ class Limits:
     """Trials of a tune campaign (num_samples × grid sizes) at most this."""
     max_active_jobs: Optional[int] = None
     """Jobs queued, starting, running or cancelling at once, across all clients."""
+    max_running_jobs: Optional[int] = None
+    """Jobs on Ray (starting, running or cancelling) at once, across all clients; more wait in the queue."""
     driver_cpus: float = 1.0
     """CPUs each job driver (`raysft train` / `raysft tune` on the cluster) reserves: Ray's entrypoint_num_cpus."""
     driver_memory_bytes: Optional[int] = None

@@ -21,6 +21,7 @@ from google.protobuf import empty_pb2
 
 from raysft.config import SpecError, Violation
 from raysft.service.auth import Principal
+from raysft.service.admission import DEFAULT_PRIORITY
 from raysft.service.errors import InvalidArgument
 from raysft.service.interceptors import caller
 from raysft.service.jobs import Jobs
@@ -137,14 +138,17 @@ def create_job(jobs: Jobs, request: jobs_pb2.CreateJobRequest, who: Principal) -
     if problems:
         raise InvalidArgument(problems, "the request is invalid")
     # Everything but the idempotency key and validate_only identifies "the same request".
-    # max_attempts 1 is the default 0: either hashes as a request from before the field.
+    # max_attempts 1 is the default 0, priority 5 is unset: either hashes as a request from before the field.
     body = jobs_pb2.CreateJobRequest(spec=request.spec, kind=request.kind, labels=request.labels,
                                      max_attempts=0 if request.max_attempts == 1 else request.max_attempts,
                                      notify_urls=request.notify_urls)
+    priority = request.priority if request.HasField("priority") else None
+    if priority is not None and priority != DEFAULT_PRIORITY:
+        body.priority = priority
     body_hash = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
     job = jobs.create(raw, who=who, kind=_KIND_NAMES[request.kind], request_id=request.request_id,
                       validate_only=request.validate_only, labels=dict(request.labels), body_hash=body_hash,
-                      max_attempts=request.max_attempts, notify_urls=tuple(request.notify_urls))
+                      max_attempts=request.max_attempts, notify_urls=tuple(request.notify_urls), priority=priority)
     return job_message(job, validate_only=request.validate_only)
 
 

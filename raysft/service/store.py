@@ -33,7 +33,7 @@ from raysft.service.errors import AlreadyExists, NotFound
 from raysft.service.states import ACTIVE, JobState
 from raysft.service.webhooks import payload
 
-__all__ = ["Store", "JobRecord", "EventRecord", "CheckpointRecord", "NewEvent", "DeliveryRecord"]
+__all__ = ["Store", "JobRecord", "EventRecord", "CheckpointRecord", "NewEvent", "DeliveryRecord", "QueueEntry"]
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -68,6 +68,20 @@ class JobRecord:
     error_kind: str = ""  # USER or SYSTEM when error_code is a failure's (raysft.service.failures)
     tenant: str = "default"  # the tenant whose token created it (raysft.service.tenants); only it sees the job
     notify_urls: list = field(default_factory=list)  # webhooks of this job's state changes (raysft.service.webhooks)
+    priority: int = 5  # 0 - 9: the admission queue starts higher ones first (raysft.service.admission)
+    workers: int = 1  # training workers it holds while on Ray (admission.job_workers); tenants' max_workers counts them
+    queue_position: int = 0  # computed when read (admission.place), never stored: 1 = next to start, 0 = not QUEUED
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """What the admission queue knows of a job: whose it is, its place in line, and the workers it holds."""
+
+    id: str
+    tenant: str
+    priority: int
+    ordinal: int
+    workers: int
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,8 @@ class _Job(_Base):
     error_kind: Mapped[str] = mapped_column(String(8), default="", server_default="")
     tenant: Mapped[str] = mapped_column(String(63), default="default", server_default="default", index=True)
     notify_urls: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
+    priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
+    workers: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # older servers' jobs count as 1
 
 
 class _Event(_Base):
@@ -220,6 +236,13 @@ class _Delivery(_Base):
     delivered_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
 
 
+class _Turn(_Base):
+    __tablename__ = "admission_turns"  # when each tenant last had a job admitted: the round-robin across tenants
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    admitted_at: Mapped[float] = mapped_column(Float)
+
+
 class _Secret(_Base):
     __tablename__ = "server_secrets"  # random keys the server derives per-job keys from (events' MACs)
 
@@ -228,9 +251,11 @@ class _Secret(_Base):
 
 
 _SCHEMA_LOCK = 0x7261_7973_6674_0001  # PostgreSQL advisory lock key held while creating tables ("raysft", 1)
+_QUEUE_LOCK = 0x7261_7973_6674_0002  # ... and while admitting jobs from the queue ("raysft", 2)
 _JOBS = _Job.__table__
 _DELIVERIES = _Delivery.__table__
-_JOB_FIELDS = [f.name for f in dataclasses.fields(JobRecord)]
+_JOB_FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name in _JOBS.c]  # queue_position is computed
+_ON_RAY = (JobState.STARTING.value, JobState.RUNNING.value, JobState.CANCELLING.value)  # what admission counts as running
 _CKPT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRecord)]
 
 
@@ -349,7 +374,7 @@ class Store:
         with self._write:
             try:
                 with Session(self._engine) as s, s.begin():
-                    row = _Job(**{k: v for k, v in dataclasses.asdict(job).items() if k != "ordinal"})
+                    row = _Job(**{k: getattr(job, k) for k in _JOB_FIELDS if k != "ordinal"})
                     row.state, row.created_at, row.updated_at = job.state.value, now, now
                     s.add(row)
                     s.flush()  # the job row must exist before rows that reference it
@@ -398,30 +423,86 @@ class Store:
                 row = s.scalars(select(_Job).where(_Job.id == job_id).with_for_update()).one_or_none()
                 if row is None:
                     raise NotFound(f"job {job_id!r} not found; list jobs with `raysft jobs list`")
-                job = _record(row)
-                ckpt_rows = {c.step: c for c in s.scalars(select(_Checkpoint).where(_Checkpoint.job_id == job_id))}
-                ckpts = {step: _checkpoint(c) for step, c in ckpt_rows.items()}
-                before = (copy.deepcopy(job), copy.deepcopy(ckpts))
-                new = change(job, ckpts)
-                if not new and (job, ckpts) == before:
-                    return job, []  # nothing changed: no write, update_time stays
+                result, appended = self._apply(s, row, change)
+        if appended is not None:
+            self._observed(result, appended)
+            self._touch(job_id)
+        return result, appended or []
+
+    def _apply(self, s: Session, row: _Job, change: Callable[[JobRecord, dict[int, CheckpointRecord]], list[NewEvent]]
+               ) -> tuple[JobRecord, Optional[list[EventRecord]]]:
+        """Apply `change` to the locked `row` and its checkpoints; the events appended are None when nothing changed."""
+        job = _record(row)
+        ckpt_rows = {c.step: c for c in s.scalars(select(_Checkpoint).where(_Checkpoint.job_id == row.id))}
+        ckpts = {step: _checkpoint(c) for step, c in ckpt_rows.items()}
+        before = (copy.deepcopy(job), copy.deepcopy(ckpts))
+        new = change(job, ckpts)
+        if not new and (job, ckpts) == before:
+            return job, None  # nothing changed: no write, update_time stays
+        now = time.time()
+        for name in _JOB_FIELDS:
+            if name not in ("id", "ordinal", "created_at", "last_sequence"):
+                setattr(row, name, getattr(job, name))
+        row.state, row.updated_at = job.state.value, now
+        for step, c in ckpts.items():
+            values = {name: getattr(c, name) for name in _CKPT_FIELDS}
+            if step in ckpt_rows:
+                for name, value in values.items():
+                    setattr(ckpt_rows[step], name, value)
+            else:
+                s.add(_Checkpoint(**values))
+        appended = self._append(s, row, new, now)
+        return _record(row), appended
+
+    def admit(self, pick: Callable[[list[QueueEntry], list[QueueEntry], dict[str, float]], list[str]],
+              change: Callable[[JobRecord, dict[int, CheckpointRecord]], list[NewEvent]]) -> list[JobRecord]:
+        """Admit jobs from the queue in one transaction: `pick(queued, on_ray, turns)` chooses among the QUEUED
+        jobs (given those on Ray and when each tenant last had one admitted), and `change` moves each chosen
+        job out of QUEUED (as Store.update does). Returns the jobs changed, in the order picked.
+
+        Passes are serialised across servers (a PostgreSQL advisory lock; on SQLite the write lock, taken
+        first), so what `pick` sees is what it changes: no job is admitted twice and no cap is overrun by two
+        servers admitting at once. Each chosen row is locked and read again: one cancelled meanwhile is skipped.
+        """
+        changed: list[tuple[JobRecord, list[EventRecord]]] = []
+        with self._engine.connect() as c:  # an empty queue (the usual pass) takes no lock
+            if c.execute(select(_JOBS.c.id).where(_JOBS.c.state == JobState.QUEUED.value).limit(1)).first() is None:
+                return []
+        with self._write:
+            with Session(self._engine) as s, s.begin():
+                self._lock_queue(s)
+                queued = self._entries(s, (JobState.QUEUED.value,))
+                if not queued:
+                    return []
+                turns = dict(s.execute(select(_Turn.tenant, _Turn.admitted_at)).all())
                 now = time.time()
-                for name in _JOB_FIELDS:
-                    if name not in ("id", "ordinal", "created_at", "last_sequence"):
-                        setattr(row, name, getattr(job, name))
-                row.state, row.updated_at = job.state.value, now
-                for step, c in ckpts.items():
-                    values = {name: getattr(c, name) for name in _CKPT_FIELDS}
-                    if step in ckpt_rows:
-                        for name, value in values.items():
-                            setattr(ckpt_rows[step], name, value)
-                    else:
-                        s.add(_Checkpoint(**values))
-                appended = self._append(s, row, new, now)
-                result = _record(row)
-        self._observed(result, appended)
-        self._touch(job_id)
-        return result, appended
+                for rank, job_id in enumerate(pick(queued, self._entries(s, _ON_RAY), turns)):
+                    row = s.scalars(select(_Job).where(_Job.id == job_id, _Job.state == JobState.QUEUED.value)
+                                    .with_for_update()).one_or_none()
+                    if row is None:
+                        continue
+                    result, appended = self._apply(s, row, change)
+                    if appended is None:
+                        continue
+                    turn = s.get(_Turn, row.tenant) or _Turn(tenant=row.tenant)
+                    turn.admitted_at = now + rank * 1e-6  # the order within one pass counts in the next
+                    s.add(turn)
+                    changed.append((result, appended))
+        for job, appended in changed:
+            self._observed(job, appended)
+            self._touch(job.id)
+        return [job for job, _ in changed]
+
+    def _lock_queue(self, s: Session) -> None:
+        if self.backend == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _QUEUE_LOCK})
+        else:  # a write as the first statement takes SQLite's one write lock (waiting for it) before anything is read
+            s.execute(text("UPDATE admission_turns SET tenant = tenant WHERE 1 = 0"))
+
+    @staticmethod
+    def _entries(s: Session, states: tuple[str, ...]) -> list[QueueEntry]:
+        q = select(_Job.id, _Job.tenant, _Job.priority, _Job.ordinal, _Job.workers).where(_Job.state.in_(states))
+        return [QueueEntry(*row) for row in s.execute(q.order_by(_Job.ordinal))]
 
     def _append(self, s: Session, row: _Job, events: list[NewEvent], now: float) -> list[EventRecord]:
         # `row` is locked for this transaction (FOR UPDATE, or a new row nobody else sees yet): the
@@ -569,16 +650,28 @@ class Store:
         with self._engine.connect() as c:
             return [_record(r) for r in c.execute(q).mappings()]
 
+    def queue(self) -> tuple[list[QueueEntry], dict[str, float]]:
+        """The QUEUED jobs, oldest first, and when each tenant last had a job admitted (read, not locked)."""
+        with Session(self._engine) as s:
+            return self._entries(s, (JobState.QUEUED.value,)), dict(s.execute(select(_Turn.tenant, _Turn.admitted_at)).all())
+
+    def count_jobs(self, *, tenant: str, states: tuple[JobState, ...]) -> int:
+        """How many of the tenant's jobs are in any of `states`."""
+        q = select(func.count()).select_from(_Job).where(_Job.tenant == tenant, _Job.state.in_([x.value for x in states]))
+        with Session(self._engine) as s:
+            return s.execute(q).scalar_one()
+
     def state_counts(self) -> dict[JobState, int]:
         """How many jobs are in each state (states with none are left out)."""
         with Session(self._engine) as s:
             rows = s.execute(select(_Job.state, func.count()).group_by(_Job.state)).all()
         return {JobState(state): n for state, n in rows if state in _STATE_VALUES}
 
-    def active_job_ids(self) -> list[str]:
-        """Ids of jobs not yet in a terminal state, oldest first."""
+    def active_job_ids(self, *, queued: bool = True) -> list[str]:
+        """Ids of jobs not yet in a terminal state (without the QUEUED ones unless `queued`), oldest first."""
+        states = [x.value for x in ACTIVE if queued or x != JobState.QUEUED]
         with Session(self._engine) as s:
-            q = select(_Job.id).where(_Job.state.in_([x.value for x in ACTIVE])).order_by(_Job.ordinal)
+            q = select(_Job.id).where(_Job.state.in_(states)).order_by(_Job.ordinal)
             return list(s.scalars(q))
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[EventRecord]:

@@ -9,7 +9,12 @@ in) and the terminal state is stored last. Only lines signed with the job's even
 (raysft.service.eventlines); a follower that fails is logged and started again, and one whose job ended is
 forgotten.
 
-Started with the server, it is also the reconciler: every job the store lists as not terminal is
+It also runs the admission queue (raysft.service.admission): a loop that admits the QUEUED jobs that fit
+(QUEUED → STARTING) and follows them; the follower submits an admitted job to Ray. The loop wakes when a
+job is stored QUEUED or ends in this process, and every `poll_s` (jobs created or ended by another server
+sharing the store). A job that goes back to QUEUED (a retry, ResumeJob) waits in the queue like a new one.
+
+Started with the server, it is also the reconciler: every job the store lists as admitted and not terminal is
 followed again, which re-attaches to the Ray job of its current attempt (`ray_submission_id`) when it is still
 running and fails the ones Ray no longer knows. How an attempt failed decides what follows
 (raysft.service.failures): a SYSTEM failure with attempts left queues the job's next attempt, which continues
@@ -27,13 +32,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from raysft.config import SpecError, parse_spec
+from raysft.service.admission import Admission
 from raysft.service.errors import NotFound, Unavailable
 from raysft.service.eventlines import LineSplitter, job_event_key, parse_event_line
 from raysft.service.events import take_training_events, transition
 from raysft.service import failures
 from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected, ray_submission_id
-from raysft.service.states import IllegalTransition, JobState, from_ray_status
-from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
+from raysft.service.states import JobState, from_ray_status
+from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
 
 __all__ = ["Supervisor", "next_attempt"]
 
@@ -52,16 +58,21 @@ class Supervisor:
         ray_deadline_s: how long Ray may stay unreachable before a running job counts as failed (SYSTEM:
             retried when it has attempts left).
         on_event_lag: called with the seconds from each stored training event's worker time to its storing.
+        admission: the admission queue's caps (default: none; every queued job is admitted at once).
     """
 
     def __init__(self, store: Store, runner: RayJobsRunner, poll_s: float = 0.5, ray_deadline_s: float = 600.0,
-                 on_event_lag: Optional[Callable[[float], None]] = None):
+                 on_event_lag: Optional[Callable[[float], None]] = None, admission: Optional[Admission] = None):
         self.store, self.runner, self.poll_s, self.ray_deadline_s = store, runner, poll_s, ray_deadline_s
+        self.admission = admission or Admission()
         self._on_event_lag = on_event_lag
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._admitter: Optional[threading.Thread] = None
         self._server_key = store.secret("events")
+        store.observe(self._nudge_on_change)
 
     def event_key(self, job_id: str) -> bytes:
         """The key job `job_id` signs its event lines with."""
@@ -73,9 +84,32 @@ class Supervisor:
             return [job_id for job_id, t in self._threads.items() if t.is_alive()]
 
     def start(self) -> None:
-        """Reconcile: follow every job the store has not seen end."""
-        for job_id in self.store.active_job_ids():
+        """Reconcile (follow every admitted job the store has not seen end), then run the admission loop."""
+        for job_id in self.store.active_job_ids(queued=False):
             self.follow(job_id)
+        with self._lock:
+            if self._admitter is None and not self._stopping.is_set():
+                self._admitter = threading.Thread(target=self._admit_loop, name="admission", daemon=True)
+                self._admitter.start()
+
+    def nudge(self) -> None:
+        """Run an admission pass soon (a job was queued, or one ended and freed room)."""
+        self._wake.set()
+
+    def _nudge_on_change(self, _job: JobRecord, events: list[EventRecord]) -> None:
+        if any(e.type == "state_changed" and (e.data.get("to") == JobState.QUEUED.value or e.data.get("to") in _ENDED)
+               for e in events):
+            self._wake.set()
+
+    def _admit_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()  # before the pass: a change during it wakes the next one
+            try:
+                for job in self.admission.admit(self.store):
+                    self.follow(job.id)
+            except Exception:  # a store hiccup: the next pass tries again
+                log.exception("an admission pass failed; trying again in %.1f s", self.poll_s)
+            self._wake.wait(self.poll_s)
 
     def follow(self, job_id: str) -> None:
         """Follow a job until it ends (no-op when already followed)."""
@@ -89,8 +123,9 @@ class Supervisor:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop following (jobs keep running on Ray; the next server re-attaches)."""
         self._stopping.set()
+        self._wake.set()
         deadline = time.time() + timeout_s
-        for thread in list(self._threads.values()):
+        for thread in [t for t in (self._admitter,) if t is not None] + list(self._threads.values()):
             thread.join(max(0.0, deadline - time.time()))
 
     # ---------------------------------------------------------------------------------- one job
@@ -111,23 +146,25 @@ class Supervisor:
             with self._lock:  # a finished follower is forgotten (follow() starts a new one if asked)
                 if self._threads.get(job_id) is threading.current_thread():
                     del self._threads[job_id]
-            # A ResumeJob between the last look at the job and the line above found this thread alive and
+            # An admission between the last look at the job and the line above found this thread alive and
             # started none: the job's next attempt would go unfollowed.
-            if not self._stopping.is_set() and not self._ended(job_id):
+            if not self._stopping.is_set() and self._admitted(job_id):
                 self.follow(job_id)
 
     async def _follow(self, job_id: str) -> None:
-        """Follow the job's attempts until one ends it (a SYSTEM failure with attempts left queues the next)."""
+        """Follow the job's attempts while it is admitted (a retry goes back to the queue and ends this)."""
         while not self._stopping.is_set():
             await self._follow_attempt(job_id)
-            if self._ended(job_id):
+            if not self._admitted(job_id):
                 return
 
-    def _ended(self, job_id: str) -> bool:
+    def _admitted(self, job_id: str) -> bool:
+        """Whether the job is out of the queue and not ended: what a follower is for."""
         try:
-            return self.store.get_job(job_id).state.terminal
+            state = self.store.get_job(job_id).state
         except NotFound:  # deleted
-            return True
+            return False
+        return not state.terminal and state != JobState.QUEUED
 
     async def _follow_attempt(self, job_id: str) -> bool:
         """Follow the job's current attempt; True when the job went back to QUEUED for its next one."""
@@ -180,11 +217,17 @@ class Supervisor:
             tail.cancel()
 
     async def _submitted(self, job_id: str) -> bool:
-        """Submit a QUEUED job (retrying while Ray is unavailable); False when it ended meanwhile."""
+        """Submit an admitted job (STARTING, not yet on Ray), retrying while Ray is unavailable; False when there
+        is nothing on Ray to follow (it is queued, ended, or was cancelled before it reached Ray)."""
         while not self._stopping.is_set():
             job = self.store.get_job(job_id)
-            if job.state != JobState.QUEUED:
-                return not job.state.terminal
+            if job.state == JobState.QUEUED or job.state.terminal:
+                return False
+            if job.submitted_at is not None:
+                return True
+            if job.state == JobState.CANCELLING:
+                self.store.update(job_id, _cancelled_before_ray)
+                return False
             ray_id = ray_submission_id(job_id, job.attempt)
             try:
                 if job.attempt > 1:  # the attempt before must be gone before this one writes to the same run
@@ -201,12 +244,21 @@ class Supervisor:
                 self.store.update(job_id, lambda j, c: _fail(j, failure))
                 return False
             what = f"submitted to Ray as {ray_id}" + (f" (attempt {job.attempt})" if job.attempt > 1 else "")
-            try:
-                self.store.update(job_id, lambda j, c: [transition(j, JobState.STARTING, what)])
-            except IllegalTransition:  # cancelled while it was being submitted
+            attempt = job.attempt
+
+            def submitted(j: JobRecord, _c) -> list[NewEvent]:
+                if j.attempt != attempt or j.submitted_at is not None or j.state == JobState.QUEUED or j.state.terminal:
+                    return []
+                j.submitted_at = time.time()
+                if j.state == JobState.STARTING:
+                    j.state_reason = what
+                return [NewEvent("info", "submitted", what, {"ray_submission_id": ray_id, "attempt": attempt})]
+
+            job, _ = self.store.update(job_id, submitted)
+            if job.state.terminal:  # ended while it was being submitted
                 await asyncio.to_thread(_quietly, self.runner.stop, ray_id)
                 return False
-            return True
+            return job.submitted_at is not None
         return False
 
     async def _stopped(self, ray_id: str, timeout_s: float = 60.0) -> None:
@@ -339,6 +391,16 @@ def next_attempt(job: JobRecord, reason: str) -> list[NewEvent]:
     job.submitted_at = job.ended_at = None
     _set_error(job, "", "", "")
     return [event]
+
+
+def _cancelled_before_ray(job: JobRecord, _ckpts) -> list[NewEvent]:
+    if job.state != JobState.CANCELLING or job.submitted_at is not None:
+        return []
+    _set_error(job, "CANCELLED", "cancelled before it started", "")
+    return [transition(job, JobState.CANCELLED, "cancelled before it reached Ray")]
+
+
+_ENDED = {s.value for s in JobState if s.terminal}
 
 
 def _set_error(job: JobRecord, code: str, message: str, kind: str) -> None:

@@ -5,7 +5,7 @@ database, once on SQLite and once on PostgreSQL (tests taking it run twice, ids 
 
 `offline_server` points its runner at a Ray address where nothing listens: everything that needs no Ray
 job (validation, auth, reads, cancel of a job not yet on Ray) runs for real, and a CreateJob that would
-reach Ray gets UNAVAILABLE. Jobs in other states are written straight into its store (service_helpers.put_job).
+reach Ray gets UNAVAILABLE. Its admission queue holds every QUEUED job (--max-running-jobs 0). Jobs in other states are written straight into its store (service_helpers.put_job).
 """
 
 import os
@@ -16,7 +16,7 @@ import pytest
 from raysft.service.server import create_server
 from raysft.service.v1 import jobs_pb2_grpc
 from pg_server import PostgresServer
-from service_helpers import NO_RAY, TOKEN
+from service_helpers import HOLD, NO_RAY, TOKEN
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -65,7 +65,7 @@ def workdir(tmp_path_factory):
 def offline_server(request, workdir):
     db = _fresh_db(request.param, workdir / request.param, request)
     server = create_server("127.0.0.1:0", db_url=db, token=TOKEN, ray_address=NO_RAY,
-                           allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"))
+                           allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), limits=HOLD)
     yield server
     server.stop(grace_s=1)
 

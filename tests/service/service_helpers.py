@@ -1,11 +1,13 @@
 """Constants and helpers shared by the job service tests (imported by name: tests/service is on sys.path)."""
 
+from raysft.service.limits import Limits
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent
 
 TOKEN = "test-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 NO_RAY = "http://127.0.0.1:1"  # connection refused at once
+HOLD = Limits(max_running_jobs=0)  # the admission queue admits nothing: QUEUED jobs stay so on a server without Ray
 
 
 def put_job(server, job_id: str, state: JobState, *, spec: dict | None = None, events: int = 1, **fields) -> JobRecord:

@@ -43,7 +43,7 @@ def server(workdir):
                             allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"),
                             allowed_storage=("s3://bucket/prefix",),
                             limits=Limits(max_workers=2, max_resources_per_worker={"CPU": 4}, max_trials=4,
-                                          max_active_jobs=2))
+                                          max_active_jobs=2, max_running_jobs=0))
     done = workdir / "runs" / "victim-done"
     (done / "adapter").mkdir(parents=True)
     (done / MARKER).write_text("victim-done\n")

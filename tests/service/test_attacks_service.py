@@ -36,7 +36,7 @@ from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.train.records import EVENT_PREFIX, event_line, event_mac
-from service_helpers import AUTH, NO_RAY, TOKEN, put_job
+from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def server(workdir):
     # Four threads only: streams must not need one each. 72 streams per client: room for the 70-stream attack.
     running = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/attacks.db", token=TOKEN, ray_address=NO_RAY,
                             allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), max_workers=4,
-                            max_streams_per_client=STREAM_CAP)
+                            max_streams_per_client=STREAM_CAP, limits=HOLD)
     yield running
     running.stop(grace_s=0)
 

@@ -11,7 +11,7 @@ import pytest
 from raysft.service.server import create_server
 from raysft.service.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from service_helpers import AUTH, NO_RAY, TOKEN, put_job
+from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def server(workdir):
     s = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/http.db", token=TOKEN, ray_address=NO_RAY,
-                      allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0)
+                      allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0, limits=HOLD)
     yield s
     s.stop(grace_s=1)
 
@@ -71,7 +71,10 @@ def test_validate_only_returns_the_resolved_job_and_stores_nothing(server, workd
     spec = {"model": {"name_or_path": str(workdir / "model")}, "data": {"train": str(workdir / "data.jsonl")}}
     status, body = call(server, "/v1/jobs", "POST", {"spec": spec, "validate_only": True, "labels": {"team": "a"}})
     assert status == 200, body
-    assert body["id"] == "" and body["labels"] == {"team": "a"}
+    assert body["id"] == "" and body["labels"] == {"team": "a"} and (body["priority"], body["queue_position"]) == (5, 0)
+    assert call(server, "/v1/jobs", "POST", {"spec": spec, "validate_only": True, "priority": 9})[1]["priority"] == 9
+    status, body = call(server, "/v1/jobs", "POST", {"spec": spec, "validate_only": True, "priority": 10})
+    assert status == 400 and body["error"]["violations"][0]["field"] == "priority"
     assert call(server, "/v1/jobs")[1]["jobs"] == []
 
 

@@ -16,7 +16,7 @@ from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from service_helpers import AUTH, NO_RAY, TOKEN, put_job
+from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
 BASE = {"model": {"name_or_path": "model"}, "data": {"train": ["data.jsonl"]}}
 
@@ -299,7 +299,7 @@ def test_streams_a_client_leaves_give_their_threads_back(tmp_path):
     """Each waiting WatchJob holds one of the server's threads; a client that goes away must free it, or a few
     abandoned watchers would leave CancelJob (which runs in the same threads) waiting forever."""
     server = create_server("127.0.0.1:0", db_url=f"sqlite:///{tmp_path}/jobs.db", token=TOKEN, ray_address=NO_RAY,
-                           allowed_roots=[str(tmp_path)], max_workers=2)
+                           allowed_roots=[str(tmp_path)], max_workers=2, limits=HOLD)
     try:
         put_job(server, "quiet", JobState.RUNNING)
         put_job(server, "queued", JobState.QUEUED)

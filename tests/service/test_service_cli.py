@@ -67,6 +67,11 @@ def test_get_list_and_cancel(env, capsys):
     assert [j["id"] for j in json.loads(out)] == ["cli-queued", "cli-done"]
     code, out, _ = run(capsys, "jobs", "list", "--state", "SUCCEEDED", "--label", "team=search")
     assert code == 0 and "cli-done" in out and "cli-queued" not in out and out.startswith("ID ")
+    position = env.jobs.get("cli-queued").queue_position
+    code, out, _ = run(capsys, "jobs", "list", "--state", "QUEUED", "--label", "team=search")
+    assert position >= 1 and out.split("\n")[1].split()[:3] == ["cli-queued", "QUEUED", str(position)]
+    code, out, _ = run(capsys, "jobs", "get", "cli-queued")
+    assert out.startswith(f"cli-queued  QUEUED (queue position {position})") and "priority: 5" in out
     code, out, _ = run(capsys, "jobs", "cancel", "cli-queued")
     assert code == 0 and out.startswith("cli-queued  CANCELLED")
     code, out, _ = run(capsys, "jobs", "logs", "cli-queued")

@@ -1,7 +1,7 @@
 """The job service end to end: `python -m raysft.service serve` with its embedded Ray cluster, real Ray
-jobs, a real SQLite file. One server (and Ray) serves the module; it is killed with SIGKILL and started
-again in the middle, and stopped with SIGTERM at the end. Four Ray jobs run, one at a time (one of them
-fails at once on missing data)."""
+jobs, a real SQLite file. One server (and Ray) serves the module, with --max-running-jobs 1; it is killed with
+SIGKILL and started again in the middle, and stopped with SIGTERM at the end. Six Ray jobs run, one at a time
+(one of them fails at once on missing data; one waits in the queue behind another)."""
 
 import json
 import os
@@ -54,7 +54,7 @@ class Service:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         cmd = [sys.executable, "-m", "raysft.service", "serve", "--port", str(self.port), "--db", self.db,
                "--allowed-root", str(self.root), "--allowed-root", str(ROOT / "examples/data"),
-               "--jobs-root", str(self.root / "runs"), "--token-file", str(self.root / "token")]
+               "--jobs-root", str(self.root / "runs"), "--token-file", str(self.root / "token"), "--max-running-jobs", "1"]
         self.starts += 1
         log = open(self.root / f"server-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
@@ -151,6 +151,29 @@ def test_a_job_runs_to_success_streaming_its_events_and_listing_its_checkpoints(
                             env={**os.environ, "RAY_AUTH_MODE": "token"}, timeout=120)
     assert job.id in listed.stdout, listed.stdout[-2000:] + listed.stderr[-2000:]
     assert (service.root / "runs" / job.id / ".raysft-job").read_text().strip() == job.id  # claimed at CreateJob
+
+
+def test_a_second_job_waits_in_the_queue_while_the_first_runs_then_runs(service):
+    with service.client() as client:
+        first = client.create_job(_spec(service.base, max_steps=4), labels={"suite": "queue"})
+        while client.get_job(first.id).state == jobs_pb2.QUEUED:  # admitted at once: the one slot is free
+            time.sleep(0.1)
+        second = client.create_job(_spec(service.base, max_steps=2), labels={"suite": "queue"})
+        assert (second.state, second.queue_position) == (jobs_pb2.QUEUED, 1)
+        for event in client.watch(first.id):
+            if event.type == "metrics":  # the first one is training
+                break
+        waiting = client.get_job(second.id)
+        assert (waiting.state, waiting.queue_position, waiting.ray_submission_id) == (jobs_pb2.QUEUED, 1, "")
+        assert not [j for j in service.ray_jobs() if j.submission_id == second.id]  # nothing on Ray yet
+        done = client.wait(first.id)
+        events = [e for e, _ in _watch(client, second.id)]
+        final = client.get_job(second.id)
+    assert done.state == final.state == jobs_pb2.SUCCEEDED, final.state_reason
+    admitted = next(e for e in events if e.type == "state_changed" and e.data["to"] == "STARTING")
+    assert admitted.time.ToNanoseconds() >= done.end_time.ToNanoseconds()  # it left the queue when the first ended
+    assert [e.data["to"] for e in events if e.type == "state_changed"] == ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"]
+    assert final.queue_position == 0 and final.ray_submission_id == second.id
 
 
 def test_twenty_concurrent_creates_make_one_job_and_cancel_stops_it(service):

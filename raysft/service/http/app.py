@@ -146,7 +146,8 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
             raise InvalidArgument(exc.violations, "the job spec is invalid") from None
         request = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[body.kind], request_id=body.request_id,
                                             validate_only=body.validate_only, labels=body.labels,
-                                            max_attempts=body.max_attempts, notify_urls=body.notify_urls)
+                                            max_attempts=body.max_attempts, notify_urls=body.notify_urls,
+                                            priority=body.priority)
         message = create_job(jobs, request, who)
         if body.validate_only:
             return {**job_json(JobRecord(id="", kind="train", spec={}), message, full=False), "spec": None}

@@ -38,6 +38,8 @@ class CreateJobBody(BaseModel):
                               "infrastructure reason (0: 1, no retry); user errors are never retried.")
     notify_urls: list[str] = Field(default_factory=list, description="Up to 5 http(s) URLs POSTed a signed notice of "
                                    "each state change, each under a prefix the operator allows.")
+    priority: Optional[int] = Field(None, ge=0, le=9, description="0 - 9, higher leaves the admission queue first "
+                                    "(unset: 5).")
 
 
 class SpecWarning(_Out):
@@ -80,6 +82,8 @@ class Job(_Out):
     progress: Optional[Progress] = None
     output: Optional[Output] = None
     ray_submission_id: str = ""
+    queue_position: int = Field(0, description="Its place in the admission queue while QUEUED (1: next); 0 otherwise.")
+    priority: int = Field(5, description="0 - 9: higher priorities leave the queue first.")
     labels: dict[str, str] = {}
     warnings: list[SpecWarning] = []
     request_id: str = ""

@@ -564,7 +564,7 @@ class SpecWarning(_message.Message):
     def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "spec", "state", "state_reason", "error", "create_time", "start_time", "end_time", "update_time", "progress", "output", "ray_submission_id", "labels", "warnings", "request_id", "attempt", "max_attempts", "error_kind", "tenant", "notify_urls")
+    __slots__ = ("id", "kind", "spec", "state", "state_reason", "error", "create_time", "start_time", "end_time", "update_time", "progress", "output", "ray_submission_id", "labels", "warnings", "request_id", "attempt", "max_attempts", "error_kind", "tenant", "notify_urls", "queue_position", "priority")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -593,6 +593,8 @@ class Job(_message.Message):
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_URLS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: JobKind
     spec: JobSpec
@@ -614,10 +616,12 @@ class Job(_message.Message):
     error_kind: ErrorKind
     tenant: str
     notify_urls: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., ray_submission_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., warnings: _Optional[_Iterable[_Union[SpecWarning, _Mapping]]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., tenant: _Optional[str] = ..., notify_urls: _Optional[_Iterable[str]] = ...) -> None: ...
+    queue_position: int
+    priority: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., ray_submission_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., warnings: _Optional[_Iterable[_Union[SpecWarning, _Mapping]]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., tenant: _Optional[str] = ..., notify_urls: _Optional[_Iterable[str]] = ..., queue_position: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("spec", "kind", "request_id", "validate_only", "labels", "max_attempts", "notify_urls")
+    __slots__ = ("spec", "kind", "request_id", "validate_only", "labels", "max_attempts", "notify_urls", "priority")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -632,6 +636,7 @@ class CreateJobRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_URLS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     kind: JobKind
     request_id: str
@@ -639,7 +644,8 @@ class CreateJobRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     max_attempts: int
     notify_urls: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_attempts: _Optional[int] = ..., notify_urls: _Optional[_Iterable[str]] = ...) -> None: ...
+    priority: int
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., kind: _Optional[_Union[JobKind, str]] = ..., request_id: _Optional[str] = ..., validate_only: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., max_attempts: _Optional[int] = ..., notify_urls: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ResumeJobRequest(_message.Message):
     __slots__ = ("job_id",)
