@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from raysft.service.admission import Admission, queue_order
+from raysft.service.auth import OPERATOR
 from raysft.service.events import transition
 from raysft.service.limits import Limits
 from raysft.service.quota import Quota
@@ -219,7 +220,7 @@ def test_the_queue_survives_a_restart_in_order(db_url, tmp_path):
     server = start()
     for job_id, tenant, priority in (("a1", "a", 5), ("a2", "a", 5), ("b1", "b", 5), ("urgent", "b", 9)):
         put_job(server, job_id, JobState.QUEUED, tenant=tenant, priority=priority)
-    before = {j.id: j.queue_position for j in server.jobs.list(states=(), labels={}, page_size=0, page_token="")[0]}
+    before = {j.id: j.queue_position for j in server.jobs.list(who=OPERATOR, states=(), labels={}, page_size=0, page_token="")[0]}
     server.stop(grace_s=0)
     server = start()
     try:

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from raysft.service.__main__ import main
+from raysft.service.auth import OPERATOR
 from raysft.service.events import take_training_events, transition
 from raysft.service.states import JobState
 from service_helpers import TOKEN, put_job
@@ -67,7 +68,7 @@ def test_get_list_and_cancel(env, capsys):
     assert [j["id"] for j in json.loads(out)] == ["cli-queued", "cli-done"]
     code, out, _ = run(capsys, "jobs", "list", "--state", "SUCCEEDED", "--label", "team=search")
     assert code == 0 and "cli-done" in out and "cli-queued" not in out and out.startswith("ID ")
-    position = env.jobs.get("cli-queued").queue_position
+    position = env.jobs.get("cli-queued", who=OPERATOR).queue_position
     code, out, _ = run(capsys, "jobs", "list", "--state", "QUEUED", "--label", "team=search")
     assert position >= 1 and out.split("\n")[1].split()[:3] == ["cli-queued", "QUEUED", str(position)]
     code, out, _ = run(capsys, "jobs", "get", "cli-queued")
