@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from sqlalchemy import (JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func,
                         inspect, select, text)
@@ -451,10 +451,10 @@ class Store:
             rows = s.execute(select(_Job.state, func.count()).group_by(_Job.state)).all()
         return {JobState(state): n for state, n in rows if state in _STATE_VALUES}
 
-    def active_job_ids(self) -> list[str]:
-        """Ids of jobs not yet in a terminal state, oldest first."""
+    def active_job_ids(self, states: Iterable[JobState] = ACTIVE) -> list[str]:
+        """Ids of jobs not yet in a terminal state (or in one of `states`), oldest first."""
         with Session(self._engine) as s:
-            q = select(_Job.id).where(_Job.state.in_([x.value for x in ACTIVE])).order_by(_Job.ordinal)
+            q = select(_Job.id).where(_Job.state.in_([x.value for x in states])).order_by(_Job.ordinal)
             return list(s.scalars(q))
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[EventRecord]:

@@ -9,11 +9,12 @@ in) and the terminal state is stored last. Only lines signed with the job's even
 (raysft.service.eventlines); a follower that fails is logged and started again, and one whose job ended is
 forgotten.
 
-Started with the server, it is also the reconciler: every job the store lists as not terminal is
+Started on the leader of the servers sharing the store (raysft.service.leader), it is also the reconciler: every job the store lists as not terminal is
 followed again, which re-attaches to the Ray job of its current attempt (`ray_submission_id`) when it is still
 running and fails the ones Ray no longer knows. How an attempt failed decides what follows
 (raysft.service.failures): a SYSTEM failure with attempts left queues the job's next attempt, which continues
-from the latest checkpoint; anything else ends the job.
+from the latest checkpoint; anything else ends the job. The jobs another server (a standby) queues are found by
+polling the store every second.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Supervisor:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._stopping.set()  # until start(): a standby server's follow() calls do nothing (the leader's do)
+        self._discoverer: Optional[threading.Thread] = None
         self._server_key = store.secret("events")
 
     def event_key(self, job_id: str) -> bytes:
@@ -73,9 +76,26 @@ class Supervisor:
             return [job_id for job_id, t in self._threads.items() if t.is_alive()]
 
     def start(self) -> None:
-        """Reconcile: follow every job the store has not seen end."""
+        """Reconcile (follow every job the store has not seen end), then follow each job queued later by another
+        server sharing the store. Again after stop(): a server that lost the leadership and took it back."""
+        if not self._stopping.is_set():
+            return  # started already
+        for thread in self._own_threads():
+            thread.join(30.0)  # told to stop by stop(): each ends within a poll
+        self._stopping.clear()
+        self._discoverer = threading.Thread(target=self._discover, name="discover-jobs", daemon=True)
+        self._discoverer.start()
         for job_id in self.store.active_job_ids():
             self.follow(job_id)
+
+    def _discover(self) -> None:
+        # The jobs this server stores it follows at once; a standby's only reach Ray through this poll.
+        while not self._stopping.wait(max(self.poll_s, 1.0)):
+            try:
+                for job_id in self.store.active_job_ids(states=(JobState.QUEUED,)):
+                    self.follow(job_id)
+            except Exception as exc:  # the store is away: the next poll tries again
+                log.warning("cannot look for newly queued jobs: %s", exc)
 
     def follow(self, job_id: str) -> None:
         """Follow a job until it ends (no-op when already followed)."""
@@ -90,8 +110,13 @@ class Supervisor:
         """Stop following (jobs keep running on Ray; the next server re-attaches)."""
         self._stopping.set()
         deadline = time.time() + timeout_s
-        for thread in list(self._threads.values()):
+        for thread in self._own_threads():
             thread.join(max(0.0, deadline - time.time()))
+
+    def _own_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            threads = list(self._threads.values())
+        return threads + ([self._discoverer] if self._discoverer is not None else [])
 
     # ---------------------------------------------------------------------------------- one job
 
