@@ -10,7 +10,8 @@ side: libpq's `keepalives*`) end the session within ~11 s, so a standby takes ov
 
 On a SQLite file the leader holds an exclusive `flock` on `<database>.leader` beside it: released by the kernel
 when the process ends, it makes a second server on the same file (same host only: flock does not span machines)
-a standby instead of a second set of followers. An in-memory SQLite store has one server: it always leads.
+a standby instead of a second set of followers. An in-memory SQLite store has one server: it always leads (and so
+does the server of any other database, warned to run alone).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class _FileLock:
 
 
 class _NoLock:
-    """An in-memory store: no other server can share it."""
+    """An in-memory store (no other server can share it), or a database without a lock of ours."""
 
     def try_acquire(self) -> bool:
         return True
@@ -124,8 +125,8 @@ def _lock_for(url: str):
         if not parsed.database or parsed.database == ":memory:":
             return _NoLock()
         return _FileLock(Path(parsed.database).expanduser().with_name(Path(parsed.database).name + ".leader"))
-    raise ValueError(f"the job store {parsed.render_as_string(hide_password=True)} is neither SQLite nor PostgreSQL; "
-                     "use sqlite:///path or postgresql+psycopg://user:password@host/db")
+    log.warning("no leader election on a %s store: run one server on it (or use PostgreSQL for a standby)", backend)
+    return _NoLock()
 
 
 class Leadership:
@@ -144,6 +145,7 @@ class Leadership:
         self._lock = _lock_for(url)
         self._on_acquire, self._on_lose, self.retry_s = on_acquire, on_lose, retry_s
         self._leader = False
+        self._unreachable = False  # warned once per outage, not every retry
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._listeners: list[Callable[[bool], None]] = []
@@ -191,11 +193,15 @@ class Leadership:
             self._lock.release()
             return
         try:
-            if not self._lock.try_acquire():
-                return
+            acquired = self._lock.try_acquire()
         except Exception as exc:  # the database is away: try again later
-            log.warning("standby: cannot reach the job store to take the leader's lock (%s); retrying", exc)
+            if not self._unreachable:
+                log.warning("standby: cannot reach the job store to take the leader's lock (%s); retrying", exc)
+            self._unreachable = True
             self._lock.release()
+            return
+        self._unreachable = False
+        if not acquired:
             return
         log.info("leader: this server now runs the reconciler and the job followers")
         try:
