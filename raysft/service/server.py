@@ -34,6 +34,7 @@ from raysft.service.cluster import LocalRayCluster
 from raysft.service.auth import Authenticator
 from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
 from raysft.service.jobs import Jobs
+from raysft.service.leader import Leadership
 from raysft.service.limits import Limits
 from raysft.service.metrics import MetricsInterceptor, ServiceMetrics
 from raysft.service.paths import PathPolicy
@@ -46,12 +47,15 @@ from raysft.service.tenants import Tenants
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.service.webhooks import WebhookPolicy, WebhookSender
 
-__all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME", "is_loopback"]
+__all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME", "LEADER_HEALTH", "is_loopback"]
 
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name  # raysft.v1.JobService
+# The health service name SERVING on the leader of the servers sharing a store, NOT_SERVING on a standby (both
+# serve SERVICE_NAME): a check that tells an operator, or a test, which one runs the job followers.
+LEADER_HEALTH = "raysft.v1.Leader"
 
 
 class _LoopThread:
@@ -93,7 +97,13 @@ class RunningServer:
     http_port: Optional[int] = None
     _http: Optional[object] = None
     webhook_sender: Optional[WebhookSender] = None
+    _leadership: Optional[Leadership] = None
     _stopped: bool = False
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this server runs the supervisor (the other servers sharing its store are standbys)."""
+        return self._leadership is not None and self._leadership.is_leader
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Graceful shutdown (idempotent)."""
@@ -104,6 +114,8 @@ class RunningServer:
         if self._http is not None:
             self._loop.run(self._http.stop())
         self._loop.run(self._grpc.stop(grace_s))
+        if self._leadership is not None:
+            self._leadership.stop()  # the followers stop before the lock is let go: a standby takes over then
         self.supervisor.stop()
         if self.webhook_sender is not None:
             self.webhook_sender.stop()  # POSTs under way finish; the rest wait in the store for the next server
@@ -131,7 +143,8 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
-        db_url: SQLAlchemy URL of the job store.
+        db_url: SQLAlchemy URL of the job store. Several servers may share one (PostgreSQL, or a SQLite file on one
+            host): all answer RPCs, one at a time (the leader, raysft.service.leader) follows the jobs.
         token: the server's bearer token (its holder is an admin: every tenant's jobs); off loopback this or
             `tenants` is required.
         tls_cert, tls_key: PEM files; with both, the port speaks TLS.
@@ -214,11 +227,23 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         if cluster is not None:
             cluster.stop()
         raise
-    supervisor.start()  # reconcile: follow every job the store still lists as active
     if sender is not None:
-        sender.start()  # deliveries left by an earlier server go out too
+        sender.start()  # deliveries left by an earlier server go out too (claimed: two servers never send one twice)
+    # The leader reconciles (follows every job the store still lists as active) and admits queued jobs; a standby
+    # waits to take over.
+    leadership = Leadership(db_url, on_acquire=supervisor.start, on_lose=supervisor.stop)
+    leadership.on_change(lambda leader: _set_leader_health(loop, health_servicer, leader))
+    leadership.start()
     return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster,
-                         metrics, members, http.port if http else None, http, sender)
+                         metrics, members, http.port if http else None, http, sender, leadership)
+
+
+def _set_leader_health(loop: _LoopThread, health_servicer: health.aio.HealthServicer, leader: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if leader else health_pb2.HealthCheckResponse.NOT_SERVING
+    try:
+        loop.run(health_servicer.set(LEADER_HEALTH, status), timeout=5)
+    except Exception as exc:  # shutting down: nobody asks any more
+        log.debug("leader health not updated: %s", exc)
 
 
 async def _start_grpc(address: str, servicer: JobServicer, authenticator: Authenticator, metrics: ServiceMetrics,
@@ -255,7 +280,9 @@ def serve(address: str, **kwargs) -> int:
     running = create_server(address, **kwargs)
     if running.tenants is not None:
         signal.signal(signal.SIGHUP, lambda *_: running.tenants.reload())
-    print(f"raysft job service on {running.address} (Ray at {running.ray_address}, store {running.store.url})", flush=True)
+    role = "the leader" if running.is_leader else "a standby (another server sharing the store leads)"
+    print(f"raysft job service on {running.address} (Ray at {running.ray_address}, store {running.store.url}; {role})",
+          flush=True)
     if running.http_port is not None:
         host = running.address.rpartition(":")[0]
         print(f"HTTP API, web console and /metrics on http://{host}:{running.http_port}/", flush=True)

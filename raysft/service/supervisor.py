@@ -14,11 +14,12 @@ It also runs the admission queue (raysft.service.admission): a loop that admits 
 job is stored QUEUED or ends in this process, and every `poll_s` (jobs created or ended by another server
 sharing the store). A job that goes back to QUEUED (a retry, ResumeJob) waits in the queue like a new one.
 
-Started with the server, it is also the reconciler: every job the store lists as admitted and not terminal is
-followed again, which re-attaches to the Ray job of its current attempt (`ray_submission_id`) when it is still
-running and fails the ones Ray no longer knows. How an attempt failed decides what follows
-(raysft.service.failures): a SYSTEM failure with attempts left queues the job's next attempt, which continues
-from the latest checkpoint; anything else ends the job.
+Started on the leader of the servers sharing the store (raysft.service.leader), it is also the reconciler:
+every job the store lists as admitted and not terminal is followed again, which re-attaches to the Ray job of
+its current attempt (`ray_submission_id`) when it is still running and fails the ones Ray no longer knows. How
+an attempt failed decides what follows (raysft.service.failures): a SYSTEM failure with attempts left queues
+the job's next attempt, which continues from the latest checkpoint; anything else ends the job. The jobs
+another server (a standby) queues reach the admission loop through its poll.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._admitter: Optional[threading.Thread] = None
+        self._stopping.set()  # until start(): a standby server's follow() calls do nothing (the leader's do)
         self._server_key = store.secret("events")
         store.observe(self._nudge_on_change)
 
@@ -84,7 +86,15 @@ class Supervisor:
             return [job_id for job_id, t in self._threads.items() if t.is_alive()]
 
     def start(self) -> None:
-        """Reconcile (follow every admitted job the store has not seen end), then run the admission loop."""
+        """Reconcile (follow every admitted job the store has not seen end), then run the admission loop, which
+        also admits the jobs queued by other servers sharing the store. Again after stop(): a server that lost
+        the leadership and took it back."""
+        if not self._stopping.is_set():
+            return  # started already
+        for thread in self._own_threads():
+            thread.join(30.0)  # told to stop by stop(): each ends within a poll
+        self._stopping.clear()
+        self._admitter = None
         for job_id in self.store.active_job_ids(queued=False):
             self.follow(job_id)
         with self._lock:
@@ -125,8 +135,13 @@ class Supervisor:
         self._stopping.set()
         self._wake.set()
         deadline = time.time() + timeout_s
-        for thread in [t for t in (self._admitter,) if t is not None] + list(self._threads.values()):
+        for thread in self._own_threads():
             thread.join(max(0.0, deadline - time.time()))
+
+    def _own_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            threads = list(self._threads.values())
+        return threads + ([self._admitter] if self._admitter is not None else [])
 
     # ---------------------------------------------------------------------------------- one job
 

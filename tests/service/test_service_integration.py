@@ -1,7 +1,9 @@
 """The job service end to end: `python -m raysft.service serve` with its embedded Ray cluster, real Ray
 jobs, a real SQLite file. One server (and Ray) serves the module, with --max-running-jobs 1; it is killed with
-SIGKILL and started again in the middle, and stopped with SIGTERM at the end. Six Ray jobs run, one at a time
-(one of them fails at once on missing data; one waits in the queue behind another)."""
+SIGKILL and started again in the middle, and stopped with SIGTERM at the end. On a real PostgreSQL, servers given
+that cluster's address (`--ray-address`, as a deployment runs them) are killed too: a lone one, then the leader of
+two (the standby takes over). The Ray jobs run one at a time (one of them fails at once on missing data; one waits
+in the queue behind another)."""
 
 import json
 import os
@@ -21,6 +23,7 @@ from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
 from raysft.service.client import JobClient, JobServiceError
 from raysft.service.runner import ray_auth_token
+from raysft.service.server import LEADER_HEALTH
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, Store
 from raysft.service.v1 import jobs_pb2
@@ -40,11 +43,13 @@ def _running(pid: int) -> bool:
 
 
 class Service:
-    """`python -m raysft.service serve` in a child process."""
+    """`python -m raysft.service serve` in a child process: with its embedded Ray cluster, or on `ray` (a dashboard
+    URL); several with one `root` share its directories (`name` tells their logs apart). `base`: the tiny model,
+    made once by the module's server."""
 
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
-        self.db = f"sqlite:///{root}/jobs.db"
+    def __init__(self, root: Path, db: str = "", ray: str = "", name: str = "server", base: str = ""):
+        self.root, self.port, self.ray, self.name, self.base = root, free_port(), ray, name, base
+        self.db = db or f"sqlite:///{root}/jobs.db"
         self.state_file = root / "runs" / ".ray-cluster.json"
         (root / "token").write_text(TOKEN + "\n")
         self.proc = None
@@ -55,8 +60,10 @@ class Service:
         cmd = [sys.executable, "-m", "raysft.service", "serve", "--port", str(self.port), "--db", self.db,
                "--allowed-root", str(self.root), "--allowed-root", str(ROOT / "examples/data"),
                "--jobs-root", str(self.root / "runs"), "--token-file", str(self.root / "token"), "--max-running-jobs", "1"]
+        cmd += ["--ray-address", self.ray] if self.ray else []
+        cmd += ["--allowed-root", str(Path(self.base).parent)] if self.base and Path(self.base).parent != self.root else []
         self.starts += 1
-        log = open(self.root / f"server-{self.starts}.log", "wb")
+        log = open(self.root / f"{self.name}-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
         log.close()
         deadline = time.time() + 240
@@ -73,13 +80,19 @@ class Service:
                 time.sleep(0.5)
 
     def log(self) -> str:
-        return (self.root / f"server-{self.starts}.log").read_text(errors="replace")
+        return (self.root / f"{self.name}-{self.starts}.log").read_text(errors="replace")
+
+    def leads(self) -> bool:
+        """Whether this server is the leader of those sharing its store (its leader health check is SERVING)."""
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=LEADER_HEALTH), timeout=5)
+        return check.status == health_pb2.HealthCheckResponse.SERVING
 
     def client(self) -> JobClient:
         return JobClient(f"127.0.0.1:{self.port}", token=TOKEN)
 
     def ray_address(self) -> str:
-        return json.loads(self.state_file.read_text())["address"]
+        return self.ray or json.loads(self.state_file.read_text())["address"]
 
     def ray_jobs(self) -> list:
         token = ray_auth_token()
@@ -237,7 +250,22 @@ def test_a_job_with_bad_data_fails_with_the_cli_error(service):
     assert [e.type for e in events[-2:]] == ["error", "state_changed"] and events[-1].data["to"] == "FAILED"
 
 
-def test_kill_9_mid_job_loses_nothing_and_the_job_still_finishes(service):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def killable(request, service, tmp_path_factory):
+    """The module's server (SQLite, embedded Ray), or a server on PostgreSQL using that Ray cluster."""
+    if request.param == "sqlite":
+        yield service
+        return
+    other = Service(tmp_path_factory.mktemp("pg"), db=request.getfixturevalue("postgres").create_database(),
+                    ray=service.ray_address(), base=service.base)
+    other.start()
+    yield other
+    if other.proc.poll() is None:
+        other.stop()
+
+
+def test_kill_9_mid_job_loses_nothing_and_the_job_still_finishes(killable):
+    service = killable
     spec = _spec(service.base, max_steps=60)
     spec["checkpoint"] = {"every_steps": 20, "keep_last": 2}
     with service.client() as client:
@@ -254,7 +282,7 @@ def test_kill_9_mid_job_loses_nothing_and_the_job_still_finishes(service):
                      [NewEvent("info", "state_changed", "→ RUNNING", {"to": "RUNNING"})])
     store.close()
     service.start()
-    assert "re-attached to the embedded Ray cluster" in service.log()
+    assert service.ray or "re-attached to the embedded Ray cluster" in service.log()
     with service.client() as client:
         history = list(client.events(job_id))
         resumed = _watch(client, job_id, after=before[-1].sequence)
@@ -267,6 +295,67 @@ def test_kill_9_mid_job_loses_nothing_and_the_job_still_finishes(service):
     assert final.state == jobs_pb2.SUCCEEDED and every[-1].data["to"] == "SUCCEEDED"
     assert ghost.state == jobs_pb2.FAILED and "no longer exists on the cluster" in ghost.state_reason
     assert ghost.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+def test_two_servers_on_postgresql_a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost(service, postgres,
+                                                                                                 tmp_path_factory):
+    root, db = tmp_path_factory.mktemp("pair"), postgres.create_database()
+    leader, standby = (Service(root, db=db, ray=service.ray_address(), name=name, base=service.base)
+                       for name in ("leader", "standby"))
+    spec = _spec(service.base, max_steps=60)
+    spec["checkpoint"] = {"every_steps": 20, "keep_last": 2}
+    try:
+        leader.start()
+        standby.start()
+        assert leader.leads() and not standby.leads()
+        with standby.client() as client:  # stored by the standby, submitted by the leader
+            job_id = client.create_job(spec).id
+            before = []
+            for event in client.watch(job_id):
+                before.append(event)
+                if event.type == "metrics" and event.data["step"] >= 2:
+                    break
+        killed = time.monotonic()
+        assert leader.stop(signal.SIGKILL) == -signal.SIGKILL
+        while not standby.leads():
+            assert time.monotonic() - killed < 15, "the standby did not take over within 15 s"
+            time.sleep(0.1)
+        took = time.monotonic() - killed
+        print(f"the standby took over {took:.2f} s after the leader's kill -9")
+        with standby.client() as client:
+            every = before + [e for e, _ in _watch(client, job_id, after=before[-1].sequence)]
+            final = client.get_job(job_id)
+            kept = client.checkpoints(job_id)
+        leader.start()  # back, as a standby now: a cancel it receives stops the job the other one follows
+        assert not leader.leads() and standby.leads()
+        cancelled = _cancelled_while_running(leader, _spec(service.base, max_steps=2000))
+    finally:
+        for server in (leader, standby):
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
+    assert "standby: another server leads" in standby.log() and "leader: this server now runs" in standby.log()
+    assert final.state == jobs_pb2.SUCCEEDED, (final.state_reason, final.error.message)
+    assert [e.sequence for e in every] == list(range(1, len(every) + 1)), "each event exactly once, no gaps"
+    assert [e.data["step"] for e in every if e.type == "metrics"] == list(range(1, 61))
+    moves = [e.data["to"] for e in every if e.type == "state_changed"]
+    assert moves == ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"], moves
+    assert [e.data["step"] for e in every if e.type == "checkpoint_saved"] == [20, 40, 60]
+    on_disk = sorted(p.name for p in (root / "runs" / job_id / "checkpoints").glob("checkpoint_0*"))
+    assert sorted(Path(c.uri).name for c in kept) == on_disk and sorted(c.step for c in kept) == [40, 60]
+    assert {j.submission_id for j in service.ray_jobs() if j.metadata.get("raysft_job_id") == job_id} == {job_id}
+    assert cancelled.state == jobs_pb2.CANCELLED and cancelled.progress.step < 2000
+    assert {j.submission_id: j.status for j in service.ray_jobs() if j.submission_id == cancelled.id} == {cancelled.id: "STOPPED"}
+
+
+def _cancelled_while_running(server, spec):
+    """Create a job on `server`, cancel it there once it trains; the job as it ended."""
+    with server.client() as client:
+        job_id = client.create_job(spec).id
+        for event in client.watch(job_id):
+            if event.type == "metrics":
+                break
+        assert client.cancel_job(job_id).state in (jobs_pb2.CANCELLING, jobs_pb2.CANCELLED)
+        return client.wait(job_id)
 
 
 def _until_checkpoint(client, job_id, after, past_step=0):
