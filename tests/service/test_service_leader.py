@@ -1,8 +1,8 @@
 """Servers sharing one store: one leader runs the job followers, the others answer RPCs and take over when it goes.
 
 On SQLite (a file's flock) and on a real PostgreSQL (an advisory lock held by a session). No Ray: the servers
-point at an address where nothing listens, so a followed QUEUED job stays QUEUED (its follower waits for Ray)
-and shows up in `supervisor.followed()`. The kill -9 of a leader process is in test_service_standby.py.
+point at an address where nothing listens, so an admitted job stays STARTING (its follower waits for Ray)
+and shows up in `supervisor.followed()`. The kill -9 of a leader process is in test_service_integration.py.
 """
 
 import threading
@@ -47,9 +47,10 @@ def test_one_of_two_servers_follows_jobs_both_store_and_the_standby_takes_over(d
         assert first.is_leader and not second.is_leader
         assert _leader_health(first) == health_pb2.HealthCheckResponse.SERVING
         assert _leader_health(second) == health_pb2.HealthCheckResponse.NOT_SERVING
-        # A job stored by the standby is followed by the leader (its poll of the store), never by the standby.
+        # A job stored by the standby is admitted and followed by the leader (its poll of the store), never by the
+        # standby.
         put_job(second, "raysft-on-standby", JobState.QUEUED)
-        second.supervisor.follow("raysft-on-standby")  # what CreateJob does: nothing on a standby
+        second.supervisor.follow("raysft-on-standby")  # a standby's supervisor is stopped: this does nothing
         _until(lambda: "raysft-on-standby" in first.supervisor.followed(), 5, "the leader follows the standby's job")
         assert second.supervisor.followed() == []
         first.stop(grace_s=1)  # the followers stop, then the lock is let go
@@ -57,7 +58,10 @@ def test_one_of_two_servers_follows_jobs_both_store_and_the_standby_takes_over(d
         assert took < 3.0  # retried every 2 s
         assert "raysft-on-standby" in second.supervisor.followed()
         assert _leader_health(second) == health_pb2.HealthCheckResponse.SERVING
-        assert second.jobs.get("raysft-on-standby").state == JobState.QUEUED  # nothing ran twice or got lost
+        # Admitted once (by the first leader), followed again by the new one: nothing ran twice or got lost.
+        assert second.store.get_job("raysft-on-standby").state == JobState.STARTING
+        moves = [e.data.get("to") for e in second.store.events("raysft-on-standby") if e.type == "state_changed"]
+        assert moves.count(JobState.STARTING.value) == 1
     finally:
         first.stop(grace_s=1)
         second.stop(grace_s=1)
