@@ -24,9 +24,10 @@ from typing import Callable
 
 import ray.train
 import torch
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from raysft.config import JobSpec, spec_to_yaml
+from raysft.data.cache import ExampleStore
 from raysft.model.load import load_model, load_tokenizer
 from raysft.train.counters import EarlyStopping, Throughput
 from raysft.train.evaluate import evaluate_loss, generate_answers
@@ -74,8 +75,8 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
 class RunData:
     """This worker's view of the run's data: examples are read as batches need them, the plan from the manifest."""
 
-    train: list
-    val: list
+    train: ExampleStore
+    val: ExampleStore
     val_rows: list[list[int]]
     val_conversations: list
     lengths: list[int]
@@ -93,11 +94,11 @@ class Trainer:
     run: WorkerInput
     session: Session
     log: RunLog
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module
     params: list
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     autocast: Callable
     data: RunData
     total_steps: int

@@ -10,9 +10,9 @@ calls they stand for:
 
 `RaySession` (the default, what `raysft train` uses) forwards each to Ray Train unchanged. `LocalSession`
 runs the same loop in the calling process as the only worker, without Ray: the benchmarks use it to
-measure what Ray costs per step (benchmarks/bench_train.py, `ray_overhead`). It persists each reported
-checkpoint to `<storage_path>/checkpoints/<name>` as Ray does, but keeps every one (no `keep_last`
-pruning) and resumes only from a checkpoint it is given.
+measure what Ray costs per step (benchmarks/bench_train.py, `ray_overhead`), and tests/train/test_loop.py to
+test `fit()` without a cluster. It persists each reported checkpoint to `<storage_path>/checkpoints/<name>` as
+Ray does, but keeps every one (no `keep_last` pruning) and resumes only from a checkpoint it is given.
 """
 
 from __future__ import annotations
