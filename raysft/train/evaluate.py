@@ -22,8 +22,8 @@ def _all_reduce(values: list[float], device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+    dist.all_reduce(t)  # sync point: every rank evaluates at the same steps, even one with no items of its own
+    return t.tolist()  # host sync
 
 
 @torch.no_grad()

@@ -4,6 +4,11 @@ Loss normalisation: every worker knows every step's rows (the plan is determinis
 number N of trained tokens in the whole global batch. Each micro batch backpropagates
 sum(token CE) / N × world_size; DDP averages gradients over the W workers, so the update is exactly the
 token-mean over the global batch — 2 workers × b and 1 worker × 2b make the same step.
+
+`setup()` builds a `Trainer` (model, optimizer, the step plan, the `TrainerState` a checkpoint restores); `fit()`
+runs it from `state.step` to the end. Lines marked "sync point" are collectives: every rank must reach them, in
+the same order, or the others wait forever. They sit behind conditions that depend only on the step number and
+on all-reduced values, which are the same on every rank.
 """
 
 from __future__ import annotations
@@ -13,25 +18,28 @@ import functools
 import math
 import random
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import ray.train
 import torch
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from raysft.config import JobSpec, spec_to_yaml
+from raysft.data.cache import ExampleStore
 from raysft.model.load import load_model, load_tokenizer
+from raysft.train.counters import EarlyStopping, Throughput
 from raysft.train.evaluate import evaluate_loss, generate_answers
 from raysft.train.loss import token_loss, unwrap
 from raysft.train.records import RunLog
 from raysft.train.rundata import WorkerInput, open_run_data
 from raysft.train.schedule import StepPlan, collate_rows, rows_of, step_advice
-from raysft.train.session import LocalSession, RaySession
-from raysft.train.state import load_state, save_state
+from raysft.train.session import RaySession, Session
+from raysft.train.state import TrainerState, load_state, save_state, spec_differences
 from raysft.train.tracking import Tracker
 
-__all__ = ["train_loop_per_worker", "resolve_precision", "checkpoint_name"]
+__all__ = ["train_loop_per_worker", "setup", "fit", "Trainer", "RunData", "resolve_precision", "checkpoint_name"]
 
 
 def checkpoint_name(step: int) -> str:
@@ -63,7 +71,43 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     return torch.bfloat16, torch.bfloat16
 
 
-def train_loop_per_worker(config: dict, session: RaySession | LocalSession | None = None) -> dict:
+@dataclass
+class RunData:
+    """This worker's view of the run's data: examples are read as batches need them, the plan from the manifest."""
+
+    train: ExampleStore
+    val: ExampleStore
+    val_rows: list[list[int]]
+    val_conversations: list
+    lengths: list[int]
+    """Tokens per train example (padding excluded)."""
+    targets: list[int]
+    """Trained tokens per train example."""
+    plan: StepPlan
+
+
+@dataclass
+class Trainer:
+    """Everything `fit()` uses, built by `setup()`."""
+
+    spec: JobSpec
+    run: WorkerInput
+    session: Session
+    log: RunLog
+    tokenizer: PreTrainedTokenizerBase
+    model: torch.nn.Module
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: Callable
+    data: RunData
+    total_steps: int
+    stopping: EarlyStopping
+    state: TrainerState = field(default_factory=TrainerState)
+    throughput: Throughput = field(default_factory=Throughput)
+
+
+def train_loop_per_worker(config: dict, session: Session | None = None) -> dict:
     """Train one worker's share of the run `config` describes; returns the final step and best metric.
 
     Args:
@@ -72,22 +116,22 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
         session: the runtime (rank, device, checkpoints, reports); None means Ray Train's, which is how
             `TorchTrainer` calls it. `raysft.train.session.LocalSession` runs it in-process without Ray.
     """
-    # ---- setup: spec, rank, device, seeds
-    session = session or RaySession()
-    run: WorkerInput = config["run"]
+    return fit(setup(config["run"], session or RaySession()))
+
+
+def setup(run: WorkerInput, session: Session) -> Trainer:
+    """Seed, load the model, plan the steps and restore the latest checkpoint: a `Trainer` ready for `fit()`."""
     spec = JobSpec.model_validate(run.spec)
-    t, d = spec.train, spec.data
-    rank, world = session.world_rank, session.world_size
+    t = spec.train
     device = session.device
-    random.seed(t.seed + rank)
+    random.seed(t.seed + session.world_rank)
     torch.manual_seed(t.seed)  # same adapter initialisation on every rank
     weight_dtype, amp_dtype = resolve_precision(t.precision, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     out = Path(run.output_dir)
-    log = RunLog(out, enabled=rank == 0, tracker=Tracker(run.tracking, spec, out) if rank == 0 else None)
+    rank0 = session.world_rank == 0
+    log = RunLog(out, enabled=rank0, tracker=Tracker(run.tracking, spec, out) if rank0 else None)
 
-    # ---- model, optimizer, scheduler
-    tokenizer = load_tokenizer(spec.model.name_or_path)
+    tokenizer = load_tokenizer(spec.model.name_or_path, trust_remote_code=spec.model.trust_remote_code)
     model = load_model(spec.model, device=device, dtype=weight_dtype, gradient_checkpointing=t.gradient_checkpointing)
     model = session.prepare_model(
         model, parallel_strategy=spec.scaling.strategy, move_to_device=spec.model.method != "qlora",
@@ -95,124 +139,177 @@ def train_loop_per_worker(config: dict, session: RaySession | LocalSession | Non
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
 
-    # ---- data plan: rows, steps, accumulation (from the cache manifest; examples are read as batches need them)
-    data = open_run_data(run.data_dir)
-    train, val = data.examples("train"), data.examples("validation")
-    lengths, targets = data.split("train")["lengths"], data.split("train")["targets"]
-    plan = StepPlan(rows_of(lengths, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world, t.seed)
-    val_rows = rows_of(data.split("validation")["lengths"], d.max_seq_len, d.packing)
-    gen = spec.eval.generate
-    val_conversations = data.validation_conversations(gen.limit) if gen else []
-    total_steps = plan.total_steps(t.epochs, t.max_steps)
+    data = _open_data(spec, run.data_dir, session.world_size)
+    total_steps = data.plan.total_steps(t.epochs, t.max_steps)
     warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
-    if advice := step_advice(plan, t.epochs, t.max_steps):
+    if advice := step_advice(data.plan, t.epochs, t.max_steps):
         log.warning(advice.field, advice.message, {"total_steps": total_steps})
     scheduler = get_scheduler(
         "constant_with_warmup" if t.lr_scheduler == "constant" else t.lr_scheduler,
         optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    trainer = Trainer(spec=spec, run=run, session=session, log=log, tokenizer=tokenizer, model=model, params=params,
+                      optimizer=optimizer, scheduler=scheduler, autocast=autocast, data=data, total_steps=total_steps,
+                      stopping=EarlyStopping.of(spec))
+    trainer.state = _restore(trainer)
+    log.event("info", "started", f"training {total_steps} steps on {session.world_size} worker(s), "
+              f"{data.plan.accumulation_steps} accumulation step(s)",
+              {"total_steps": total_steps, "rows": len(data.plan.rows), "steps_per_epoch": data.plan.steps_per_epoch})
+    return trainer
 
-    # ---- resume from the latest checkpoint (worker restart or `raysft train --resume`)
-    state = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "trained_tokens": 0}
-    checkpoint = _resume_point(session.get_checkpoint(), run.resume_from)
-    if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            state = {**state, **load_state(Path(ckpt_dir), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler)}
-        log.resumed(state["step"])
-    log.event("info", "started", f"training {total_steps} steps on {world} worker(s), {plan.accumulation_steps} accumulation step(s)",
-              {"total_steps": total_steps, "rows": len(plan.rows), "steps_per_epoch": plan.steps_per_epoch})
 
-    def evaluate_and_checkpoint(step: int, train_loss: float | None) -> bool:
-        """Evaluate, report a checkpoint to Ray, update early stopping. Returns True to stop."""
-        metrics = {"step": step, "epoch": step / plan.steps_per_epoch}
-        if val:
-            metrics.update(evaluate_loss(model, val, val_rows, micro_batch_size=t.micro_batch_size, rank=rank,
-                                         world_size=world, device=device, pad_id=tokenizer.pad_token_id,
-                                         packed=d.packing, autocast=autocast))
-        if gen and val_conversations:
-            # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
-            out = generate_answers(unwrap(model), tokenizer, val_conversations,
-                                   max_new_tokens=gen.max_new_tokens, limit=gen.limit, rank=rank, world_size=world,
-                                   device=device, autocast=autocast, samples=gen.samples, date=d.template_date)
-            if gen.metric:
-                metrics["exact_match"] = out["exact_match"]
-            log.samples(step, out["samples"])
-        key, higher = spec.checkpoint.keep_best_by, spec.checkpoint.keep_best_by == "exact_match"
-        score = metrics.get(key)
-        stop = False
-        if score is not None:
-            es = spec.eval.early_stopping
-            delta = es.min_delta if es else 0.0
-            improved = state["best"] is None or (score > state["best"] + delta if higher else score < state["best"] - delta)
-            if improved:
-                state.update(best=score, best_step=step, bad_evals=0)
-            else:
-                state["bad_evals"] += 1
-            if es and state["bad_evals"] >= es.patience:
-                stop = True
-                log.early_stop(step, key, state, train_loss)
-        log.eval(metrics)
-        state["step"] = step
-        with tempfile.TemporaryDirectory() as tmp:
-            save_state(Path(tmp), rank=rank, model=model, optimizer=optimizer, scheduler=scheduler,
-                       trainer_state=dict(state), spec_yaml=spec_to_yaml(spec))
-            report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            name = checkpoint_name(step)  # deterministic, so events can name the checkpoint's URI
-            session.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-        uri = f"{run.storage_path.rstrip('/')}/checkpoints/{name}"
-        log.event("info", "checkpoint_saved", f"checkpoint at step {step}", {"step": step, "uri": uri, **report})
-        return stop
+def _open_data(spec: JobSpec, data_dir: str, world_size: int) -> RunData:
+    """The cache entry's examples and this run's step plan (rows, steps, accumulation) from its manifest."""
+    t, d = spec.train, spec.data
+    data = open_run_data(data_dir)
+    lengths, targets = data.split("train")["lengths"], data.split("train")["targets"]
+    plan = StepPlan(rows_of(lengths, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world_size, t.seed)
+    gen = spec.eval.generate
+    return RunData(train=data.examples("train"), val=data.examples("validation"),
+                   val_rows=rows_of(data.split("validation")["lengths"], d.max_seq_len, d.packing),
+                   val_conversations=data.validation_conversations(gen.limit) if gen else [],
+                   lengths=lengths, targets=targets, plan=plan)
 
-    # ---- train
-    model.train()
-    step = state["step"]
-    tokens_since, time_since = 0, time.perf_counter()
-    while step < total_steps:
-        micro = plan.micro_batches(step, rank)
-        n_global = sum(targets[i] for row in plan.step_rows(step) for i in row)  # trained tokens, all ranks
-        tokens_since += sum(lengths[i] for row in plan.step_rows(step) for i in row)  # real (non-pad) tokens, all ranks
-        step_loss = torch.zeros((), device=device)
-        for k, rows in enumerate(micro):
-            batch = collate_rows(train, rows, pad_id=tokenizer.pad_token_id, packed=d.packing)
-            batch = {key: v.to(device) for key, v in batch.items() if isinstance(v, torch.Tensor)}
-            # DDP all-reduces gradients only on the last micro batch of the step.
-            sync = contextlib.nullcontext() if k == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
-            with sync, autocast():
-                loss_sum, _, _ = token_loss(model, batch)
-                (loss_sum / max(n_global, 1) * world).backward()
-            step_loss += loss_sum.detach()
-        if t.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        state["trained_tokens"] += n_global
 
-        # ---- log, evaluate, checkpoint
-        end_of_epoch = step % plan.steps_per_epoch == 0 or step == total_steps
-        if step % t.log_every_steps == 0 or end_of_epoch:
-            if world > 1:
-                torch.distributed.all_reduce(step_loss)
-            elapsed = time.perf_counter() - time_since
-            metrics = {"step": step, "epoch": step / plan.steps_per_epoch, "train_loss": step_loss.item() / max(n_global, 1),
-                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_since / max(elapsed, 1e-9),
-                       "trained_tokens": n_global}
-            if device.type == "cuda":  # what this process has held at most: compare with `raysft estimate`
-                metrics["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
-            log.step(metrics, total_steps)
-            tokens_since, time_since = 0, time.perf_counter()
+def _restore(tr: Trainer) -> TrainerState:
+    """The state of the latest checkpoint (worker restart or `raysft train --resume`), weights and optimizer
+    restored into `tr`; a fresh state when there is none. Names every field the checkpoint's spec differs in."""
+    checkpoint = _resume_point(tr.session.get_checkpoint(), tr.run.resume_from)
+    if not checkpoint:
+        return TrainerState()
+    with checkpoint.as_directory() as ckpt_dir:
+        raw = load_state(Path(ckpt_dir), rank=tr.session.world_rank, model=tr.model, optimizer=tr.optimizer,
+                         scheduler=tr.scheduler)
+        state = TrainerState.from_json(raw, source=checkpoint.path, steps_per_epoch=tr.data.plan.steps_per_epoch,
+                                       rows_per_step=tr.data.plan.global_batch_size)
+        changed = spec_differences(Path(ckpt_dir), spec_to_yaml(tr.spec))
+    tr.log.resumed(state.step)
+    for name, saved, now in changed:  # as torchtune does: the run goes on with its own values, but says so
+        tr.log.warning(name, f"differs from the checkpoint at step {state.step} ({_shown(saved)} there, "
+                             f"{_shown(now)} in this run); training continues with this run's value",
+                       {"step": state.step})
+    return state
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 80 else value[:77] + "..."
+
+
+def fit(tr: Trainer) -> dict:
+    """Train from `tr.state.step` to the plan's last step, evaluating and checkpointing on schedule; stops early
+    when `tr.stopping` says so. Returns the final step, the best score and its step, and the trained tokens."""
+    spec, state, plan = tr.spec, tr.state, tr.data.plan
+    tr.model.train()
+    tr.throughput.reset()
+    while state.step < tr.total_steps:
+        step_loss, n_global = _train_step(tr, state.step)
+        state.rows_consumed += plan.global_batch_size  # every step takes exactly that many rows (the plan wraps)
+        state.step += 1
+        state.epoch = state.step / plan.steps_per_epoch
+        state.trained_tokens += n_global
+
+        # ---- log, evaluate, checkpoint (every condition depends on the step only: the same on every rank)
+        step = state.step
+        end_of_epoch = step % plan.steps_per_epoch == 0 or step == tr.total_steps
+        if step % spec.train.log_every_steps == 0 or end_of_epoch:
+            _log_step(tr, step_loss, n_global)
         every_eval = spec.eval.every_steps and step % spec.eval.every_steps == 0
         every_ckpt = spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0
         if end_of_epoch or every_eval or every_ckpt:
-            paused = time.perf_counter()
-            if evaluate_and_checkpoint(step, log.last_train_loss):
+            with tr.throughput.paused():  # tokens/s measures training, not evaluation
+                stop = _evaluate_and_checkpoint(tr)
+            if stop:  # decided from all-reduced scores, so every rank leaves the loop at the same step
                 break
-            time_since += time.perf_counter() - paused  # tokens/s measures training, not evaluation
-    log.event("info", "finished", f"training finished at step {step}", {"step": step, "best": state["best"], "best_step": state["best_step"]})
-    if log.tracker:
-        log.tracker.close()
-    return {"step": step, "best": state["best"], "best_step": state["best_step"], "early_stopped": step < total_steps,
-            "trained_tokens": state["trained_tokens"]}
+    tr.log.event("info", "finished", f"training finished at step {state.step}",
+                 {"step": state.step, "best": state.best, "best_step": state.best_step})
+    if tr.log.tracker:
+        tr.log.tracker.close()
+    return {"step": state.step, "best": state.best, "best_step": state.best_step,
+            "early_stopped": state.step < tr.total_steps, "trained_tokens": state.trained_tokens}
+
+
+def _train_step(tr: Trainer, step: int) -> tuple[torch.Tensor, int]:
+    """One optimizer step (0-based `step`) over this rank's micro batches; (this rank's summed token loss, the
+    trained tokens of the whole global batch)."""
+    d, device, model = tr.data, tr.session.device, tr.model
+    micro = d.plan.micro_batches(step, tr.session.world_rank)
+    n_global = sum(d.targets[i] for row in d.plan.step_rows(step) for i in row)  # trained tokens, all ranks
+    tr.throughput.add(sum(d.lengths[i] for row in d.plan.step_rows(step) for i in row))  # real tokens, all ranks
+    step_loss = torch.zeros((), device=device)
+    for k, rows in enumerate(micro):
+        batch = collate_rows(d.train, rows, pad_id=tr.tokenizer.pad_token_id, packed=tr.spec.data.packing)
+        batch = {key: v.to(device) for key, v in batch.items() if isinstance(v, torch.Tensor)}
+        # DDP all-reduces gradients only on the last micro batch of the step: that backward is a sync point
+        # (every rank has the same number of micro batches, by the plan).
+        sync = contextlib.nullcontext() if k == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        with sync, tr.autocast():
+            loss_sum, _, _ = token_loss(model, batch)
+            (loss_sum / max(n_global, 1) * tr.session.world_size).backward()
+        step_loss += loss_sum.detach()
+    if tr.spec.train.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(tr.params, tr.spec.train.max_grad_norm)
+    tr.optimizer.step()
+    tr.scheduler.step()
+    tr.optimizer.zero_grad(set_to_none=True)
+    return step_loss, n_global
+
+
+def _log_step(tr: Trainer, step_loss: torch.Tensor, n_global: int) -> None:
+    """The step's metrics line: train loss over the global batch, learning rate, tokens/s since the last line."""
+    device, state = tr.session.device, tr.state
+    if tr.session.world_size > 1:
+        torch.distributed.all_reduce(step_loss)  # sync point: every rank logs the same steps
+    metrics = {"step": state.step, "epoch": state.epoch,
+               "train_loss": step_loss.item() / max(n_global, 1),  # host sync on the reduced loss
+               "lr": tr.scheduler.get_last_lr()[0], "tokens_per_s": tr.throughput.tokens_per_s(),
+               "trained_tokens": n_global}
+    if device.type == "cuda":  # what this process has held at most: compare with `raysft estimate`
+        metrics["peak_memory_gb"] = torch.cuda.max_memory_reserved(device) / 2**30
+    tr.log.step(metrics, tr.total_steps)
+    tr.throughput.reset()
+
+
+def _evaluate_and_checkpoint(tr: Trainer) -> bool:
+    """Evaluate, update early stopping, report a checkpoint to Ray. Returns True to stop."""
+    spec, state = tr.spec, tr.state
+    metrics = _evaluate(tr)
+    key = spec.checkpoint.keep_best_by
+    stop = tr.stopping.update(state, state.step, metrics.get(key))
+    if stop:
+        tr.log.early_stop(state.step, key, state, tr.log.last_train_loss)
+    tr.log.eval(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(Path(tmp), rank=tr.session.world_rank, model=tr.model, optimizer=tr.optimizer,
+                   scheduler=tr.scheduler, trainer_state=state.to_json(), spec_yaml=spec_to_yaml(spec))
+        report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        name = checkpoint_name(state.step)  # deterministic, so events can name the checkpoint's URI
+        # Sync point: under Ray Train every rank reports each checkpoint.
+        tr.session.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+    uri = f"{tr.run.storage_path.rstrip('/')}/checkpoints/{name}"
+    tr.log.event("info", "checkpoint_saved", f"checkpoint at step {state.step}", {"step": state.step, "uri": uri, **report})
+    return stop
+
+
+def _evaluate(tr: Trainer) -> dict:
+    """Validation loss and, with `eval.generate`, exact match and samples; the same numbers on every rank."""
+    spec, d, session = tr.spec, tr.data, tr.session
+    metrics = {"step": tr.state.step, "epoch": tr.state.epoch}
+    if d.val:  # sync point inside: the sums are all-reduced
+        metrics.update(evaluate_loss(tr.model, d.val, d.val_rows, micro_batch_size=spec.train.micro_batch_size,
+                                     rank=session.world_rank, world_size=session.world_size, device=session.device,
+                                     pad_id=tr.tokenizer.pad_token_id, packed=spec.data.packing, autocast=tr.autocast))
+    gen = spec.eval.generate
+    if gen and d.val_conversations:
+        # Generation runs on the unwrapped model: DDP's forward hooks expect a backward pass.
+        # Sync point inside: the hit counts are all-reduced.
+        out = generate_answers(unwrap(tr.model), tr.tokenizer, d.val_conversations, max_new_tokens=gen.max_new_tokens,
+                               limit=gen.limit, rank=session.world_rank, world_size=session.world_size,
+                               device=session.device, autocast=tr.autocast, samples=gen.samples,
+                               date=spec.data.template_date)
+        if gen.metric:
+            metrics["exact_match"] = out["exact_match"]
+        tr.log.samples(tr.state.step, out["samples"])
+    return metrics
 
 
 def _fsdp_kwargs(model) -> dict:

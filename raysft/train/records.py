@@ -116,11 +116,11 @@ class RunLog:
         if self.enabled:
             print(f"[raysft] warning: {field}: {message}", flush=True)
 
-    def early_stop(self, step: int, key: str, state: dict, train_loss: float | None) -> None:
-        """Say why training stops early (overfitting when train loss still falls)."""
-        msg = (f"early stop at step {step}: {key} has not improved for {state['bad_evals']} evaluation(s); "
-               f"best {state['best']:.4f} at step {state['best_step']}")
-        self.event("warning", "early_stop", msg, {"step": step, "best": state["best"], "best_step": state["best_step"],
+    def early_stop(self, step: int, key: str, state, train_loss: float | None) -> None:
+        """Say why training stops early (overfitting when train loss still falls); `state` a `TrainerState`."""
+        msg = (f"early stop at step {step}: {key} has not improved for {state.bad_evals} evaluation(s); "
+               f"best {state.best:.4f} at step {state.best_step}")
+        self.event("warning", "early_stop", msg, {"step": step, "best": state.best, "best_step": state.best_step,
                                                   "train_loss": train_loss})
         if self.enabled:
             print(f"[raysft] {msg}", flush=True)

@@ -52,8 +52,9 @@ def prepare_run_data(spec: JobSpec, *, use_ray: bool = True, before_encode=None,
         raysft.data.errors.DataError: unreadable data, an unwritable cache dir, nothing to train on.
         raysft.model.load.ModelError: the model path has no tokenizer.
     """
-    tokenizer_dir = resolve_model_path(spec.model.name_or_path)
-    entry, hit = prepare_cached(spec.data, spec.train.seed, load_tokenizer(spec.model.name_or_path), str(tokenizer_dir),
+    m = spec.model
+    tokenizer = load_tokenizer(m.name_or_path, trust_remote_code=m.trust_remote_code)
+    entry, hit = prepare_cached(spec.data, spec.train.seed, tokenizer, str(resolve_model_path(m.name_or_path)),
                                 cache_dir_of(spec), use_ray=use_ray, before_encode=before_encode)
     if hit and announce:
         print(f"[raysft] data: cache hit {entry.path} (key {entry.key}), preprocessing skipped", flush=True)

@@ -1,6 +1,6 @@
 """Where the training loop gets its rank, device, model wrapping, checkpoints and reports from.
 
-`train_loop_per_worker` talks to its runtime only through these four members, named after the Ray Train
+`train_loop_per_worker` talks to its runtime only through the members of `Session`, named after the Ray Train
 calls they stand for:
 
     world_rank, world_size, device      ray.train.get_context(), ray.train.torch.get_device()
@@ -10,22 +10,41 @@ calls they stand for:
 
 `RaySession` (the default, what `raysft train` uses) forwards each to Ray Train unchanged. `LocalSession`
 runs the same loop in the calling process as the only worker, without Ray: the benchmarks use it to
-measure what Ray costs per step (benchmarks/bench_train.py, `ray_overhead`). It persists each reported
-checkpoint to `<storage_path>/checkpoints/<name>` as Ray does, but keeps every one (no `keep_last`
-pruning) and resumes only from a checkpoint it is given.
+measure what Ray costs per step (benchmarks/bench_train.py, `ray_overhead`), and tests/train/test_loop.py to
+test `fit()` without a cluster. It persists each reported checkpoint to `<storage_path>/checkpoints/<name>` as
+Ray does, but keeps every one (no `keep_last` pruning) and resumes only from a checkpoint it is given.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 import ray
 import ray.train
 import ray.train.torch
 import torch
 
-__all__ = ["RaySession", "LocalSession"]
+__all__ = ["Session", "RaySession", "LocalSession"]
+
+
+class Session(Protocol):
+    """What the training loop needs from its runtime (`RaySession` or `LocalSession`)."""
+
+    world_rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, model: torch.nn.Module, **kwargs) -> torch.nn.Module:
+        """The model moved to the device and, with more than one worker, wrapped in DDP / FSDP."""
+
+    def get_checkpoint(self) -> ray.train.Checkpoint | None:
+        """The checkpoint to resume from, or None to start fresh."""
+
+    def report(self, metrics: dict, *, checkpoint: ray.train.Checkpoint | None = None,
+               checkpoint_dir_name: str | None = None) -> None:
+        """Hand metrics and a checkpoint to the runtime; under Ray every rank must call it (a sync point)."""
 
 
 class RaySession:

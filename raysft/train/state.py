@@ -7,8 +7,9 @@ Layout of one checkpoint (Ray merges the directories every worker reports into o
     optimizer.pt        AdamW state of rank 0 (identical on every rank under DDP)
     scheduler.pt        learning-rate scheduler state
     rng_rank{R}.json    Python / torch RNG of rank R (dropout differs per rank), as JSON numbers
-    trainer_state.json  step, epoch, best metric so far, early-stopping counter, metrics history
-    spec.yaml           the spec that produced it
+    trainer_state.json  `TrainerState` as JSON: version, step, epoch, rows consumed, trained tokens, best so far,
+                        early-stopping counter
+    spec.yaml           the spec that produced it (a resume names the fields in which the run's spec differs)
 
 Nothing is unpickled on the way back: the .pt files hold tensors and plain containers only and are read with
 `torch.load(..., weights_only=True)`, which refuses any other object (a crafted file cannot run code); the rest is
@@ -17,18 +18,87 @@ JSON. A checkpoint of an older raysft (pickled RNG state in rng_rank{R}.pt) is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
-__all__ = ["unwrap", "save_state", "load_state", "CheckpointFormatError"]
+from raysft.train.tracking import flatten
+
+__all__ = ["unwrap", "save_state", "load_state", "CheckpointFormatError", "TrainerState", "TRAINER_STATE_VERSION",
+           "spec_differences"]
+
+TRAINER_STATE_VERSION = 1
+"""The layout of trainer_state.json this raysft writes. Version 0 (raysft before the typed state: no `version`
+key, no epoch or rows consumed) is migrated on load; any other version is refused."""
 
 
 class CheckpointFormatError(RuntimeError):
     """A checkpoint holds something raysft will not load (an older pickled format, or objects that are not tensors)."""
+
+
+@dataclass
+class TrainerState:
+    """Where a run stands, saved in every checkpoint and restored on resume. Equal on every rank (each knows the
+    whole plan, and the scores it compares are all-reduced)."""
+
+    step: int = 0
+    """Optimizer steps done; the next step to run (0-based) is this one."""
+    epoch: float = 0.0
+    """step / steps per epoch."""
+    rows_consumed: int = 0
+    """Training rows all ranks have trained on so far (global_batch_size per step)."""
+    trained_tokens: int = 0
+    """Tokens with a loss target so far, all ranks."""
+    best: float | None = None
+    """The best `checkpoint.keep_best_by` score so far."""
+    best_step: int | None = None
+    """The step that scored `best`."""
+    bad_evals: int = 0
+    """Evaluations in a row that did not beat `best` (early stopping's patience counter)."""
+
+    def to_json(self) -> dict:
+        return {"version": TRAINER_STATE_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict, *, source: str, steps_per_epoch: int, rows_per_step: int) -> "TrainerState":
+        """The state saved at `source`, migrated from version 0 when older (its epoch and rows consumed are
+        derived from its step with this run's `steps_per_epoch` and `rows_per_step`, as the plan of that
+        raysft took them).
+
+        Raises:
+            CheckpointFormatError: a version other than 0 and `TRAINER_STATE_VERSION`, or fields it does not have.
+        """
+        fields = dict(data)
+        version = fields.pop("version", 0)
+        if version == 0:
+            fields.setdefault("epoch", fields.get("step", 0) / steps_per_epoch)
+            fields.setdefault("rows_consumed", fields.get("step", 0) * rows_per_step)
+        elif version != TRAINER_STATE_VERSION:
+            raise CheckpointFormatError(
+                f"{source}: trainer_state.json has version {version!r}; this raysft reads versions 0 to "
+                f"{TRAINER_STATE_VERSION}. Resume it with the raysft that wrote it, or start a new run (a new output_dir)")
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise CheckpointFormatError(f"{source}: trainer_state.json (version {version}) has fields this raysft does "
+                                        f"not know: {', '.join(unknown)}; use a checkpoint this raysft wrote")
+        return cls(**fields)
+
+
+def spec_differences(directory: Path, spec_yaml: str) -> list[tuple[str, str, str]]:
+    """(dotted field, value in the checkpoint, value in `spec_yaml`) for every field in which the spec saved in
+    checkpoint `directory` differs from the run's; [] when it saved none."""
+    saved_file = directory / "spec.yaml"
+    if not saved_file.is_file():
+        return []
+    saved, current = (flatten(yaml.safe_load(text) or {}) for text in (saved_file.read_text(encoding="utf-8"), spec_yaml))
+    return [(k, saved.get(k, "(unset)"), current.get(k, "(unset)")) for k in sorted(saved.keys() | current.keys())
+            if saved.get(k) != current.get(k)]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
