@@ -176,3 +176,25 @@ def test_stale_partial_folders_are_swept_and_fresh_ones_kept(setup, chat_tokeniz
     assert not hit and entry.path.is_dir()
     assert not stale.exists() and live.exists()  # a job still writing is not disturbed
     assert sorted(p.name for p in cache.iterdir()) == sorted([entry.key, live.name])
+
+
+def test_uri_inputs_read_through_pyarrow_filesystems_and_bad_uris_name_themselves(setup, chat_tokenizer):
+    spec, tok_dir, tmp = setup
+    local, _ = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    as_uri = spec.data.model_copy(update={
+        "train": [spec.data.train[0].model_copy(update={"path": "file://" + spec.data.train[0].path})],
+        "mix": [spec.data.mix[0].model_copy(update={"path": "file://" + spec.data.mix[0].path})]})
+    entry, hit = prepare_cached(as_uri, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    assert not hit and entry.key != local.key  # another location, another key
+    assert entry.manifest["inputs"]["train"][0]["path"] == "file://" + spec.data.train[0].path
+    assert _entry_examples(entry, "train") == _entry_examples(local, "train")
+    # The object's size and modification time are in the key: a re-upload is a new key.
+    key = cache_key(as_uri, 0, tok_dir, chat_tokenizer.chat_template)[0]
+    with open(spec.data.train[0].path, "a", encoding="utf-8") as f:
+        f.write("\n")
+    assert cache_key(as_uri, 0, tok_dir, chat_tokenizer.chat_template)[0] != key
+    for uri, why in ((f"file://{tmp}/gone.jsonl", "no such file"), ("nosuch://bucket/train.jsonl", "cannot be opened")):
+        bad = as_uri.model_copy(update={"train": [as_uri.train[0].model_copy(update={"path": uri})]})
+        with pytest.raises(DataError, match=f"^{uri}: {why}") as err:
+            prepare_cached(bad, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+        assert "\n" not in str(err.value)
