@@ -110,16 +110,15 @@ def _plan(selection: Selection, index: _RowIndex, file_pieces: list[list[dict]])
     """Number the selection's rows (per split, grouped by source in order of appearance, as `prepare_data`
     encodes them) and route each entry to the piece holding its record."""
     rows, seqs, vpos, sources = [], [], [], {}
-    val_pos = {row: k for k, (_, row) in enumerate(selection.validation)}
     for split, pairs in (("train", selection.train), ("validation", selection.validation)):
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for source, row in pairs:
-            by_source[source].append(row)
+        by_source: dict[str, list[int]] = defaultdict(list)  # source -> positions in `pairs`
+        for k, (source, _) in enumerate(pairs):
+            by_source[source].append(k)
         sources[split] = list(by_source)
         for chosen in by_source.values():
             seqs += range(len(rows), len(rows) + len(chosen))
-            rows += chosen
-            vpos += [val_pos[r] for r in chosen] if split == "validation" else [-1] * len(chosen)
+            rows += [pairs[k][1] for k in chosen]
+            vpos += chosen if split == "validation" else [-1] * len(chosen)  # validation conversations' order
     rows_a, seq_a, vpos_a = np.array(rows, np.int64), np.array(seqs, np.int64), np.array(vpos, np.int64)
     file_a, key_a = index.file[rows_a], index.key[rows_a]
     firsts = [np.array([p["first"] for p in ps], np.int64) for ps in file_pieces]
