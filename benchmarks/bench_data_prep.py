@@ -71,10 +71,10 @@ def _train(spec: dict, workdir: Path, name: str) -> dict:
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     metrics = Path(spec["output_dir"]) / "metrics.jsonl"
+    log = open(workdir / f"{name}.log", "w", encoding="utf-8")  # a file, not a pipe: Ray's logs would fill it
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "raysft.cli", "train", str(path)], cwd=_REPO,
-                             env={**os.environ, "PYTHONPATH": str(_REPO)}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                             env={**os.environ, "PYTHONPATH": str(_REPO)}, stdout=log, stderr=subprocess.STDOUT)
     proc = psutil.Process(child.pid)
     driver = worker = 0
     first_step = None
@@ -92,8 +92,9 @@ def _train(spec: dict, workdir: Path, name: str) -> dict:
         if first_step is None and metrics.exists() and "train_loss" in metrics.read_text():
             first_step = time.perf_counter() - start
         time.sleep(0.2)
+    log.close()
     if child.returncode:
-        raise RuntimeError(f"raysft train {name} failed: {child.stderr.read()[-2000:]}")
+        raise RuntimeError(f"raysft train {name} failed: {(workdir / f'{name}.log').read_text()[-2000:]}")
     return {"driver_peak_rss_mb": round(driver / 2**20), "worker_peak_rss_mb": round(worker / 2**20),
             "first_step_s": round(first_step, 1) if first_step else None, "seconds": round(time.perf_counter() - start, 1)}
 

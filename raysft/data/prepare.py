@@ -16,6 +16,7 @@ order whichever task finished first and however many there were.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import shutil
 from collections import defaultdict
@@ -47,9 +48,29 @@ SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa.
                      ("targets", pa.list_(pa.int32())), ("stats", pa.string())])
 
 
+def _reports_data_errors(fn):
+    """A Ray Data UDF that returns a DataError as a one-row `data_error` table: raised inside a task, Ray keeps
+    only its traceback text, and the user must see the one line naming the input and the fix."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DataError as exc:
+            return pa.table({"data_error": [str(exc)]})
+    return wrapper
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    for t in tables:
+        if "data_error" in t.column_names:
+            raise DataError(t.column("data_error")[0].as_py())
+    return pa.concat_tables(tables)
+
+
 # ----------------------------------------------------------------------------------------------- pass 1: index
 
 
+@_reports_data_errors
 def _index_pieces(batch: pa.Table) -> pa.Table:
     """Validate the records of each piece in `batch`: (file, key, valid, stratum) per record."""
     out = []
@@ -213,6 +234,7 @@ class _Encoder:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
 
+    @_reports_data_errors
     def __call__(self, batch: pa.Table) -> pa.Table:
         return _encode_pieces(batch, **self.kwargs)
 
@@ -226,7 +248,7 @@ def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[di
     if not tables:
         return pa.table({})
     if not use_ray:
-        return pa.concat_tables([fn(**(actor_kwargs or {}))(t) if actor_kwargs is not None else fn(t) for t in tables])
+        return _concat([fn(**actor_kwargs)(t) if actor_kwargs is not None else fn(t) for t in tables])
     import ray
     import ray.data
 
@@ -238,20 +260,7 @@ def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[di
                             **common)
     else:
         ds = ds.map_batches(fn, **common)
-    try:
-        return pa.concat_tables(ray.get(ds.to_arrow_refs()))
-    except Exception as exc:  # a DataError inside a task arrives wrapped (RayTaskError, UserCodeException)
-        raise _data_error(exc) or exc
-
-
-def _data_error(exc: BaseException) -> Optional[DataError]:
-    seen: Optional[BaseException] = exc
-    while seen is not None:
-        if isinstance(seen, DataError) and type(seen).__module__.startswith("raysft"):
-            return seen
-        cause = getattr(seen, "cause", None)
-        seen = cause if isinstance(cause, BaseException) else seen.__cause__
-    return None
+    return _concat(ray.get(ds.to_arrow_refs()))
 
 
 def _input_paths(data) -> list[str]:
