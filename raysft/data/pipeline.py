@@ -24,7 +24,8 @@ from raysft.data.records import load_conversations
 from raysft.data.split import apply_weight, mix_counts, sample_rows, split_indices, stratum_of
 from raysft.data.template import encode_dataset
 
-__all__ = ["PreparedData", "Selection", "merge_counts", "no_valid_rows", "prepare_data", "select_conversations", "select_rows"]
+__all__ = ["PreparedData", "Selection", "merge_counts", "prepare_data", "select_conversations",
+           "select_rows"]
 
 
 @dataclass
@@ -51,8 +52,9 @@ def _load(path: str) -> tuple[list[dict], int]:
     return load_conversations(path)
 
 
-def no_valid_rows(path: str, invalid: int) -> DataError:
-    return DataError(f"{path}: no valid conversations ({invalid} invalid lines); run `raysft data check {path}` to see why")
+def _no_valid_rows(path: str, invalid: int) -> DataError:
+    return DataError(f"{path}: no valid conversations ({invalid} invalid lines); "
+                     f"run `raysft data check {path}` to see why")
 
 
 @dataclass
@@ -97,7 +99,7 @@ def select_rows(data: DataSpec, seed: int, read: Callable[[str], tuple[list, int
         nonlocal skipped
         rows, invalid = read(path)
         if not rows:
-            raise no_valid_rows(path, invalid)
+            raise _no_valid_rows(path, invalid)
         skipped += invalid
         return rows
 

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from raysft.data.cache import CachedData, cache_key, new_partial_dir, open_entry, publish_entry
 from raysft.data.errors import DataError
-from raysft.data.pipeline import Selection, merge_counts, select_rows
+from raysft.data.pipeline import Selection, select_rows
 from raysft.data.records import RecordError, to_conversation, tools_of
 from raysft.data.sources import pieces, read_piece
 from raysft.data.split import stratum_of
@@ -43,9 +43,9 @@ __all__ = ["prepare_cached"]
 _ROW_GROUP = 128  # examples per Parquet row group: what a worker decodes to read one example
 _IGNORE_INDEX = -100
 _INDEX = pa.schema([("file", pa.int32()), ("key", pa.int64()), ("valid", pa.bool_()), ("stratum", pa.string())])
-SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa.string()), ("seq", pa.list_(pa.int64())),
-                     ("sub", pa.list_(pa.int32())), ("lengths", pa.list_(pa.int32())),
-                     ("targets", pa.list_(pa.int32())), ("stats", pa.string())])
+_SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa.string()),
+                      ("seq", pa.list_(pa.int64())), ("sub", pa.list_(pa.int32())), ("lengths", pa.list_(pa.int32())),
+                      ("targets", pa.list_(pa.int32())), ("stats", pa.string())])
 
 
 def _reports_data_errors(fn):
@@ -81,10 +81,10 @@ def _index_pieces(batch: pa.Table) -> pa.Table:
             try:
                 conv = to_conversation(value)
             except RecordError:
-                keys.append(key), valid.append(False), strata.append(None)
-                continue
-            keys.append(key), valid.append(True)
-            strata.append(stratum_of({"messages": conv, "record": value}, by) if by else None)
+                conv = None
+            keys.append(key)
+            valid.append(conv is not None)
+            strata.append(stratum_of({"messages": conv, "record": value}, by) if by and conv is not None else None)
         out.append(pa.table({"file": pa.array([row["file"]] * len(keys), pa.int32()), "key": pa.array(keys, pa.int64()),
                              "valid": pa.array(valid, pa.bool_()), "stratum": pa.array(strata, pa.string())}))
     return pa.concat_tables(out) if out else _INDEX.empty_table()
@@ -165,7 +165,7 @@ def _encode_pieces(batch: pa.Table, *, tokenizer, settings: dict, date: datetime
                    n_train: int) -> pa.Table:
     """Encode the chosen records of each piece in `batch` into a shard per split; a summary row per shard."""
     return pa.concat_tables([_encode_piece(row, tokenizer, settings, date, Path(out_dir), n_train)
-                             for row in batch.to_pylist()] or [SUMMARY.empty_table()])
+                             for row in batch.to_pylist()] or [_SUMMARY.empty_table()])
 
 
 def _encode_piece(task: dict, tokenizer, settings: dict, date, out_dir: Path, n_train: int) -> pa.Table:
@@ -192,7 +192,7 @@ def _encode_piece(task: dict, tokenizer, settings: dict, date, out_dir: Path, n_
     if conversations.seq:
         summaries.append(conversations.write(out_dir, f"conversations/piece-{pid:07d}.parquet", pid, "conversations",
                                              task["source"]))
-    return pa.Table.from_pylist(summaries, schema=SUMMARY)
+    return pa.Table.from_pylist(summaries, schema=_SUMMARY)
 
 
 class _Shard:
@@ -203,12 +203,14 @@ class _Shard:
         self.stats = new_counts()
 
     def add(self, seq: int, sub: int, example: dict) -> None:
-        self.seq.append(seq), self.sub.append(sub)
+        self.seq.append(seq)
+        self.sub.append(sub)
         self.ids.append(np.asarray(example["input_ids"], np.int32))
         self.labels.append(np.asarray(example["labels"], np.int32))
 
     def add_conversation(self, vpos: int, item: dict) -> None:
-        self.seq.append(vpos), self.texts.append(json.dumps(item, ensure_ascii=False))
+        self.seq.append(vpos)
+        self.texts.append(json.dumps(item, ensure_ascii=False))
 
     def write(self, out_dir: Path, file: str, pid: int, split: str, source: str) -> dict:
         lengths = np.array([len(x) for x in self.ids], np.int32)
