@@ -70,8 +70,12 @@ def identity(path: str) -> dict:
     else:
         _check_readable(fs, p, path)
         files = [[info.base_name, info.size, info.mtime_ns]]
-    location = p if "://" not in path else path
-    return {"path": location, "files": files}
+    return {"path": _location(path, p), "files": files}
+
+
+def _location(path: str, p: str) -> str:
+    """Where a task opens `path`: its absolute path (a task's working directory is not the driver's), or the URI."""
+    return path if "://" in path else p
 
 
 def _check_readable(fs: pafs.FileSystem, p: str, path: str) -> None:
@@ -82,8 +86,9 @@ def _check_readable(fs: pafs.FileSystem, p: str, path: str) -> None:
 
 
 def pieces(path: str) -> list[dict]:
-    """The pieces of a data file or saved-dataset folder, in record order (JSON-serialisable dicts; `first` is the
-    smallest key a piece can hold, so a key's piece is the last one whose `first` is not above it).
+    """The pieces of a data file or saved-dataset folder, in record order (JSON-serialisable dicts: `path` as the
+    spec names it, `at` where tasks open it, and `first`, the smallest key a piece can hold, so a key's piece is
+    the last one whose `first` is not above it).
 
     Raises:
         DataError: missing, unreadable, or not the format its name says.
@@ -91,6 +96,7 @@ def pieces(path: str) -> list[dict]:
     fs, p, info = _info(path)
     if info.type == pafs.FileType.Directory:
         return _saved_dataset_pieces(fs, p, path)
+    at = _location(path, p)
     _check_readable(fs, p, path)
     if p.endswith(".parquet"):
         try:
@@ -99,12 +105,12 @@ def pieces(path: str) -> list[dict]:
             raise DataError(f"{path}: not a readable Parquet file ({e}); re-export it or use JSONL") from None
         out, start = [], 0
         for g in range(meta.num_row_groups):
-            out.append({"kind": "parquet", "path": path, "group": g, "first": start})
+            out.append({"kind": "parquet", "path": path, "at": at, "group": g, "first": start})
             start += meta.row_group(g).num_rows
         return out
     if not p.endswith(".jsonl") and _first_char(fs, p) == b"[":
-        return [{"kind": "json_array", "path": path, "first": 0}]
-    return [{"kind": "jsonl", "path": path, "first": s, "end": min(s + _PIECE_BYTES, info.size)}
+        return [{"kind": "json_array", "path": path, "at": at, "first": 0}]
+    return [{"kind": "jsonl", "path": path, "at": at, "first": s, "end": min(s + _PIECE_BYTES, info.size)}
             for s in range(0, max(info.size, 1), _PIECE_BYTES)]
 
 
@@ -135,14 +141,15 @@ def _saved_dataset_pieces(fs: pafs.FileSystem, p: str, path: str) -> list[dict]:
     if not state or "_data_files" not in state:
         raise DataError(f"{path}: a directory, but not one written by datasets' save_to_disk (no state.json); "
                         "point at a data file or a saved dataset")
-    return [{"kind": "arrow", "path": path, "file": f"{p}/{f['filename']}", "first": k * _ARROW_FILE_ROWS}
+    return [{"kind": "arrow", "path": path, "at": _location(path, p), "file": f"{p}/{f['filename']}",
+             "first": k * _ARROW_FILE_ROWS}
             for k, f in enumerate(state["_data_files"])]
 
 
 def read_piece(piece: dict, wanted: Optional[set] = None) -> Iterator[tuple[int, object]]:
     """(key, value) for each record of `piece`; with `wanted`, only records whose key is in it (JSON Lines then
     skips parsing the others)."""
-    fs, p = open_path(piece["path"])
+    fs, p = open_path(piece["at"])
     kind = piece["kind"]
     if kind == "jsonl":
         yield from _read_jsonl_range(fs, p, piece["first"], piece["end"], wanted)
