@@ -101,7 +101,7 @@ class _RowIndex:
         kept = table.filter(pa.array(valid))
         self.file = kept.column("file").to_numpy()
         self.key = kept.column("key").to_numpy()
-        self.strata = kept.column("stratum")
+        self.strata = kept.column("stratum").combine_chunks()
         self.bounds = np.searchsorted(self.file, np.arange(len(paths) + 1))
         self.ids = {p: i for i, p in enumerate(paths)}
 
