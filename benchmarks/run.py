@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] --out DIR [--only train,data_check,...]
 
 Sections (keys of results.json): train_throughput, ray_overhead and scaling (benchmarks/bench_train.py), grpc
-(bench_grpc.py), data_check (bench_data_check.py), tune (bench_tune.py), loss_memory and
+(bench_grpc.py), data_check (bench_data_check.py), data_prep (bench_data_prep.py), tune (bench_tune.py), loss_memory and
 trained_positions_speedup (bench_loss.py) and gpu. Every key is always
 written: a section that cannot run here holds {"skipped": reason}, one that failed {"error": message} (and
 the exit status is 1). `machine` records where the figures were taken, including the load average before
@@ -31,11 +31,11 @@ from raysft.local_ray import use_token_auth
 
 __all__ = ["SECTIONS", "main", "to_markdown"]
 
-SECTIONS = ("train_throughput", "ray_overhead", "scaling", "grpc", "data_check", "tune", "loss_memory",
+SECTIONS = ("train_throughput", "ray_overhead", "scaling", "grpc", "data_check", "data_prep", "tune", "loss_memory",
             "trained_positions_speedup", "gpu")
 _TRAIN_KEYS = ("train_throughput", "ray_overhead", "scaling")
 _LOSS_KEYS = ("loss_memory", "trained_positions_speedup")
-_CHOICES = ("train", "grpc", "data_check", "tune", "loss", "gpu")
+_CHOICES = ("train", "grpc", "data_check", "data_prep", "tune", "loss", "gpu")
 
 # (section, key, goal as text, test of the value): the figures the issue sets goals for. `<key>_best_of_repeats`
 # and `<key>_cpu_time`, where a section reports them, are the same figure from each step's fastest repeat and
@@ -45,6 +45,12 @@ _GOALS = [
     ("train_throughput", "padding_efficiency", ">= 0.95", lambda v: v >= 0.95),
     ("ray_overhead", "step_overhead_ratio", "<= 1.05", lambda v: v <= 1.05),
     ("grpc", "create_job_p99_ms", "<= 50", lambda v: v <= 50),
+    ("data_prep", "driver_rss_growth_mb", "<= 200", lambda v: v <= 200),
+    ("data_prep", "worker_rss_growth_mb", "<= 200", lambda v: v <= 200),
+    ("data_prep", "scaling", ">= 1.7", lambda v: v >= 1.7),
+    ("data_prep", "ratio_vs_datasets_map", ">= 1.0", lambda v: v >= 1.0),
+    ("data_prep", "cache_hit_over_cold", "<= 0.1", lambda v: v <= 0.1),
+    ("data_prep", "padding_efficiency", ">= 0.95", lambda v: v >= 0.95),
     ("tune", "best_eval_loss_gap_pct", "<= 2", lambda v: v <= 2),
     ("tune", "asha_steps_share", "<= 0.5", lambda v: v <= 0.5),
     ("loss_memory", "new_over_old_151936", "<= 0.1", lambda v: v <= 0.1),
@@ -106,6 +112,9 @@ def _run_sections(only: set[str], quick: bool, workdir: Path | None) -> dict:
     # data_check first: it measures a child's peak RSS, which Linux carries over from this process at exec,
     # so it must run while this process is still small.
     timed("data_check", ("data_check",), lambda: _module_run("bench_data_check", lines=200_000))
+    # --quick: 10M and 2M tokens instead of the issue's 50M and 10M (the growth figure then spans 8M tokens).
+    timed("data_prep", ("data_prep",), lambda: _module_run("bench_data_prep", tokens="10M,2M" if quick else "50M,10M",
+                                                           workdir=workdir / "data_prep" if workdir else None))
     timed("train", _TRAIN_KEYS, lambda: _module_run("bench_train", quick=quick, workdir=workdir))
     timed("grpc", ("grpc",), lambda: _module_run("bench_grpc", quick=quick, events=True))
     timed("tune", ("tune",), lambda: _tune_summary(_module_run("bench_tune", quick=quick)))

@@ -1,14 +1,18 @@
 """The encoded cache: a spec's data, templated and tokenised once, as Parquet shards plus a manifest.
 
 Layout of one entry, `<data.cache_dir>/<key>/`:
-    manifest.json                   written last: key and what went into it, rows, tokens, per-row lengths and
-                                    target counts (what the step plan needs), composition and encoding counts
-    train/shard-<seq>.parquet       int32 `input_ids` and `labels` lists, one encoded example per Parquet row
-    validation/shard-<seq>.parquet  the same for the validation split
-    validation_conversations.jsonl  held-out conversations for generation eval (workers read `eval.generate.limit`)
+    manifest.json                   written last: key and what went into it, rows, tokens, per-example lengths and
+                                    target counts (what the step plan needs), `order` (example -> stored row),
+                                    composition and encoding counts
+    train/piece-<n>.parquet         int32 `input_ids` and `labels` lists, one encoded example per Parquet row, for
+                                    the records of input piece n (`raysft.data.sources`)
+    validation/piece-<n>.parquet    the same for the validation split
+    conversations/piece-<n>.parquet held-out conversations (`vpos`, JSON) for generation eval (workers read the
+                                    first `eval.generate.limit`)
 
 An entry is built in `<cache_dir>/.partial-<key>-<random>/` and renamed into place only after its manifest is
-written, so a job killed half-way leaves a partial folder that is never read, and two jobs building the same key
+written, so a job killed half-way leaves a partial folder that is never read (and is removed a day later, by
+the next job that writes to the cache), and two jobs building the same key
 at once both end up using one complete entry. The key hashes everything that shapes the rows (see `cache_key`): a
 changed file, tokenizer, chat template or data setting is a new key, never a silent reuse.
 """
@@ -20,20 +24,23 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from raysft.data.errors import DataError
+from raysft.data.sources import identity
 
 __all__ = ["CACHE_FORMAT", "CachedData", "ExampleStore", "cache_key", "default_cache_dir", "entry_dir", "open_entry",
-           "publish_entry", "new_partial_dir"]
+           "publish_entry", "new_partial_dir", "remove_stale_partials"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped whenever encoding or the entry layout changes: older entries then simply miss."""
 
 # Files of a tokenizer directory that change its tokens or its chat template (weights are not hashed: they never
@@ -42,24 +49,13 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
                     "chat_template.json", "generation_config.json")
 _HASH_CHUNK = 1 << 20
+STALE_PARTIAL_S = 24 * 3600
+"""A `.partial-*` folder untouched this long was left by a killed job."""
 
 
 def default_cache_dir(output_dir: str) -> Path:
     """`.raysft-cache` beside `output_dir`, so runs in one folder share their encoded data."""
     return Path(output_dir).expanduser().resolve().parent / ".raysft-cache"
-
-
-def _file_identity(path: str) -> dict:
-    """Path, size and modification time of a data file, or of every file in a saved-dataset directory."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DataError(f"{path}: no such file or directory; check the path (relative paths resolve against {Path.cwd()})")
-    if not os.access(p, os.R_OK):
-        raise DataError(f"{path}: cannot be read (permission denied); check the file permissions")
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return {"path": str(p.resolve()),
-            "files": [[str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns]
-                      for f in files]}
 
 
 def _tokenizer_hash(tokenizer_dir: str) -> str:
@@ -89,9 +85,9 @@ def cache_key(data, seed: int, tokenizer_dir: str, chat_template: str) -> tuple[
     """
     inputs = {
         "format": CACHE_FORMAT,
-        "train": [{**_file_identity(s.path), "weight": s.weight} for s in data.train],
-        "validation": _file_identity(data.validation) if data.validation else None,
-        "mix": [{**_file_identity(m.path), "ratio": m.ratio} for m in data.mix],
+        "train": [{**identity(s.path), "weight": s.weight} for s in data.train],
+        "validation": identity(data.validation) if data.validation else None,
+        "mix": [{**identity(m.path), "ratio": m.ratio} for m in data.mix],
         "tokenizer_sha256": _tokenizer_hash(tokenizer_dir),
         "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest(),
         "max_seq_len": data.max_seq_len, "packing": data.packing, "loss_on": data.loss_on,
@@ -122,7 +118,23 @@ def new_partial_dir(cache_dir: str | Path, key: str) -> Path:
         partial.mkdir(parents=True)
     except OSError as exc:
         raise DataError(f"data.cache_dir: cannot write to {root} ({exc.strerror}); choose a writable folder") from None
+    remove_stale_partials(root)
     return partial
+
+
+def remove_stale_partials(root: Path, older_than_s: float = STALE_PARTIAL_S) -> list[Path]:
+    """Delete the `.partial-*` folders of `root` untouched for `older_than_s` (left by killed jobs; a live job
+    writes into its folder far more often than that). Returns what was removed."""
+    removed, now = [], time.time()
+    for p in root.glob(".partial-*"):
+        try:
+            newest = max([p.stat().st_mtime] + [f.stat().st_mtime for f in p.rglob("*")])
+        except OSError:  # removed meanwhile (published or swept by another job)
+            continue
+        if now - newest > older_than_s:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def publish_entry(partial: Path, manifest: dict) -> Path:
@@ -179,17 +191,23 @@ class CachedData:
     def examples(self, name: str) -> "ExampleStore":
         """The encoded examples of split `name`, read from their shards on demand."""
         s = self.split(name)
-        return ExampleStore([self.path / sh["file"] for sh in s["shards"]], [sh["rows"] for sh in s["shards"]])
+        return ExampleStore([self.path / sh["file"] for sh in s["shards"]], [sh["rows"] for sh in s["shards"]],
+                            s["order"])
 
     def validation_conversations(self, limit: Optional[int] = None) -> list[dict]:
-        """The first `limit` held-out conversations ({"messages", "tools"}), or all of them."""
-        out = []
-        with open(self.path / "validation_conversations.jsonl", encoding="utf-8") as f:
-            for line in f:
-                if limit is not None and len(out) >= limit:
-                    break
-                out.append(json.loads(line))
-        return out
+        """The first `limit` held-out conversations ({"messages", "tools"}), or all of them, in selection order.
+
+        Reads each shard's positions and only the conversations below `limit`."""
+        found = []
+        for file in self.manifest["validation_conversation_files"]:
+            f = pq.ParquetFile(self.path / file, memory_map=True)
+            for g in range(f.num_row_groups):
+                vpos = f.read_row_group(g, columns=["vpos"]).column("vpos").to_numpy()
+                keep = np.flatnonzero(vpos < limit) if limit is not None else np.arange(len(vpos))
+                if len(keep):
+                    texts = f.read_row_group(g, columns=["conversation"]).column("conversation")
+                    found += [(int(vpos[k]), texts[int(k)].as_py()) for k in keep]
+        return [json.loads(text) for _, text in sorted(found)]
 
 
 def open_entry(cache_dir: str | Path, key: str) -> Optional[CachedData]:
@@ -202,6 +220,7 @@ def open_entry(cache_dir: str | Path, key: str) -> Optional[CachedData]:
     if manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
         return None
     shards = [sh["file"] for s in manifest["splits"].values() for sh in s["shards"]]
+    shards += manifest["validation_conversation_files"]
     if not all((path / f).is_file() for f in shards):
         return None
     return CachedData(path, manifest)
@@ -215,14 +234,15 @@ class ExampleStore:
     process, holds what was read.
 
     Args:
-        files: the shard files, in row order.
+        files: the shard files.
         rows: rows in each shard.
+        order: example i is stored row order[i] of the shards taken in turn.
     """
 
     _KEEP = 8  # decoded row groups kept (each `_ROW_GROUP` examples)
 
-    def __init__(self, files: list[Path], rows: list[int]):
-        self.files = files
+    def __init__(self, files: list[Path], rows: list[int], order: list[int]):
+        self.files, self.order = files, order
         self.starts = [0]
         for n in rows:
             self.starts.append(self.starts[-1] + n)
@@ -244,6 +264,7 @@ class ExampleStore:
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < len(self):
             raise IndexError(f"example {i} of {len(self)}")
+        i = self.order[i]
         shard = bisect.bisect_right(self.starts, i) - 1
         f, starts = self._reader(shard)
         j = i - self.starts[shard]

@@ -16,14 +16,16 @@ from __future__ import annotations
 import datetime
 import random
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from raysft.config import DataSpec
 from raysft.data.errors import DataError
 from raysft.data.records import load_conversations
-from raysft.data.split import apply_weight, mix_counts, sample_rows, split_validation
+from raysft.data.split import apply_weight, mix_counts, sample_rows, split_indices, stratum_of
 from raysft.data.template import encode_dataset
 
-__all__ = ["PreparedData", "Selection", "merge_counts", "prepare_data", "select_conversations"]
+__all__ = ["PreparedData", "Selection", "merge_counts", "prepare_data", "select_conversations",
+           "select_rows"]
 
 
 @dataclass
@@ -47,46 +49,73 @@ class PreparedData:
 
 
 def _load(path: str) -> tuple[list[dict], int]:
-    items, invalid = load_conversations(path)
-    if not items:
-        raise DataError(f"{path}: no valid conversations ({invalid} invalid lines); run `raysft data check {path}` to see why")
-    return items, invalid
+    return load_conversations(path)
+
+
+def _no_valid_rows(path: str, invalid: int) -> DataError:
+    return DataError(f"{path}: no valid conversations ({invalid} invalid lines); "
+                     f"run `raysft data check {path}` to see why")
 
 
 @dataclass
 class Selection:
-    """Which conversations a spec trains and validates on, in order, before encoding."""
+    """Which rows a spec trains and validates on, in order, before encoding."""
 
-    train: list[tuple[str, dict]]
-    """(source path, conversation item) pairs of the final train set: split, weighted, mixed and shuffled."""
-    validation: list[tuple[str, dict]]
-    """(source path, conversation item) pairs held out (or read from data.validation)."""
+    train: list[tuple[str, Any]]
+    """(source path, row) pairs of the final train set: split, weighted, mixed and shuffled."""
+    validation: list[tuple[str, Any]]
+    """(source path, row) pairs held out (or read from data.validation)."""
     skipped_invalid: int
     """Invalid records skipped across all files."""
 
 
 def select_conversations(data: DataSpec, seed: int) -> Selection:
-    """Steps 1-4 of the module docstring: read, split, weight and mix, deterministically by `seed`.
+    """Steps 1-4 of the module docstring on conversation items read into this process.
 
     Raises:
         DataError: a file is missing or unreadable, or has no valid rows.
     """
+    return select_rows(data, seed, _load, lambda item: stratum_of(item, data.stratify_by))
+
+
+def select_rows(data: DataSpec, seed: int, read: Callable[[str], tuple[list, int]],
+                stratum: Callable[[Any], str]) -> Selection:
+    """Steps 1-4 of the module docstring, deterministically by `seed`, on rows of any kind.
+
+    A row is whatever `read` returns for a file: a conversation item, or just a row id (`raysft.data.prepare`
+    selects by row id and never holds the conversations). Every step only counts, orders and samples rows, so
+    both give the same selection.
+
+    Args:
+        read: a file's valid rows in file order, and its number of invalid records.
+        stratum: a row's stratum (used with `data.stratify_by`).
+
+    Raises:
+        DataError: a file has no valid rows (or whatever `read` raises).
+    """
     skipped = 0
-    sources: list[tuple[str, dict]] = []  # (source path, item), domain train sources in spec order
-    for src in data.train:
-        items, invalid = _load(src.path)
+
+    def load(path: str) -> list:
+        nonlocal skipped
+        rows, invalid = read(path)
+        if not rows:
+            raise _no_valid_rows(path, invalid)
         skipped += invalid
-        sources += [(src.path, it) for it in items]
+        return rows
+
+    sources: list[tuple[str, Any]] = []  # (source path, row), domain train sources in spec order
+    for src in data.train:
+        sources += [(src.path, row) for row in load(src.path)]
 
     if data.validation:
-        val_items, invalid = _load(data.validation)
-        skipped += invalid
-        val_pairs = [(data.validation, it) for it in val_items]
+        val_pairs = [(data.validation, row) for row in load(data.validation)]
         train_pairs = sources
     else:
-        train_pairs, val_pairs = _split(sources, data, seed)
+        strata = [stratum(row) for _, row in sources] if data.stratify_by else None
+        train_idx, val_idx = split_indices(len(sources), data.validation_split, seed, strata)
+        train_pairs, val_pairs = [sources[i] for i in train_idx], [sources[i] for i in val_idx]
 
-    weighted: list[tuple[str, dict]] = []
+    weighted: list[tuple[str, Any]] = []
     for i, src in enumerate(data.train):
         rows = [p for p in train_pairs if p[0] == src.path]
         weighted += apply_weight(rows, src.weight, seed + i) if src.weight != 1 else rows
@@ -94,9 +123,7 @@ def select_conversations(data: DataSpec, seed: int) -> Selection:
     rng = random.Random(seed)
     counts = mix_counts(len(weighted), [m.ratio for m in data.mix])
     for mix, n in zip(data.mix, counts):
-        items, invalid = _load(mix.path)
-        skipped += invalid
-        weighted += [(mix.path, it) for it in sample_rows(items, n, rng)]
+        weighted += [(mix.path, row) for row in sample_rows(load(mix.path), n, rng)]
     rng.shuffle(weighted)
     return Selection(weighted, val_pairs, skipped)
 
@@ -164,10 +191,3 @@ def merge_counts(stats: dict, counts: dict) -> None:
             stats[k] = list(dict.fromkeys(stats.get(k, []) + v))
         else:
             stats[k] = stats.get(k, 0) + v
-
-
-def _split(sources: list[tuple[str, dict]], data: DataSpec, seed: int):
-    # split_validation reads strata from items; wrap the (source, item) pairs for it and unwrap after.
-    keyed = [{"messages": it["messages"], "record": it["record"], "_pair": (s, it)} for s, it in sources]
-    train, val = split_validation(keyed, data.validation_split, seed, stratify_by=data.stratify_by)
-    return [k["_pair"] for k in train], [k["_pair"] for k in val]

@@ -1,121 +1,273 @@
 """Encoding a spec's data into the cache (`raysft.data.cache`) as a Ray Data pipeline, or reusing the entry.
 
-The driver reads, validates, splits, weights and mixes the conversations (`select_conversations`: text, not tokens)
-and numbers them in their final order. Ray Data then templates and tokenises them in `map_batches` on every CPU
-the cluster has: each actor deserialises the tokenizer once and turns a block of conversations into one Parquet
-shard per split (int32 lists, `raysft.data.template.encode_dataset` unchanged) plus a one-row summary (lengths,
-target counts, encoding counts). The driver collects only the summaries and writes the manifest; the token rows
-never pass through it.
+Two passes over the input pieces (`raysft.data.sources`), each a Ray Data `map_batches` over every CPU the
+cluster has; the driver never holds a conversation or a token row:
+1. index: each task reads and validates one piece and returns a row per record: its file, key, validity and (when
+   the split is stratified) stratum. That index, a few bytes a row, is all the driver keeps.
+2. The driver selects on the index (`raysft.data.pipeline.select_rows`: split, weights and mix, exactly as the
+   in-memory pipeline by `train.seed`) and numbers the chosen rows in their final order (`seq`).
+3. encode: each actor deserialises the tokenizer once, re-reads its pieces keeping only the chosen records,
+   templates and tokenises each once (a weighted copy reuses it), and writes a Parquet shard per split (int32
+   lists, in piece order) plus a summary: per-example seq, length and target count, and encoding counts.
+The manifest's `order` maps final example positions to stored rows, so the entry reads back in the selection's
+order whichever task finished first and however many there were.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import shutil
-from itertools import groupby
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import tee
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysft.data.cache import (CACHE_FORMAT, CachedData, cache_key, new_partial_dir, open_entry, publish_entry)
+from raysft.data.cache import CachedData, cache_key, new_partial_dir, open_entry, publish_entry
 from raysft.data.errors import DataError
-from raysft.data.packing import count_targets, pack
-from raysft.data.pipeline import merge_counts, select_conversations
-from raysft.data.template import chat_template_of, encode_dataset, encoding_warnings
+from raysft.data.pipeline import Selection, select_rows
+from raysft.data.records import RecordError, to_conversation, tools_of
+from raysft.data.sources import pieces, read_piece
+from raysft.data.split import stratum_of
+from raysft.data.template import chat_template_of, count_result, encode_each, new_counts
+from raysft.data.manifest import build_manifest
 
-__all__ = ["prepare_cached", "padding_efficiency"]
+__all__ = ["prepare_cached"]
 
-_CHUNK = 512  # conversations per Ray Data block: one shard per split each
 _ROW_GROUP = 128  # examples per Parquet row group: what a worker decodes to read one example
-_SPLITS = ("train", "validation")
-
-
-def padding_efficiency(lengths: list[int], max_seq_len: int, packing: bool) -> float:
-    """Real tokens over the capacity of the rows they fill (rows × max_seq_len when packed, else each row's own
-    length, so 1.0: unpacked batches pad only to their longest row, which the plan decides later)."""
-    if not lengths:
-        return 0.0
-    if not packing:
-        return 1.0
-    return sum(lengths) / (len(pack(lengths, max_seq_len)) * max_seq_len)
-
-
-def _encode_chunk(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, out_dir: str) -> pa.Table:
-    """Encode one block of numbered conversations into a shard per split; returns a summary row per split."""
-    seqs, splits = batch.column("seq").to_pylist(), batch.column("split").to_pylist()
-    sources, convs = batch.column("source").to_pylist(), batch.column("conv").to_pylist()
-    order = sorted(range(len(seqs)), key=seqs.__getitem__)
-    summaries = []
-    for split in _SPLITS:
-        idx = [k for k in order if splits[k] == split]
-        if not idx:
-            continue
-        input_ids, labels, stats = [], [], {}
-        for source, run in groupby(idx, key=sources.__getitem__):
-            kept, counts = encode_dataset(tokenizer, [json.loads(convs[k]) for k in run], date=date, **settings)
-            input_ids += [e["input_ids"] for e in kept]
-            labels += [e["labels"] for e in kept]
-            merge_counts(stats.setdefault(source, {}), counts)
-        file = ""
-        if input_ids:
-            file = f"{split}/shard-{seqs[idx[0]]:010d}.parquet"
-            (Path(out_dir) / split).mkdir(parents=True, exist_ok=True)
-            table = pa.table({"input_ids": pa.array(input_ids, type=pa.list_(pa.int32())),
-                              "labels": pa.array(labels, type=pa.list_(pa.int32()))})
-            pq.write_table(table, Path(out_dir) / file, row_group_size=_ROW_GROUP, compression="zstd")
-        summaries.append({"split": split, "first_seq": seqs[idx[0]], "last_seq": seqs[idx[-1]], "file": file,
-                          "rows": len(input_ids), "lengths": [len(x) for x in input_ids],
-                          "targets": [count_targets(x) for x in labels], "stats": json.dumps(stats)})
-    return pa.Table.from_pylist(summaries, schema=_SUMMARY)
-
-
-_SUMMARY = pa.schema([("split", pa.string()), ("first_seq", pa.int64()), ("last_seq", pa.int64()),
-                      ("file", pa.string()), ("rows", pa.int64()), ("lengths", pa.list_(pa.int32())),
+_IGNORE_INDEX = -100
+_INDEX = pa.schema([("file", pa.int32()), ("key", pa.int64()), ("valid", pa.bool_()), ("stratum", pa.string())])
+_SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa.string()),
+                      ("seq", pa.list_(pa.int64())), ("sub", pa.list_(pa.int32())), ("lengths", pa.list_(pa.int32())),
                       ("targets", pa.list_(pa.int32())), ("stats", pa.string())])
 
 
-class _ChunkEncoder:
-    """The Ray Data actor: one tokenizer per process, many blocks."""
+def _reports_data_errors(fn):
+    """A Ray Data UDF that returns a DataError as a one-row `data_error` table: raised inside a task, Ray keeps
+    only its traceback text, and the user must see the one line naming the input and the fix."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DataError as exc:
+            return pa.table({"data_error": [str(exc)]})
+    return wrapper
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    for t in tables:
+        if "data_error" in t.column_names:
+            raise DataError(t.column("data_error")[0].as_py())
+    return pa.concat_tables(tables)
+
+
+# ----------------------------------------------------------------------------------------------- pass 1: index
+
+
+@_reports_data_errors
+def _index_pieces(batch: pa.Table) -> pa.Table:
+    """Validate the records of each piece in `batch`: (file, key, valid, stratum) per record."""
+    out = []
+    for row in batch.to_pylist():
+        piece, by = json.loads(row["piece"]), row["stratify_by"]
+        keys, valid, strata = [], [], []
+        for key, value in read_piece(piece):
+            try:
+                conv = to_conversation(value)
+            except RecordError:
+                conv = None
+            keys.append(key)
+            valid.append(conv is not None)
+            strata.append(stratum_of({"messages": conv, "record": value}, by) if by and conv is not None else None)
+        out.append(pa.table({"file": pa.array([row["file"]] * len(keys), pa.int32()), "key": pa.array(keys, pa.int64()),
+                             "valid": pa.array(valid, pa.bool_()), "stratum": pa.array(strata, pa.string())}))
+    return pa.concat_tables(out) if out else _INDEX.empty_table()
+
+
+class _RowIndex:
+    """Every valid record of the inputs as one global row number (file-major, in file order)."""
+
+    def __init__(self, table: pa.Table, paths: list[str]):
+        table = table.sort_by([("file", "ascending"), ("key", "ascending")])
+        files = table.column("file").to_numpy()
+        valid = table.column("valid").to_numpy(zero_copy_only=False)
+        self.invalid = np.bincount(files[~valid], minlength=len(paths))
+        kept = table.filter(pa.array(valid))
+        self.file = kept.column("file").to_numpy()
+        self.key = kept.column("key").to_numpy()
+        self.strata = kept.column("stratum").combine_chunks()
+        self.bounds = np.searchsorted(self.file, np.arange(len(paths) + 1))
+        self.ids = {p: i for i, p in enumerate(paths)}
+
+    def read(self, path: str) -> tuple[list[int], int]:
+        i = self.ids[path]
+        return list(range(self.bounds[i], self.bounds[i + 1])), int(self.invalid[i])
+
+    def stratum(self, row: int) -> str:
+        return self.strata[row].as_py()
+
+
+# ------------------------------------------------------------------------------------------ the driver's plan
+
+
+@dataclass
+class _Plan:
+    tasks: list[pa.Table]
+    """One row per piece with chosen records: piece id, piece, source path, keys, seqs and validation positions."""
+    n_train: int
+    """seq < n_train is a train entry; the rest are validation, numbered after."""
+    sources: dict[str, list[str]]
+    """Each split's sources in the order their rows are numbered."""
+    n_validation_conversations: int
+
+
+def _plan(selection: Selection, index: _RowIndex, file_pieces: list[list[dict]]) -> _Plan:
+    """Number the selection's rows (per split, grouped by source in order of appearance, as `prepare_data`
+    encodes them) and route each entry to the piece holding its record."""
+    rows, seqs, vpos, sources = [], [], [], {}
+    for split, pairs in (("train", selection.train), ("validation", selection.validation)):
+        by_source: dict[str, list[int]] = defaultdict(list)  # source -> positions in `pairs`
+        for k, (source, _) in enumerate(pairs):
+            by_source[source].append(k)
+        sources[split] = list(by_source)
+        for chosen in by_source.values():
+            seqs += range(len(rows), len(rows) + len(chosen))
+            rows += [pairs[k][1] for k in chosen]
+            vpos += chosen if split == "validation" else [-1] * len(chosen)  # validation conversations' order
+    rows_a, seq_a, vpos_a = np.array(rows, np.int64), np.array(seqs, np.int64), np.array(vpos, np.int64)
+    file_a, key_a = index.file[rows_a], index.key[rows_a]
+    firsts = [np.array([p["first"] for p in ps], np.int64) for ps in file_pieces]
+    offsets = np.cumsum([0] + [len(ps) for ps in file_pieces])
+    piece_a = np.empty(len(rows_a), np.int64)
+    for f in range(len(file_pieces)):
+        mine = file_a == f
+        piece_a[mine] = offsets[f] + np.searchsorted(firsts[f], key_a[mine], side="right") - 1
+    order = np.lexsort((seq_a, piece_a))
+    piece_a, key_a, seq_a, vpos_a = piece_a[order], key_a[order], seq_a[order], vpos_a[order]
+    flat = [p for ps in file_pieces for p in ps]
+    cuts = np.searchsorted(piece_a, np.arange(len(flat) + 1))
+    tasks = [pa.table({"piece_id": [pid], "piece": [json.dumps(flat[pid])], "source": [flat[pid]["path"]],
+                       "keys": [key_a[a:b]], "seqs": [seq_a[a:b]], "vpos": [vpos_a[a:b]]})
+             for pid, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])) if b > a]
+    return _Plan(tasks, len(selection.train), sources, len(selection.validation))
+
+
+# ---------------------------------------------------------------------------------------------- pass 2: encode
+
+
+def _encode_pieces(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, out_dir: str,
+                   n_train: int) -> pa.Table:
+    """Encode the chosen records of each piece in `batch` into a shard per split; a summary row per shard."""
+    return pa.concat_tables([_encode_piece(row, tokenizer, settings, date, Path(out_dir), n_train)
+                             for row in batch.to_pylist()] or [_SUMMARY.empty_table()])
+
+
+def _encode_piece(task: dict, tokenizer, settings: dict, date, out_dir: Path, n_train: int) -> pa.Table:
+    entries = defaultdict(list)  # key -> [(seq, vpos)]
+    for key, seq, vpos in zip(task["keys"], task["seqs"], task["vpos"]):
+        entries[key].append((seq, vpos))
+    records = ((k, {"messages": to_conversation(v), "tools": tools_of(v)})
+               for k, v in read_piece(json.loads(task["piece"]), set(entries)))
+    a, b = tee(records)
+    splits = {name: _Shard() for name in ("train", "validation")}
+    conversations = _Shard()
+    for (key, item), result in zip(a, encode_each(tokenizer, (it for _, it in b), date=date, **settings)):
+        for seq, vpos in entries[key]:
+            split = splits["train" if seq < n_train else "validation"]
+            count_result(split.stats, result)
+            for sub, example in enumerate(result.examples):
+                split.add(seq, sub, example)
+            if vpos >= 0:
+                conversations.add_conversation(vpos, item)
+    pid, summaries = task["piece_id"], []
+    for name, shard in splits.items():
+        if shard.stats["examples"]:
+            summaries.append(shard.write(out_dir, f"{name}/piece-{pid:07d}.parquet", pid, name, task["source"]))
+    if conversations.seq:
+        summaries.append(conversations.write(out_dir, f"conversations/piece-{pid:07d}.parquet", pid, "conversations",
+                                             task["source"]))
+    return pa.Table.from_pylist(summaries, schema=_SUMMARY)
+
+
+class _Shard:
+    """The examples (int32, columnar) or validation conversations one piece contributes to one split."""
+
+    def __init__(self):
+        self.seq, self.sub, self.ids, self.labels, self.texts = [], [], [], [], []
+        self.stats = new_counts()
+
+    def add(self, seq: int, sub: int, example: dict) -> None:
+        self.seq.append(seq)
+        self.sub.append(sub)
+        self.ids.append(np.asarray(example["input_ids"], np.int32))
+        self.labels.append(np.asarray(example["labels"], np.int32))
+
+    def add_conversation(self, vpos: int, item: dict) -> None:
+        self.seq.append(vpos)
+        self.texts.append(json.dumps(item, ensure_ascii=False))
+
+    def write(self, out_dir: Path, file: str, pid: int, split: str, source: str) -> dict:
+        lengths = np.array([len(x) for x in self.ids], np.int32)
+        if self.texts:
+            table = pa.table({"vpos": pa.array(self.seq, pa.int64()), "conversation": self.texts})
+        else:
+            offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+            values = lambda xs: pa.array(np.concatenate(xs) if xs else np.zeros(0, np.int32))  # noqa: E731
+            table = pa.table({"input_ids": pa.ListArray.from_arrays(offsets, values(self.ids)),
+                              "labels": pa.ListArray.from_arrays(offsets, values(self.labels))})
+        if table.num_rows:
+            (out_dir / file).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, out_dir / file, row_group_size=_ROW_GROUP, compression="zstd")
+        targets = [int(np.count_nonzero(x[1:] != _IGNORE_INDEX)) for x in self.labels]
+        return {"piece": pid, "split": split, "file": file if table.num_rows else "", "seq": self.seq,
+                "sub": self.sub, "lengths": lengths.tolist(), "targets": targets,
+                "stats": json.dumps({source: self.stats})}
+
+
+class _Encoder:
+    """The Ray Data actor: one tokenizer per process, many pieces."""
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
 
+    @_reports_data_errors
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _encode_chunk(batch, **self.kwargs)
+        return _encode_pieces(batch, **self.kwargs)
 
 
-def _numbered(data, seed: int) -> tuple[list[pa.Table], list[dict], int]:
-    """Blocks of (seq, split, source, conv JSON) in the final row order, validation conversations, invalid count.
-
-    Within a split the order is the source order then the selection order, as `prepare_data` encodes it.
-    """
-    selected = select_conversations(data, seed)
-    rows = []
-    for split, pairs in (("train", selected.train), ("validation", selected.validation)):
-        for source in dict.fromkeys(p[0] for p in pairs):
-            rows += [(split, source, {"messages": it["messages"], "tools": it.get("tools")}) for s, it in pairs if s == source]
-    columns = {"seq": list(range(len(rows))), "split": [r[0] for r in rows], "source": [r[1] for r in rows],
-               "conv": [json.dumps(r[2], ensure_ascii=False) for r in rows]}
-    table = pa.table(columns)
-    blocks = [table.slice(i, _CHUNK) for i in range(0, len(rows), _CHUNK)]
-    val = [{"messages": it["messages"], "tools": it.get("tools")} for _, it in selected.validation]
-    return blocks, val, selected.skipped_invalid
+# ------------------------------------------------------------------------------------------------ running
 
 
-def _run(blocks: list[pa.Table], kwargs: dict, use_ray: bool) -> list[dict]:
+def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[dict] = None) -> pa.Table:
+    """`fn` over `tables` (one Ray Data block each): in this process, or as Ray Data tasks (or actors, given
+    constructor kwargs) on every CPU; the concatenated outputs."""
+    if not tables:
+        return pa.table({})
     if not use_ray:
-        return [row for b in blocks for row in _encode_chunk(b, **kwargs).to_pylist()]
+        return _concat([fn(**actor_kwargs)(t) if actor_kwargs is not None else fn(t) for t in tables])
     import ray
     import ray.data
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    ds = ray.data.from_arrow(blocks).map_batches(
-        _ChunkEncoder, fn_constructor_kwargs=kwargs, batch_size=None, batch_format="pyarrow",
-        concurrency=(1, max(1, min(cpus, len(blocks)))), num_cpus=1)
-    return ds.take_all()
+    ds = ray.data.from_arrow(tables)
+    common = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": 1}
+    if actor_kwargs is not None:
+        ds = ds.map_batches(fn, fn_constructor_kwargs=actor_kwargs, concurrency=(1, max(1, min(cpus, len(tables)))),
+                            **common)
+    else:
+        ds = ds.map_batches(fn, **common)
+    return _concat(ray.get(ds.to_arrow_refs()))
+
+
+def _input_paths(data) -> list[str]:
+    return list(dict.fromkeys([s.path for s in data.train] + ([data.validation] if data.validation else [])
+                              + [m.path for m in data.mix]))
 
 
 def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: str | Path, *,
@@ -128,7 +280,7 @@ def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: st
         tokenizer: the base model's tokenizer (as `raysft.model.load.load_tokenizer` returns it).
         tokenizer_dir: the directory it was loaded from (its files are part of the key).
         cache_dir: `data.cache_dir` or its default.
-        use_ray: encode on Ray Data; False encodes in this process.
+        use_ray: encode on Ray Data; False runs both passes in this process.
         before_encode: called on a miss once the inputs and the cache dir are checked, e.g. to connect to Ray
             (so a bad path fails before a cluster starts, and a hit never waits for one).
 
@@ -142,58 +294,26 @@ def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: st
     found = open_entry(cache_dir, key)
     if found is not None:
         return found, True
+    paths = _input_paths(data)
+    file_pieces = [pieces(p) for p in paths]
     partial = new_partial_dir(cache_dir, key)
     try:
         if before_encode:
             before_encode()
-        blocks, val_convs, skipped = _numbered(data, seed)
-        settings = {"max_seq_len": data.max_seq_len, "loss_on": data.loss_on, "on_too_long": data.on_too_long}
+        stratified = {s.path for s in data.train} if data.stratify_by and not data.validation else set()
+        index_tasks = [pa.table({"file": [f], "piece": [json.dumps(pc)],
+                                 "stratify_by": [data.stratify_by if p in stratified else None]})
+                       for f, (p, ps) in enumerate(zip(paths, file_pieces)) for pc in ps]
+        index = _RowIndex(_run(_index_pieces, index_tasks, use_ray), paths)
+        selection = select_rows(data, seed, index.read, index.stratum)
+        plan = _plan(selection, index, file_pieces)
         date = data.template_date or datetime.date.today()
-        kwargs = {"tokenizer": tokenizer, "settings": settings, "date": date, "out_dir": str(partial)}
-        summaries = _run(blocks, kwargs, use_ray)
-        with open(partial / "validation_conversations.jsonl", "w", encoding="utf-8") as f:
-            for conv in val_convs:
-                f.write(json.dumps(conv, ensure_ascii=False) + "\n")
-        manifest = _manifest(key, inputs, summaries, data, skipped, date, tokenizer.eos_token, len(val_convs))
+        settings = {"max_seq_len": data.max_seq_len, "loss_on": data.loss_on, "on_too_long": data.on_too_long}
+        kwargs = {"tokenizer": tokenizer, "settings": settings, "date": date, "out_dir": str(partial),
+                  "n_train": plan.n_train}
+        summaries = _run(_Encoder, plan.tasks, use_ray, actor_kwargs=kwargs)
+        manifest = build_manifest(key, inputs, summaries.to_pylist(), plan.sources, data, selection.skipped_invalid,
+                                  date, tokenizer.eos_token, plan.n_validation_conversations)
         return CachedData(publish_entry(partial, manifest), manifest), False
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # gone already when published
-
-
-def _manifest(key, inputs, summaries, data, skipped, date, eos_token, n_val_convs) -> dict:
-    splits, composition, encoding = {}, {}, {}
-    for split in _SPLITS:
-        mine = sorted((s for s in summaries if s["split"] == split), key=lambda s: s["first_seq"])
-        for a, b in zip(mine, mine[1:]):
-            if a["last_seq"] >= b["first_seq"]:  # a block boundary inside another block: rows would be reordered
-                raise RuntimeError(f"Ray Data interleaved encoded blocks ({a['first_seq']}..{a['last_seq']} and "
-                                   f"{b['first_seq']}..); rerun the preparation")
-        per_source: dict[str, dict] = {}
-        for s in mine:
-            for source, counts in json.loads(s["stats"]).items():
-                merge_counts(per_source.setdefault(source, {}), counts)
-        stats: dict = {}
-        for counts in per_source.values():
-            merge_counts(stats, counts)
-        lengths = [n for s in mine for n in s["lengths"]]
-        targets = [n for s in mine for n in s["targets"]]
-        if stats:
-            stats["warnings"] = encoding_warnings(stats, eos_token)
-        stats["trained_fraction"] = stats.get("trained_tokens", 0) / max(stats.get("tokens", 0), 1)
-        composition[split] = {src: {"rows": c.get("rows", 0), "tokens": c.get("tokens", 0),
-                                    "trained_tokens": c.get("trained_tokens", 0)} for src, c in per_source.items()}
-        encoding[split] = stats
-        splits[split] = {"rows": len(lengths), "tokens": sum(lengths), "trained_tokens": sum(targets),
-                         "lengths": lengths, "targets": targets,
-                         "shards": [{"file": s["file"], "rows": s["rows"]} for s in mine if s["rows"]]}
-    if not splits["train"]["rows"]:
-        raise DataError(
-            f"no train example is left after encoding ({encoding['train']}); raise data.max_seq_len, "
-            "set data.on_too_long: truncate, or check loss_on")
-    total = splits["train"]["rows"]
-    for v in composition["train"].values():
-        v["share"] = v["rows"] / total
-    return {"format": CACHE_FORMAT, "key": key, "inputs": inputs, "splits": splits, "composition": composition,
-            "encoding": encoding, "skipped_invalid": skipped, "template_date": date.isoformat(),
-            "validation_conversations": n_val_convs,
-            "padding_efficiency": padding_efficiency(splits["train"]["lengths"], data.max_seq_len, data.packing)}

@@ -41,7 +41,7 @@ from typing import Iterator, Union
 
 from raysft.data.errors import DataError
 
-__all__ = ["ERROR_CODES", "ROLES", "RecordError", "iter_raw", "to_conversation", "tools_of", "load_conversations"]
+__all__ = ["ERROR_CODES", "ROLES", "RecordError", "iter_json_array_bytes", "iter_raw", "parse_line", "to_conversation", "tools_of", "load_conversations"]
 
 ROLES = ("system", "user", "assistant", "tool")
 ERROR_CODES = (
@@ -138,29 +138,35 @@ def _first_char(f) -> bytes:
 
 
 def _iter_jsonl(f) -> Iterator[tuple[int, object]]:
-    loads = json.loads
     with f:
         # Binary mode: bad bytes on one line become one finding instead of an exception for the file.
         for number, raw in enumerate(f, 1):
             if number == 1 and raw.startswith(_BOM):
                 raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                yield number, loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                yield number, RecordError(
-                    "invalid_json", f"not valid UTF-8 (byte {e.start + 1} of the line); save the file as UTF-8"
-                )
-            except json.JSONDecodeError as e:
-                yield number, RecordError("invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
-            except (ValueError, RecursionError) as e:  # e.g. a 5000-digit integer, nesting 1000 deep
-                yield number, RecordError("invalid_json", f"not usable JSON: {e}")
+            if raw.strip():
+                yield number, parse_line(raw)
+
+
+def parse_line(raw: bytes) -> object:
+    """One JSON Lines line (BOM already removed, not blank) as its value, or a `RecordError` (`invalid_json`)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return RecordError("invalid_json", f"not valid UTF-8 (byte {e.start + 1} of the line); save the file as UTF-8")
+    except json.JSONDecodeError as e:
+        return RecordError("invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+    except (ValueError, RecursionError) as e:  # e.g. a 5000-digit integer, nesting 1000 deep
+        return RecordError("invalid_json", f"not usable JSON: {e}")
 
 
 def _iter_json_array(f) -> Iterator[tuple[int, object]]:
     with f:
         data = f.read()
+    return iter_json_array_bytes(data)
+
+
+def iter_json_array_bytes(data: bytes) -> Iterator[tuple[int, object]]:
+    """The elements of a JSON array file's bytes as (line, value), as `iter_raw` reads them."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from raysft.data.errors import DataError
 
-__all__ = ["stratum_of", "split_validation", "apply_weight", "mix_counts", "sample_rows"]
+__all__ = ["stratum_of", "split_indices", "split_validation", "apply_weight", "mix_counts", "sample_rows"]
 
 
 def stratum_of(item: dict, stratify_by: str) -> str:
@@ -53,15 +53,23 @@ def split_validation(items: list, fraction: float, seed: int, stratify_by: Optio
     Returns:
         (train, validation), each in a seeded shuffled order.
     """
+    strata = [stratum_of(item, stratify_by) for item in items] if stratify_by else None
+    train_idx, val_idx = split_indices(len(items), fraction, seed, strata)
+    return [items[i] for i in train_idx], [items[i] for i in val_idx]
+
+
+def split_indices(n: int, fraction: float, seed: int, strata: Optional[list[str]] = None) -> tuple[list[int], list[int]]:
+    """`split_validation` on positions 0..n-1 (with each position's stratum, when stratified): what a pipeline that
+    holds only a per-row index, not the rows, splits with."""
     rng = random.Random(seed)
-    if not stratify_by:
-        order = list(range(len(items)))
+    if strata is None:
+        order = list(range(n))
         rng.shuffle(order)
-        k = _held_out_count(len(items), fraction)
-        return [items[i] for i in order[k:]], [items[i] for i in order[:k]]
+        k = _held_out_count(n, fraction)
+        return order[k:], order[:k]
     groups: dict[str, list[int]] = defaultdict(list)
-    for i, item in enumerate(items):
-        groups[stratum_of(item, stratify_by)].append(i)
+    for i, stratum in enumerate(strata):
+        groups[stratum].append(i)
     train_idx, val_idx = [], []
     for key in sorted(groups):
         idx = groups[key]
@@ -71,7 +79,7 @@ def split_validation(items: list, fraction: float, seed: int, stratify_by: Optio
         train_idx += idx[k:]
     rng.shuffle(train_idx)
     rng.shuffle(val_idx)
-    return [items[i] for i in train_idx], [items[i] for i in val_idx]
+    return train_idx, val_idx
 
 
 def sample_rows(items: list, n: int, rng: random.Random) -> list:

@@ -23,7 +23,7 @@ import datetime
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Iterable, Literal, Optional, Sequence
+from typing import Iterable, Iterator, Literal, Optional, Sequence
 
 from raysft.data.render import (
     DEFAULT_CHAT_TEMPLATE,
@@ -41,10 +41,13 @@ __all__ = [
     "TemplateRejected",
     "chat_template_of",
     "encode_conversation",
+    "count_result",
     "encode_dataset",
+    "encode_each",
     "encoding_warnings",
     "encode_final_turn",
     "end_of_turn_ids",
+    "new_counts",
 ]
 
 _IGNORE_INDEX = -100
@@ -212,33 +215,51 @@ def encode_dataset(
     Raises:
         ChatTemplateError: some conversation uses tools and the template has no tool support.
     """
+    counts = new_counts()
+    kept: list[dict] = []
+    for result in encode_each(tokenizer, conversations, max_seq_len=max_seq_len, loss_on=loss_on,
+                              on_too_long=on_too_long, date=date):
+        count_result(counts, result)
+        kept += result.examples
+    counts["trained_fraction"] = counts["trained_tokens"] / counts["tokens"] if counts["tokens"] else 0.0
+    counts["warnings"] = encoding_warnings(counts, tokenizer.eos_token)
+    return kept, counts
+
+
+def encode_each(tokenizer, conversations: Iterable, *, max_seq_len: int, loss_on: LossOn = "assistant",
+                on_too_long: OnTooLong = "drop", date: Optional[datetime.date] = None) -> Iterator[EncodeResult]:
+    """`encode_conversation` for many conversations with one renderer (the template is compiled once)."""
     encoder = _Encoder(Renderer(tokenizer, date))
+    for conversation in conversations:
+        messages, tools = _unpack(conversation)
+        yield encoder.encode(messages, tools, max_seq_len, loss_on, on_too_long)
+
+
+def new_counts() -> dict:
+    """Zeroed encoding counts (the keys `encode_dataset` documents, without the derived ones)."""
     counts: dict = dict.fromkeys(
         ("examples", "kept", "truncated", "dropped_too_long", "dropped_no_target", "template_rejected", "split",
          "rows", "eos_appended", "reasoning", "reasoning_dropped", "tokens", "trained_tokens"), 0)
     counts["split_reasons"] = {}
-    kept: list[dict] = []
-    for conversation in conversations:
-        messages, tools = _unpack(conversation)
-        result = encoder.encode(messages, tools, max_seq_len, loss_on, on_too_long)
-        counts["examples"] += 1
-        for key in ("eos_appended", "reasoning", "reasoning_dropped"):
-            counts[key] += getattr(result, key)
-        if result.split:
-            counts["split"] += 1
-            counts["split_reasons"][result.split] = counts["split_reasons"].get(result.split, 0) + 1
-        if not result.examples:
-            counts[result.status] += 1
-            continue
-        counts["truncated"] += result.status == "truncated"
-        counts["kept"] += 1
-        counts["rows"] += len(result.examples)
-        counts["tokens"] += result.n_tokens
-        counts["trained_tokens"] += result.n_trained
-        kept += result.examples
-    counts["trained_fraction"] = counts["trained_tokens"] / counts["tokens"] if counts["tokens"] else 0.0
-    counts["warnings"] = encoder.warnings(counts)
-    return kept, counts
+    return counts
+
+
+def count_result(counts: dict, result: EncodeResult, times: int = 1) -> None:
+    """Add one encoded conversation, seen `times` times (a weighted or mixed-in copy), to `counts`."""
+    counts["examples"] += times
+    for key in ("eos_appended", "reasoning", "reasoning_dropped"):
+        counts[key] += getattr(result, key) * times
+    if result.split:
+        counts["split"] += times
+        counts["split_reasons"][result.split] = counts["split_reasons"].get(result.split, 0) + times
+    if not result.examples:
+        counts[result.status] += times
+        return
+    counts["truncated"] += (result.status == "truncated") * times
+    counts["kept"] += times
+    counts["rows"] += len(result.examples) * times
+    counts["tokens"] += result.n_tokens * times
+    counts["trained_tokens"] += result.n_trained * times
 
 
 def _unpack(conversation) -> tuple[Sequence[dict], Optional[list]]:
@@ -402,10 +423,6 @@ class _Encoder:
         if (self.r.template, key) not in _WARNED:
             _WARNED.add((self.r.template, key))
             warnings.warn(message, stacklevel=3)
-
-    def warnings(self, counts: dict) -> list[str]:
-        """Sentences for the data report about what the template made raysft do."""
-        return encoding_warnings(counts, self.tokenizer.eos_token)
 
 
 def encoding_warnings(counts: dict, eos_token: str) -> list[str]:

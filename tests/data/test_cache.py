@@ -105,3 +105,96 @@ def test_bad_inputs_fail_with_one_line_naming_them(setup, chat_tokenizer):
     blocked.write_text("x")
     with pytest.raises(DataError, match="data.cache_dir: cannot write to .*file-not-dir"):
         prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, blocked, use_ray=False)
+
+
+def _entry_examples(entry, split):
+    store = entry.examples(split)
+    return [store[i] for i in range(len(store))]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "saved"])
+def test_every_format_split_into_many_pieces_gives_the_in_memory_pipelines_rows(tmp_path, chat_tokenizer, monkeypatch, fmt):
+    # Pieces of 300 bytes: each file is read by many tasks, lines cross piece boundaries, and invalid records,
+    # blank lines, weights, a stratified split and a mix are all selected from the index alone.
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import raysft.data.sources as sources
+
+    monkeypatch.setattr(sources, "_PIECE_BYTES", 300)
+    tok_dir = tmp_path / "tok"
+    chat_tokenizer.save_pretrained(tok_dir)
+    rows = [{"messages": [{"role": "user", "content": f"question {i} " + "x" * (i % 7)},
+                          {"role": "assistant", "content": ["yes", "no", "maybe"][i % 3]}],
+             "metadata": {"kind": ["a", "b"][i % 2]}} for i in range(120)]
+    bad = {"messages": [{"role": "user", "content": "no answer"}]}  # last_not_assistant
+
+    def write(name, records, fmt):
+        path = tmp_path / name
+        if fmt == "jsonl":
+            path = path.with_suffix(".jsonl")
+            path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n{not json\n", encoding="utf-8")
+        elif fmt == "json":
+            path = path.with_suffix(".json")
+            path.write_text(json.dumps(records), encoding="utf-8")
+        elif fmt == "parquet":
+            path = path.with_suffix(".parquet")
+            pq.write_table(pa.Table.from_pylist(records), path, row_group_size=16)
+        else:
+            datasets.Dataset.from_list(records).save_to_disk(str(path), max_shard_size="4KB")
+        return str(path)
+
+    domain = write("domain", rows[:80] + [bad] + rows[80:100], fmt)
+    task = write("task", rows[100:], fmt)
+    general = write("general", [{"messages": [{"role": "user", "content": f"hi {i}"},
+                                              {"role": "assistant", "content": "hello"}]} for i in range(40)], fmt)
+    spec = load_spec({"model": {"name_or_path": "x"}, "data": {
+        "train": [domain, {"path": task, "weight": 2.5}], "mix": [{"path": general, "ratio": 0.3}],
+        "validation_split": 0.2, "stratify_by": "metadata.kind", "max_seq_len": 24, "template_date": "2026-03-01"}})
+    expected = prepare_data(spec.data, chat_tokenizer, 7)
+    entry, _ = prepare_cached(spec.data, 7, chat_tokenizer, str(tok_dir), tmp_path / "cache", use_ray=False)
+    assert _entry_examples(entry, "train") == expected.train
+    assert _entry_examples(entry, "validation") == expected.validation
+    assert entry.composition == expected.composition and entry.skipped_invalid == expected.skipped_invalid > 0
+    assert entry.encoding["train"]["dropped_too_long"] == expected.encoding["train"]["dropped_too_long"] > 0
+    assert entry.validation_conversations() == expected.validation_conversations
+    assert entry.validation_conversations(limit=5) == expected.validation_conversations[:5]
+
+
+def test_stale_partial_folders_are_swept_and_fresh_ones_kept(setup, chat_tokenizer):
+    spec, tok_dir, tmp = setup
+    cache = tmp / "cache"
+    stale, live = cache / ".partial-abc-dead", cache / ".partial-abc-live"
+    for p in (stale, live):
+        (p / "train").mkdir(parents=True)
+        (p / "train" / "piece-0000000.parquet").write_bytes(b"half")
+    old = os.path.getmtime(stale) - 2 * 24 * 3600
+    for p in (stale / "train" / "piece-0000000.parquet", stale / "train", stale):
+        os.utime(p, (old, old))
+    entry, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, cache, use_ray=False)
+    assert not hit and entry.path.is_dir()
+    assert not stale.exists() and live.exists()  # a job still writing is not disturbed
+    assert sorted(p.name for p in cache.iterdir()) == sorted([entry.key, live.name])
+
+
+def test_uri_inputs_read_through_pyarrow_filesystems_and_bad_uris_name_themselves(setup, chat_tokenizer):
+    spec, tok_dir, tmp = setup
+    local, _ = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    as_uri = spec.data.model_copy(update={
+        "train": [spec.data.train[0].model_copy(update={"path": "file://" + spec.data.train[0].path})],
+        "mix": [spec.data.mix[0].model_copy(update={"path": "file://" + spec.data.mix[0].path})]})
+    entry, hit = prepare_cached(as_uri, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+    assert not hit and entry.key != local.key  # another location, another key
+    assert entry.manifest["inputs"]["train"][0]["path"] == "file://" + spec.data.train[0].path
+    assert _entry_examples(entry, "train") == _entry_examples(local, "train")
+    # The object's size and modification time are in the key: a re-upload is a new key.
+    key = cache_key(as_uri, 0, tok_dir, chat_tokenizer.chat_template)[0]
+    with open(spec.data.train[0].path, "a", encoding="utf-8") as f:
+        f.write("\n")
+    assert cache_key(as_uri, 0, tok_dir, chat_tokenizer.chat_template)[0] != key
+    for uri, why in ((f"file://{tmp}/gone.jsonl", "no such file"), ("nosuch://bucket/train.jsonl", "cannot be opened")):
+        bad = as_uri.model_copy(update={"train": [as_uri.train[0].model_copy(update={"path": uri})]})
+        with pytest.raises(DataError, match=f"^{uri}: {why}") as err:
+            prepare_cached(bad, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
+        assert "\n" not in str(err.value)

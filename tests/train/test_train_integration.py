@@ -149,3 +149,36 @@ def test_incremental_training_starts_from_an_earlier_runs_adapter(base, tmp_path
     for name in before:
         torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-6)
     assert any(v.abs().sum() > 0 for k, v in before.items() if "lora_B" in k)
+
+
+def test_data_prepare_on_ray_data_matches_the_in_memory_rows_and_names_a_bad_record_field(base, tmp_path, capsys,
+                                                                                         monkeypatch):
+    # Pieces of 4 KB: the tickets file is validated and encoded by many Ray Data tasks on 2 CPUs, in any order.
+    import yaml
+
+    import raysft.data.sources as sources
+    from raysft import cli
+    from raysft.data.pipeline import prepare_data
+    from raysft.model.load import load_tokenizer
+
+    monkeypatch.setattr(sources, "_PIECE_BYTES", 4096)
+    spec = _spec(base, tmp_path / "run", **{"data.cache_dir": str(tmp_path / "cache"), "data.template_date": "2026-03-01",
+                                            "data.stratify_by": "assistant"})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True)), encoding="utf-8")
+    assert cli.main(["data", "prepare", str(path), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    from raysft.data.cache import open_entry
+
+    entry = open_entry(tmp_path / "cache", first["key"])
+    assert not first["cache_hit"] and len(entry.split("train")["shards"]) > 2
+    expected = prepare_data(spec.data, load_tokenizer(base), spec.train.seed)
+    train = entry.examples("train")
+    assert [train[i] for i in range(len(train))] == expected.train and first["rows"] == len(expected.train)
+    assert first["composition"] == expected.composition
+    assert cli.main(["data", "prepare", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache_hit"]
+    # A record field the split needs, missing: raised inside a Ray Data task, reported as the one-line DataError.
+    assert cli.main(["data", "prepare", str(path), "data.stratify_by=metadata.nope", "--json"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]  # Ray logs too
+    assert len(errors) == 1 and errors[0].startswith("error: data.stratify_by: record has no field 'metadata.nope'")
