@@ -271,8 +271,9 @@ def test_a_tune_job_shows_its_trial_table_with_each_trials_curve(service):
     with service.client() as client:
         final = client.wait(job["id"])
     assert final.state == jobs_pb2.SUCCEEDED, (final.state_reason, final.error.message)
+    assert service.http(f"/v1/jobs/{job['id']}")[1]["output"]["summary"]["num_trials"] == 2
     trials = service.http(f"/v1/jobs/{job['id']}/trials")[1]["trials"]
-    assert len(trials) == 2 and {t["status"] for t in trials} == {"TERMINATED"}
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"completed"}, trials
     assert sorted(t["config"]["train.learning_rate"] for t in trials) == [1e-4, 1e-3]
     assert [t["rank"] for t in trials] == [1, 2] and all(t["eval_loss"] is not None for t in trials)
     for trial in trials:
