@@ -211,8 +211,12 @@ def test_the_console_shows_a_job_advance_and_its_chart_grow_and_cancels_it_while
     spec["checkpoint"] = {"every_steps": 4, "keep_last": 2}
     spec["eval"] = {"every_steps": 4}
     with _console(service) as page:
-        status, job = service.http("/v1/jobs", "POST", {"spec": spec, "labels": {"team": "support"}})
-        assert status == 200, job
+        body = {"spec": spec, "labels": {"team": "support"}, "request_id": "console-1"}
+        status, job = service.http("/v1/jobs", "POST", body)
+        assert status == 200 and job["state"] == "QUEUED", job
+        assert service.http("/v1/jobs", "POST", body)[1]["id"] == job["id"]  # a retried create is the same job
+        status, error = service.http("/v1/jobs", "POST", {**body, "spec": {**spec, "train": {**spec["train"], "max_steps": 5}}})
+        assert status == 409 and error["error"]["code"] == "ALREADY_EXISTS"
         row = page.locator(f"tr[data-job='{job['id']}']")
         expect(row).to_contain_text("team=support", timeout=10_000)  # the list refreshes every 2 s
         expect(row.locator("td.state")).to_have_text("RUNNING", timeout=300_000)
