@@ -176,7 +176,7 @@ def test_a_job_runs_to_success_streaming_its_events_and_listing_its_checkpoints(
 
 @contextlib.contextmanager
 def _console(service):
-    """A logged-in console page in headless Chromium (Debian's, driven by Playwright)."""
+    """A console page in headless Chromium (Debian's, driven by Playwright), logged in after a refused token."""
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -185,6 +185,9 @@ def _console(service):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{service.http_port}/")
+            page.fill("#token", "wrong")
+            page.click("#login button")
+            expect(page.locator("#login-error")).to_have_text("that token was refused")
             page.fill("#token", TOKEN)
             page.click("#login button")
             expect(page.locator("#list")).to_be_visible()

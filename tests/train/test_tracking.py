@@ -135,6 +135,28 @@ def test_tracker_skips_steps_it_logged_before_a_restart(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("train/train_loss")] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0)]
 
 
+@pytest.mark.integration
+def test_a_step_mlflow_took_before_the_worker_died_is_not_logged_again(mlflow_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("killed-worker")).info.run_id
+    spec = parse_spec({"model": {"name_or_path": "m"}, "data": {"train": "x.jsonl"},
+                       "tracking": {"mlflow": {"tracking_uri": mlflow_uri}}, "output_dir": str(tmp_path)})
+    config = {"env": {}, "runs": {"mlflow": run_id}, "name": "run", "tags": {}, "parent": {}}
+    first = Tracker(config, spec, tmp_path)
+    for step in (1, 2, 3):
+        first.log("train", {"step": step, "train_loss": float(step)})
+    # Killed after MLflow answered step 3's call, before tracking.json recorded it.
+    state = json.loads((tmp_path / TRACKING_FILE).read_text())
+    (tmp_path / TRACKING_FILE).write_text(json.dumps({**state, "logged": {"train": 2}}))
+    second = Tracker(config, spec, tmp_path)  # resumes from a checkpoint at step 2
+    for step in (3, 4):
+        second.log("train", {"step": step, "train_loss": 10.0 + step})
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train_loss"))
+    assert history == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0)]
+
+
 def test_a_bad_tracking_section_names_the_field():
     with pytest.raises(SpecError) as err:
         parse_spec({"model": {"name_or_path": "m"}, "data": {"train": "x.jsonl"},
