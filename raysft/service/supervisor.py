@@ -431,9 +431,10 @@ def _fail(job: JobRecord, failure: failures.Failure) -> list[NewEvent]:
 
 
 def _outputs(job: JobRecord) -> dict:
-    """output_dir, the adapter and summary.json (read when the server shares the disk; else from events)."""
+    """output_dir, the adapter and the run's summary: summary.json of `raysft train`, tune_summary.json (with the
+    trial table the console shows) of `raysft tune`; read when the server shares the disk, else from events."""
     out_dir = str(job.spec.get("output_dir", ""))
-    summary_file = Path(out_dir) / "summary.json"
+    summary_file = Path(out_dir) / ("tune_summary.json" if job.kind == "tune" else "summary.json")
     try:
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):

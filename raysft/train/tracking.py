@@ -184,7 +184,12 @@ class Tracker:
     def _open_mlflow(self, run_id: str):
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=_mlflow_uri(self.spec)), run_id
+        client = MlflowClient(tracking_uri=_mlflow_uri(self.spec))
+        # A worker killed after MLflow took a step but before tracking.json said so would log that step again.
+        for kind, key in (("train", "train_loss"), ("eval", "eval_loss")):
+            last = max((m.step for m in client.get_metric_history(run_id, key)), default=0)
+            self._logged[kind] = max(self._logged.get(kind, 0), last)
+        return client, run_id
 
     def _open_tensorboard(self):
         from torch.utils.tensorboard import SummaryWriter

@@ -5,13 +5,17 @@ that cluster's address (`--ray-address`, as a deployment runs them) are killed t
 two (the standby takes over). The Ray jobs run one at a time (one of them fails at once on missing data; one waits
 in the queue behind another)."""
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -33,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = str(ROOT / "examples/data/tickets_train.jsonl")
 BIN = Path(sys.executable).parent
 TOKEN = "integration-token-5f1c"
+ARTIFACTS = ROOT / "test-artifacts"  # the console's screenshots (gitignored; CI keeps them)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _running(pid: int) -> bool:
@@ -48,7 +56,7 @@ class Service:
     made once by the module's server."""
 
     def __init__(self, root: Path, db: str = "", ray: str = "", name: str = "server", base: str = ""):
-        self.root, self.port, self.ray, self.name, self.base = root, free_port(), ray, name, base
+        self.root, self.port, self.http_port, self.ray, self.name, self.base = root, free_port(), free_port(), ray, name, base
         self.db = db or f"sqlite:///{root}/jobs.db"
         self.state_file = root / "runs" / ".ray-cluster.json"
         (root / "token").write_text(TOKEN + "\n")
@@ -58,6 +66,7 @@ class Service:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         cmd = [sys.executable, "-m", "raysft.service", "serve", "--port", str(self.port), "--db", self.db,
+               "--http-port", str(self.http_port),
                "--allowed-root", str(self.root), "--allowed-root", str(ROOT / "examples/data"),
                "--jobs-root", str(self.root / "runs"), "--token-file", str(self.root / "token"), "--max-running-jobs", "1"]
         cmd += ["--ray-address", self.ray] if self.ray else []
@@ -90,6 +99,18 @@ class Service:
 
     def client(self) -> JobClient:
         return JobClient(f"127.0.0.1:{self.port}", token=TOKEN)
+
+    def http(self, path: str, method: str = "GET", body=None):
+        """(status, JSON body or text) of an HTTP API call with the token."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                text = r.read().decode()
+                return r.status, json.loads(text) if r.headers.get("content-type", "").startswith("application/json") else text
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
 
     def ray_address(self) -> str:
         return self.ray or json.loads(self.state_file.read_text())["address"]
@@ -187,6 +208,127 @@ def test_a_second_job_waits_in_the_queue_while_the_first_runs_then_runs(service)
     assert admitted.time.ToNanoseconds() >= done.end_time.ToNanoseconds()  # it left the queue when the first ended
     assert [e.data["to"] for e in events if e.type == "state_changed"] == ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"]
     assert final.queue_position == 0 and final.ray_submission_id == second.id
+
+
+@contextlib.contextmanager
+def _console(service):
+    """A console page in headless Chromium (Debian's, driven by Playwright), logged in after a refused token."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{service.http_port}/")
+            page.fill("#token", "wrong")
+            page.click("#login button")
+            expect(page.locator("#login-error")).to_have_text("that token was refused")
+            page.fill("#token", TOKEN)
+            page.click("#login button")
+            expect(page.locator("#list")).to_be_visible()
+            yield page
+        finally:
+            browser.close()
+
+
+def _scrape(service) -> list[str]:
+    status, text = service.http("/metrics")
+    assert status == 200
+    return text.splitlines()
+
+
+def _sample(lines: list[str], name: str) -> float:
+    return float(next(line for line in lines if line.startswith(name + " ")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+def test_the_console_shows_a_job_advance_and_its_chart_grow_and_cancels_it_while_metrics_count_it(service):
+    from playwright.sync_api import expect
+
+    spec = _spec(service.base, max_steps=2000)  # an epoch of the ticket data ends it first; it is cancelled long before
+    spec["checkpoint"] = {"every_steps": 4, "keep_last": 2}
+    spec["eval"] = {"every_steps": 4}
+    with _console(service) as page:
+        body = {"spec": spec, "labels": {"team": "support"}, "request_id": "console-1"}
+        status, job = service.http("/v1/jobs", "POST", body)
+        assert status == 200 and job["state"] == "QUEUED", job
+        assert service.http("/v1/jobs", "POST", body)[1]["id"] == job["id"]  # a retried create is the same job
+        status, error = service.http("/v1/jobs", "POST", {**body, "spec": {**spec, "train": {**spec["train"], "max_steps": 5}}})
+        assert status == 409 and error["error"]["code"] == "ALREADY_EXISTS"
+        row = page.locator(f"tr[data-job='{job['id']}']")
+        expect(row).to_contain_text("team=support", timeout=10_000)  # the list refreshes every 2 s
+        expect(row.locator("td.state")).to_have_text("RUNNING", timeout=300_000)
+        expect(row.locator("td").nth(3)).to_have_text(re.compile(r"^ ?[1-9]\d*/\d+$"), timeout=240_000)
+        page.screenshot(path=str(ARTIFACTS / "console-list.png"))
+        for state, label, shown in (("SUCCEEDED", "", 0), ("RUNNING", "", 1), ("", "team=other", 0), ("", "team=support", 1)):
+            page.select_option("#state-filter", state)
+            page.fill("#label-filter", label)
+            page.locator("#label-filter").blur()  # the filter applies on change
+            expect(row).to_have_count(shown)
+
+        lines = _scrape(service)  # while it runs
+        assert 'raysft_jobs{state="RUNNING"} 1.0' in lines and 'raysft_jobs{state="QUEUED"} 0.0' in lines
+        assert _sample(lines, "raysft_event_lag_seconds_count") > 0  # training events came from the worker
+        assert _sample(lines, "raysft_jobs_created_total") >= 1
+        assert any(line.startswith('raysft_rpc_duration_seconds_count{code="200",method="POST /v1/jobs"} ') for line in lines)
+
+        page.click(f"a[href='#job={job['id']}']")
+        points = "() => +(document.querySelector('#loss-chart polyline') || {dataset: {}}).dataset.points || 0"
+        page.wait_for_function(f"({points})() >= 3", timeout=120_000)
+        seen = page.evaluate(f"({points})()")
+        page.wait_for_function(f"({points})() > {seen}", timeout=90_000)  # live: points arrive as it trains
+        expect(page.locator("#job-state")).to_have_text("RUNNING")
+        for series in ("#loss-chart polyline >> nth=1", "#lr-chart polyline", "#tps-chart polyline"):  # eval loss, lr, tokens/s
+            expect(page.locator(series)).not_to_have_attribute("data-points", re.compile(r"^0?$"))
+        expect(page.locator("#checkpoints tr.best")).to_have_count(1, timeout=120_000)
+        expect(page.locator("#events")).to_contain_text("metrics")
+        expect(page.locator("#log")).to_contain_text("::raysft-event::", timeout=10_000)
+        page.screenshot(path=str(ARTIFACTS / "console-job.png"), full_page=True)
+        page.click("#cancel")
+        expect(page.locator("#job-state")).to_have_text("CANCELLED", timeout=180_000)
+        expect(page.locator("#cancel")).to_be_disabled()
+        page.screenshot(path=str(ARTIFACTS / "console-cancelled.png"), full_page=True)
+    print(f"screenshots in {ARTIFACTS}")
+    final = service.http(f"/v1/jobs/{job['id']}")[1]
+    assert final["state"] == "CANCELLED" and final["progress"]["step"] < final["progress"]["total_steps"]
+    kept = service.http(f"/v1/jobs/{job['id']}/checkpoints")[1]["checkpoints"]
+    assert kept and sum(c["is_best"] for c in kept) == 1
+    assert "::raysft-event::" in service.http(f"/v1/jobs/{job['id']}/logs?tail_lines=50")[1]["text"]
+    lines = _scrape(service)
+    assert 'raysft_jobs{state="RUNNING"} 0.0' in lines and 'raysft_jobs{state="CANCELLED"} 1.0' in lines
+    assert _sample(lines, 'raysft_job_duration_seconds_count{state="CANCELLED"}') == 1
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+def test_a_tune_job_shows_its_trial_table_with_each_trials_curve(service):
+    from playwright.sync_api import expect
+
+    spec = _spec(service.base, max_steps=3)
+    spec["checkpoint"] = {"keep_last": 1}
+    spec["eval"] = {"every_steps": 3}
+    spec["tune"] = {"search_space": {"train.learning_rate": {"grid": [1e-3, 1e-4]}}, "search": "grid",
+                    "scheduler": "none", "max_concurrent_trials": 1}
+    status, job = service.http("/v1/jobs", "POST", {"spec": spec})
+    assert status == 200 and job["kind"] == "TUNE", job
+    with service.client() as client:
+        final = client.wait(job["id"])
+    assert final.state == jobs_pb2.SUCCEEDED, (final.state_reason, final.error.message)
+    assert service.http(f"/v1/jobs/{job['id']}")[1]["output"]["summary"]["num_trials"] == 2
+    trials = service.http(f"/v1/jobs/{job['id']}/trials")[1]["trials"]
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"completed"}, trials
+    assert sorted(t["config"]["train.learning_rate"] for t in trials) == [1e-4, 1e-3]
+    assert [t["rank"] for t in trials] == [1, 2] and all(t["eval_loss"] is not None for t in trials)
+    for trial in trials:
+        assert [p["step"] for p in trial["curve"] if "train_loss" in p] == [1, 2, 3], trial["curve"]
+    with _console(service) as page:
+        page.goto(f"http://127.0.0.1:{service.http_port}/#job={job['id']}")
+        rows = page.locator("#trials tr")
+        expect(rows).to_have_count(2, timeout=10_000)
+        for i, trial in enumerate(trials):
+            expect(rows.nth(i).locator("td").first).to_have_text(trial["id"])
+            expect(rows.nth(i).locator("polyline")).to_have_attribute("data-points", "3")
+        page.screenshot(path=str(ARTIFACTS / "console-tune.png"), full_page=True)
 
 
 def test_twenty_concurrent_creates_make_one_job_and_cancel_stops_it(service):
@@ -374,11 +516,12 @@ def _driver_pid(service, submission_id):
     return sdk.get_job_info(submission_id).driver_info.pid
 
 
-def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_its_checkpoint(service):
+def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_its_checkpoint(service, mlflow_uri):
     spec = _spec(service.base, max_steps=28)
     spec["checkpoint"] = {"every_steps": 4, "keep_last": 2}
+    spec["tracking"] = {"mlflow": {"tracking_uri": mlflow_uri, "experiment": "service-attempts"}}
     with service.client() as client:
-        job = client.create_job(spec, max_attempts=2)
+        job = client.create_job(spec, max_attempts=2, labels={"team": "support"})
         assert (job.attempt, job.max_attempts) == (1, 2)
         events = _until_checkpoint(client, job.id, 0)
         killed_at = events[-1].data["step"]
@@ -423,6 +566,14 @@ def test_a_killed_driver_is_retried_and_a_cancelled_job_resumes_each_attempt_at_
     assert f"resumed from the checkpoint at step {latest}" in logs  # the log of attempt 3's Ray job
     ray_ids = {j.submission_id: j.status for j in service.ray_jobs() if j.metadata.get("raysft_job_id") == job.id}
     assert ray_ids == {job.id: "FAILED", f"{job.id}-a2": "STOPPED", f"{job.id}-a3": "SUCCEEDED"}
+    # Three attempts are one MLflow run, tagged with the job's id and labels, each step logged once.
+    from mlflow.tracking import MlflowClient
+
+    tracker = MlflowClient(mlflow_uri)
+    runs = tracker.search_runs([tracker.get_experiment_by_name("service-attempts").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["raysft.job_id"] == job.id and runs[0].data.tags["team"] == "support"
+    assert sorted(m.step for m in tracker.get_metric_history(runs[0].info.run_id, "train_loss")) == list(range(1, 29))
 
 
 def test_a_data_error_is_a_user_error_and_never_retried(service):

@@ -32,8 +32,8 @@ def base(tmp_path_factory, local_ray):
     return str(init_tiny(tmp_path_factory.mktemp("base"), TRAIN, vocab_size=512, hidden_size=64, layers=2))
 
 
-def _spec(base, out, tracking, steps):
-    return load_spec({
+def _spec(base, out, tracking, steps, **sections):
+    return load_spec({**sections,
         "model": {"name_or_path": base, "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
         "data": {"train": [TRAIN], "validation_split": 0.1, "max_seq_len": 256},
         "train": {"max_steps": steps, "learning_rate": 1e-3, "micro_batch_size": 2, "global_batch_size": 4,
@@ -61,7 +61,8 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
     out = tmp_path / "run"
     tracking = {"mlflow": {"experiment": "tracking-test", "tags": {"purpose": "test"}},
                 "tensorboard": {}, "wandb": {"project": "raysft-test", "mode": "offline"}}
-    run_training(_spec(base, out, tracking, steps=4))
+    exact_match = {"generate": {"metric": "exact_match", "max_new_tokens": 4, "limit": 4}}
+    run_training(_spec(base, out, tracking, steps=4, eval=exact_match))
 
     client = MlflowClient(mlflow_uri)
     state = json.loads((out / TRACKING_FILE).read_text())
@@ -72,6 +73,8 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
     assert run.data.tags["raysft.job_id"] == "job-123"
     assert _steps(client, run.info.run_id, "train_loss") == [1, 2, 3, 4]
     assert _steps(client, run.info.run_id, "eval_loss") == [2, 4]
+    assert {"train_loss", "lr", "tokens_per_s", "trained_tokens", "eval_loss", "eval_token_accuracy",
+            "exact_match"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"adapter", "loss_curve.png", "summary.json"} <= artifacts
     assert "adapter/adapter_model.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
@@ -94,7 +97,7 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
     assert b"loss_curve.png" in (offline[1] / f"run-{wandb_id}.wandb").read_bytes()
 
     # Resume with a longer schedule: the same MLflow run goes on at step 5, no step appears twice.
-    run_training(_spec(base, out, tracking, steps=6), resume=True)
+    run_training(_spec(base, out, tracking, steps=6, eval=exact_match), resume=True)
     again = json.loads((out / TRACKING_FILE).read_text())
     assert again["runs"] == state["runs"]
     assert _steps(client, run.info.run_id, "train_loss") == [1, 2, 3, 4, 5, 6]
@@ -130,6 +133,28 @@ def test_tracker_skips_steps_it_logged_before_a_restart(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/train_loss")] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0)]
+
+
+@pytest.mark.integration
+def test_a_step_mlflow_took_before_the_worker_died_is_not_logged_again(mlflow_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("killed-worker")).info.run_id
+    spec = parse_spec({"model": {"name_or_path": "m"}, "data": {"train": "x.jsonl"},
+                       "tracking": {"mlflow": {"tracking_uri": mlflow_uri}}, "output_dir": str(tmp_path)})
+    config = {"env": {}, "runs": {"mlflow": run_id}, "name": "run", "tags": {}, "parent": {}}
+    first = Tracker(config, spec, tmp_path)
+    for step in (1, 2, 3):
+        first.log("train", {"step": step, "train_loss": float(step)})
+    # Killed after MLflow answered step 3's call, before tracking.json recorded it.
+    state = json.loads((tmp_path / TRACKING_FILE).read_text())
+    (tmp_path / TRACKING_FILE).write_text(json.dumps({**state, "logged": {"train": 2}}))
+    second = Tracker(config, spec, tmp_path)  # resumes from a checkpoint at step 2
+    for step in (3, 4):
+        second.log("train", {"step": step, "train_loss": 10.0 + step})
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train_loss"))
+    assert history == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0)]
 
 
 def test_a_bad_tracking_section_names_the_field():

@@ -81,7 +81,7 @@ async function showJob(id) {
     $("job-state").textContent = job.state; $("job-state").className = "state " + job.state; $("job-reason").textContent = job.state_reason;
     $("job-bar").style.width = (p.total_steps ? Math.min(100, 100 * p.step / p.total_steps) : 0) + "%";
     $("job-stats").textContent = `step ${p.step || 0}/${p.total_steps || 0} · train loss ${(p.train_loss || 0).toFixed(4)}` +
-      (p.eval_loss !== undefined ? ` · eval loss ${p.eval_loss.toFixed(4)}` : "") + ` · ${Math.round(p.tokens_per_second || 0)} tokens/s`;
+      (p.eval_loss != null ? ` · eval loss ${p.eval_loss.toFixed(4)}` : "") + ` · ${Math.round(p.tokens_per_second || 0)} tokens/s`;
     $("cancel").disabled = ["SUCCEEDED", "FAILED", "CANCELLED", "CANCELLING"].includes(job.state);
     const ck = await api("/v1/jobs/" + id + "/checkpoints"); $("checkpoints").replaceChildren();
     for (const c of ck.checkpoints) { const r = el("tr", undefined, c.is_best ? "best" : "");
