@@ -41,7 +41,7 @@ from typing import Iterator, Union
 
 from raysft.data.errors import DataError
 
-__all__ = ["ERROR_CODES", "ROLES", "RecordError", "iter_json_array_bytes", "iter_raw", "parse_line", "to_conversation", "tools_of", "load_conversations"]
+__all__ = ["ERROR_CODES", "ROLES", "RecordError", "first_char", "iter_json_array_bytes", "iter_raw", "parse_line", "to_conversation", "tools_of", "load_conversations"]
 
 ROLES = ("system", "user", "assistant", "tool")
 ERROR_CODES = (
@@ -120,20 +120,19 @@ def iter_raw(path: Union[str, Path]) -> Iterator[tuple[int, object]]:
     if p.suffix == ".parquet":
         f.close()
         return _iter_parquet(p)
-    if p.suffix != ".jsonl" and _first_char(f) == b"[":
-        return _iter_json_array(f)
-    return _iter_jsonl(f)
+    array = p.suffix != ".jsonl" and first_char(f) == b"["
+    f.seek(0)
+    return _iter_json_array(f) if array else _iter_jsonl(f)
 
 
-def _first_char(f) -> bytes:
-    """The first non-whitespace byte after an optional BOM (b"" for a blank file); rewinds `f`."""
+def first_char(f) -> bytes:
+    """The first non-whitespace byte after an optional BOM (b"" for a blank file), read from the start of `f`."""
     head = f.read(_SNIFF_BYTES)
     while head and not head.removeprefix(_BOM).lstrip():
         more = f.read(_SNIFF_BYTES)
         if not more:
             break
         head = more
-    f.seek(0)
     return head.removeprefix(_BOM).lstrip()[:1]
 
 

@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysft.data.errors import DataError
-from raysft.data.records import iter_json_array_bytes, parse_line
+from raysft.data.records import first_char, iter_json_array_bytes, parse_line
 
 __all__ = ["identity", "open_path", "pieces", "read_piece"]
 
@@ -116,13 +116,7 @@ def pieces(path: str) -> list[dict]:
 
 def _first_char(fs: pafs.FileSystem, p: str) -> bytes:
     with fs.open_input_stream(p) as f:
-        head = f.read(_SNIFF_BYTES)
-        while head and not head.removeprefix(_BOM).lstrip():
-            more = f.read(_SNIFF_BYTES)
-            if not more:
-                break
-            head = more
-    return head.removeprefix(_BOM).lstrip()[:1]
+        return first_char(f)
 
 
 def _saved_dataset_pieces(fs: pafs.FileSystem, p: str, path: str) -> list[dict]:

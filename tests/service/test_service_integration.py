@@ -14,8 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -31,6 +29,7 @@ from raysft.service.server import LEADER_HEALTH
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, Store
 from raysft.service.v1 import jobs_pb2
+from service_helpers import http_call
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,15 +101,7 @@ class Service:
 
     def http(self, path: str, method: str = "GET", body=None):
         """(status, JSON body or text) of an HTTP API call with the token."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as r:
-                text = r.read().decode()
-                return r.status, json.loads(text) if r.headers.get("content-type", "").startswith("application/json") else text
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+        return http_call(self.http_port, path, method, TOKEN, body)
 
     def ray_address(self) -> str:
         return self.ray or json.loads(self.state_file.read_text())["address"]
@@ -406,17 +397,23 @@ def killable(request, service, tmp_path_factory):
         other.stop()
 
 
+def _events_until_step(client, job_id: str, step: int) -> list:
+    """The job's events up to its metrics line of `step` (training has reached it)."""
+    seen = []
+    for event in client.watch(job_id):
+        seen.append(event)
+        if event.type == "metrics" and event.data["step"] >= step:
+            return seen
+    return seen
+
+
 def test_kill_9_mid_job_loses_nothing_and_the_job_still_finishes(killable):
     service = killable
     spec = _spec(service.base, max_steps=60)
     spec["checkpoint"] = {"every_steps": 20, "keep_last": 2}
     with service.client() as client:
         job_id = client.create_job(spec).id
-        before = []
-        for event in client.watch(job_id):
-            before.append(event)
-            if event.type == "metrics" and event.data["step"] >= 2:
-                break
+        before = _events_until_step(client, job_id, 2)
     assert service.stop(signal.SIGKILL) == -signal.SIGKILL
     # A job whose Ray job is gone (the cluster never heard of it): the reconciler must fail it.
     store = Store(service.db)
@@ -452,11 +449,7 @@ def test_two_servers_on_postgresql_a_standby_takes_over_from_a_killed_leader_and
         assert leader.leads() and not standby.leads()
         with standby.client() as client:  # stored by the standby, submitted by the leader
             job_id = client.create_job(spec).id
-            before = []
-            for event in client.watch(job_id):
-                before.append(event)
-                if event.type == "metrics" and event.data["step"] >= 2:
-                    break
+            before = _events_until_step(client, job_id, 2)
         killed = time.monotonic()
         assert leader.stop(signal.SIGKILL) == -signal.SIGKILL
         while not standby.leads():

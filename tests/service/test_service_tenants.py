@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -36,7 +34,7 @@ from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
 from raysft.service.tenants import Tenants, TenantsError, hash_token
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.train.rundata import cache_dir_of
-from service_helpers import NO_RAY, TOKEN, put_job
+from service_helpers import NO_RAY, TOKEN, http_call, put_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT, SUPPORT_VIEWER, SEARCH, ADMIN = "support-submitter-token-0001", "support-viewer-token-0002", \
@@ -273,15 +271,7 @@ def test_viewers_read_but_are_refused_every_change(server, stub):
 
 
 def http(server, path, method="GET", token=SUPPORT, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}", method=method, data=data,
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if r.headers.get("content-type", "").startswith("application/json") else text
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+    return http_call(server.http_port, path, method, token, body, timeout_s=10)
 
 
 HTTP_CALLS = [("GET", ""), ("GET", "/events"), ("GET", "/events:watch"), ("GET", "/checkpoints"), ("GET", "/logs"),
