@@ -62,7 +62,7 @@ async function refreshList() {
     const link = el("a", job.id); link.href = "#job=" + job.id; const c = el("td"); c.appendChild(link); row.appendChild(c);
     row.appendChild(el("td", job.kind)); row.appendChild(el("td", job.tenant || "default"));
     row.appendChild(el("td", job.state, "state " + job.state));
-    const p = el("td"); p.appendChild(bar(job.progress)); p.appendChild(el("span", " " + ((job.progress || {}).step || 0) + "/" + ((job.progress || {}).total_steps || 0))); row.appendChild(p);
+    const p = el("td", undefined, "progress"); p.appendChild(bar(job.progress)); p.appendChild(el("span", " " + ((job.progress || {}).step || 0) + "/" + ((job.progress || {}).total_steps || 0))); row.appendChild(p);
     const l = el("td"); for (const [k, v] of Object.entries(job.labels || {})) l.appendChild(el("span", k + "=" + v, "label")); row.appendChild(l);
     row.appendChild(el("td", age(job.create_time))); body.appendChild(row);
   }
