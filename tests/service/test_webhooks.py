@@ -21,7 +21,7 @@ from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, Store
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.service.webhooks import WebhookPolicy, WebhookSender, payload, sign
-from service_helpers import AUTH, NO_RAY, TOKEN
+from service_helpers import AUTH, HOLD, NO_RAY, TOKEN
 
 SECRET = b"webhook-test-secret-0123456789abcdef"
 SPEC = {"model": {"name_or_path": "m"}, "data": {"train": [{"path": "/x.jsonl"}]}, "output_dir": "/runs/x"}
@@ -139,7 +139,7 @@ def receiver():
 def _server(db_url, workdir, receiver, backoff_s=0.2):
     policy = WebhookPolicy(urls=(receiver.url + "/all",), allow_prefixes=(receiver.url + "/jobs",), secret=SECRET)
     return create_server("127.0.0.1:0", db_url=db_url, token=TOKEN, ray_address=NO_RAY, allowed_roots=[str(workdir)],
-                         jobs_root=str(workdir / "runs"), webhooks=policy, webhook_backoff_s=backoff_s)
+                         jobs_root=str(workdir / "runs"), webhooks=policy, webhook_backoff_s=backoff_s, limits=HOLD)
 
 
 def _queue(store, job_id, notify_urls=()):
@@ -288,7 +288,8 @@ def api_receiver():
 def api_server(workdir, api_receiver):
     policy = WebhookPolicy(allow_prefixes=(api_receiver.url + "/jobs",), secret=SECRET)
     server = create_server("127.0.0.1:0", db_url=f"sqlite:///{workdir}/webhooks-api.db", token=TOKEN, ray_address=NO_RAY,
-                           allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0, webhooks=policy)
+                           allowed_roots=[str(workdir)], jobs_root=str(workdir / "runs"), http_port=0, webhooks=policy,
+                           limits=HOLD)
     yield server
     server.stop(grace_s=1)
 
