@@ -188,6 +188,7 @@ def _ddp_worker(rank, world, port, out_dir):
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(180)  # about 8 s alone; a gloo rendezvous that hangs (seen once under load) must not eat CI's budget
 def test_ddp_syncs_the_same_gradients_as_the_full_logits_path(tmp_path):
     """2 gloo workers, a full fine-tune: the forward goes through DDP's wrapper, so each rank ends with the
     all-reduced gradient, and it is the full-logits path's (lm_head included)."""
