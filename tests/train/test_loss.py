@@ -3,6 +3,7 @@ full-logits cross-entropy (`benchmarks.bench_loss.full_logits_loss`, raysft's lo
 and `model.attn_implementation` picks the kernel the model loads with."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,13 +167,18 @@ def test_packed_sdpa_gives_the_loss_and_gradients_of_sdpa_on_packed_and_padded_b
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
-def _ddp_worker(rank, world, port, out_dir):
+def _ddp_worker(rank, world, out_dir):
+    import datetime
     import os
+    import socket
 
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    if "lo" in {name for _, name in socket.if_nameindex()}:
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # not whatever the hostname resolves to (a CI box's may be unreachable)
+    # A file rendezvous: no port to pick and hand over (a free port found, closed, then taken by another test).
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     torch.set_num_threads(1)
     from benchmarks.bench_loss import _packed_batch
 
@@ -188,18 +194,20 @@ def _ddp_worker(rank, world, port, out_dir):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)  # about 8 s alone; a gloo rendezvous that hangs (seen once under load) must not eat CI's budget
 def test_ddp_syncs_the_same_gradients_as_the_full_logits_path(tmp_path):
     """2 gloo workers, a full fine-tune: the forward goes through DDP's wrapper, so each rank ends with the
     all-reduced gradient, and it is the full-logits path's (lm_head included)."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    # Daemon workers, stopped here whatever happens: a worker left hanging would keep pytest from exiting.
+    workers = mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=False, daemon=True)
+    try:
+        deadline = time.monotonic() + 180  # about 8 s alone
+        while not workers.join(timeout=1):
+            assert time.monotonic() < deadline, "the 2 gloo workers did not finish in 180 s"
+    finally:
+        for process in workers.processes:
+            process.kill()
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     for name, old in ranks[0]["old"].items():
         torch.testing.assert_close(ranks[0]["new"][name], old, rtol=1e-4, atol=1e-6)
