@@ -41,7 +41,7 @@ from typing import Iterator, Union
 
 from raysft.data.errors import DataError
 
-__all__ = ["ERROR_CODES", "ROLES", "RecordError", "first_char", "iter_json_array_bytes", "iter_raw", "parse_line", "to_conversation", "tools_of", "load_conversations"]
+__all__ = ["BOM", "ERROR_CODES", "ROLES", "RecordError", "SNIFF_BYTES", "first_char", "iter_json_array_bytes", "iter_raw", "parse_line", "to_conversation", "tools_of", "load_conversations"]
 
 ROLES = ("system", "user", "assistant", "tool")
 ERROR_CODES = (
@@ -57,11 +57,11 @@ ERROR_CODES = (
     "last_not_assistant",
 )
 
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 # Role names of other chat formats (ShareGPT, Gemini) that difflib cannot match by spelling.
 _ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 _JSON_WS = re.compile(r"[ \t\r\n]*")
-_SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = 64 * 1024  # bytes read at a time when looking ahead in a file
 _BATCH_ROWS = 1024
 
 
@@ -127,20 +127,20 @@ def iter_raw(path: Union[str, Path]) -> Iterator[tuple[int, object]]:
 
 def first_char(f) -> bytes:
     """The first non-whitespace byte after an optional BOM (b"" for a blank file), read from the start of `f`."""
-    head = f.read(_SNIFF_BYTES)
-    while head and not head.removeprefix(_BOM).lstrip():
-        more = f.read(_SNIFF_BYTES)
+    head = f.read(SNIFF_BYTES)
+    while head and not head.removeprefix(BOM).lstrip():
+        more = f.read(SNIFF_BYTES)
         if not more:
             break
         head = more
-    return head.removeprefix(_BOM).lstrip()[:1]
+    return head.removeprefix(BOM).lstrip()[:1]
 
 
 def _iter_jsonl(f) -> Iterator[tuple[int, object]]:
     with f:
         # Binary mode: bad bytes on one line become one finding instead of an exception for the file.
         for number, raw in enumerate(f, 1):
-            if number == 1 and raw.startswith(_BOM):
+            if number == 1 and raw.startswith(BOM):
                 raw = raw[3:]
             if raw.strip():
                 yield number, parse_line(raw)

@@ -16,13 +16,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysft.data.errors import DataError
-from raysft.data.records import first_char, iter_json_array_bytes, parse_line
+from raysft.data.records import BOM, SNIFF_BYTES, first_char, iter_json_array_bytes, parse_line
 
 __all__ = ["identity", "open_path", "pieces", "read_piece"]
 
 _PIECE_BYTES = 8 << 20  # JSON Lines bytes per piece: enough pieces to keep every CPU busy on a large file
-_BOM = b"\xef\xbb\xbf"
-_SNIFF_BYTES = 64 * 1024
 _ARROW_FILE_ROWS = 1 << 40  # a save_to_disk key is file ordinal * this + row in the file
 
 
@@ -172,7 +170,7 @@ def _read_jsonl_range(fs, p: str, start: int, end: int, wanted: Optional[set]) -
         f.seek(base)
         buf = f.read(end - base)
         while buf and not buf.endswith(b"\n"):  # complete the last line
-            more = f.read(_SNIFF_BYTES)
+            more = f.read(SNIFF_BYTES)
             if not more:
                 break
             cut = more.find(b"\n")
@@ -185,7 +183,7 @@ def _read_jsonl_range(fs, p: str, start: int, end: int, wanted: Optional[set]) -
         stop = len(buf) if nl < 0 else nl + 1
         line_start, raw = base + pos, buf[pos:stop]
         pos = stop
-        if line_start == 0 and raw.startswith(_BOM):
+        if line_start == 0 and raw.startswith(BOM):
             raw = raw[3:]
         if (wanted is None or line_start in wanted) and raw.strip():
             yield line_start, parse_line(raw)
