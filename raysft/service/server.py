@@ -22,7 +22,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,7 +38,6 @@ from raysft.service.leader import Leadership
 from raysft.service.limits import Limits
 from raysft.service.metrics import MetricsInterceptor, ServiceMetrics
 from raysft.service.paths import PathPolicy
-from raysft.service.quota import Quota
 from raysft.service.runner import RayJobsRunner
 from raysft.service.servicer import JobServicer
 from raysft.service.store import Store
@@ -138,8 +137,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
                   allow_remote_code: bool = False, max_workers: int = 64, max_streams_per_client: int = 64,
                   poll_s: float = 0.5, ray_deadline_s: float = 600.0, http_port: Optional[int] = None,
                   webhooks: Optional[WebhookPolicy] = None, webhook_backoff_s: float = 10.0,
-                  tenants: Optional[str | Path] = None, quota_for: Optional[Callable[[str], Quota]] = None
-                  ) -> RunningServer:
+                  tenants: Optional[str | Path] = None) -> RunningServer:
     """Start a job server on `address` (host:port; port 0 picks a free one).
 
     Args:
@@ -167,7 +165,6 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
             that signs each POST; with a secret, this server sends the store's pending deliveries.
         webhook_backoff_s: wait before a failed delivery's first retry; it doubles after each failure.
         tenants: the tenants file (raysft.service.tenants): its tokens, tenants, roles, roots and quotas.
-        quota_for: each tenant's quota, which the admission queue enforces (default: the tenants file's).
 
     Raises:
         ValueError: a non-loopback address without a token, only one of cert / key, a bad storage prefix, or a
@@ -194,7 +191,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         cluster = LocalRayCluster(jobs_dir / ".ray-cluster.json")
         ray_address = cluster.start()
     runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
-    admission = Admission(limits.max_running_jobs, quota_for or (members.quota if members else None))
+    admission = Admission(limits.max_running_jobs, members.quota if members else None)
     supervisor = Supervisor(store, runner, poll_s=poll_s, ray_deadline_s=ray_deadline_s,
                             on_event_lag=metrics.observe_event_lag, admission=admission)
     jobs = Jobs(store, runner, supervisor, paths, allow_remote_code=allow_remote_code, limits=limits, webhooks=webhooks,

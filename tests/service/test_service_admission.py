@@ -11,6 +11,7 @@ import time
 
 import grpc
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
 from raysft.service.admission import Admission, queue_order
@@ -22,6 +23,7 @@ from raysft.service.server import create_server
 from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.store import JobRecord, NewEvent, QueueEntry, Store
+from raysft.service.tenants import hash_token
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
@@ -149,11 +151,18 @@ def test_a_job_held_back_by_its_tenants_quota_does_not_block_the_server_cap_for_
 # ------------------------------------------------------------------------------------ the RPCs
 
 
+TEAM = (("authorization", "Bearer team-submitter-token-0001"),)
+
+
 @pytest.fixture
 def queue_server(db_url, tmp_path):
-    quotas = {"default": Quota(max_queued_jobs=3, max_workers=4)}
+    """A server whose tenants file gives tenant `team` (a submitter token: TEAM) 3 queued jobs and 4 workers."""
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(yaml.safe_dump({"tenants": {"team": {
+        "tokens": [{"sha256": hash_token("team-submitter-token-0001"), "role": "submitter"}],
+        "quota": {"max_queued_jobs": 3, "max_workers": 4}}}}))
     server = create_server("127.0.0.1:0", db_url=db_url, token=TOKEN, ray_address=NO_RAY, allowed_roots=[str(tmp_path)],
-                           limits=HOLD, quota_for=lambda tenant: quotas.get(tenant, Quota()))
+                           limits=HOLD, tenants=str(tenants))
     yield server
     server.stop(grace_s=0)
 
@@ -162,11 +171,11 @@ def _stub(server):
     return jobs_pb2_grpc.JobServiceStub(grpc.insecure_channel(server.address))
 
 
-def _create(stub, *, validate_only=False, priority=None, workers=1):
+def _create(stub, *, validate_only=False, priority=None, workers=1, who=TEAM):
     spec = {"model": {"name_or_path": "model"}, "data": {"train": ["data.jsonl"]}, "scaling": {"num_workers": workers},
             "train": {"micro_batch_size": 1, "global_batch_size": 20}}
     request = jobs_pb2.CreateJobRequest(spec=spec_to_proto(spec), validate_only=validate_only, priority=priority)
-    return stub.CreateJob(request, metadata=AUTH, timeout=30)
+    return stub.CreateJob(request, metadata=who, timeout=30)
 
 
 def _refusal(call) -> grpc.RpcError:
@@ -176,27 +185,27 @@ def _refusal(call) -> grpc.RpcError:
 
 
 def test_jobs_show_their_queue_position_and_priority(queue_server):
-    put_job(queue_server, "low", JobState.QUEUED, priority=2)
-    put_job(queue_server, "high", JobState.QUEUED, priority=8)
-    put_job(queue_server, "running", JobState.RUNNING)
+    put_job(queue_server, "low", JobState.QUEUED, priority=2, tenant="team")
+    put_job(queue_server, "high", JobState.QUEUED, priority=8, tenant="team")
+    put_job(queue_server, "running", JobState.RUNNING, tenant="team")
     stub = _stub(queue_server)
     got = {j.id: (j.queue_position, j.priority)
-           for j in stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=AUTH, timeout=30).jobs}
+           for j in stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=TEAM, timeout=30).jobs}
     assert got == {"high": (1, 8), "low": (2, 2), "running": (0, 5)}
-    assert stub.GetJob(jobs_pb2.GetJobRequest(job_id="low"), metadata=AUTH, timeout=30).queue_position == 2
-    stub.CancelJob(jobs_pb2.CancelJobRequest(job_id="high"), metadata=AUTH, timeout=30)
-    assert stub.GetJob(jobs_pb2.GetJobRequest(job_id="low"), metadata=AUTH, timeout=30).queue_position == 1
+    assert stub.GetJob(jobs_pb2.GetJobRequest(job_id="low"), metadata=TEAM, timeout=30).queue_position == 2
+    stub.CancelJob(jobs_pb2.CancelJobRequest(job_id="high"), metadata=TEAM, timeout=30)
+    assert stub.GetJob(jobs_pb2.GetJobRequest(job_id="low"), metadata=TEAM, timeout=30).queue_position == 1
     metrics = generate_latest(queue_server.metrics.registry).decode().splitlines()
     assert "raysft_queue_length 1.0" in metrics
 
 
 def test_a_tenant_over_its_queued_jobs_quota_is_refused_naming_it(queue_server):
     for i in range(3):
-        put_job(queue_server, f"waiting-{i}", JobState.QUEUED)
+        put_job(queue_server, f"waiting-{i}", JobState.QUEUED, tenant="team")
     err = _refusal(lambda: _create(_stub(queue_server)))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "tenant default has 3 queued jobs (quota max_queued_jobs: 3)" in err.details(), err.details()
-    assert queue_server.store.count_jobs(tenant="default", states=(JobState.QUEUED,)) == 3
+    assert "tenant team has 3 queued jobs (quota max_queued_jobs: 3)" in err.details(), err.details()
+    assert queue_server.store.count_jobs(tenant="team", states=(JobState.QUEUED,)) == 3
 
 
 def test_create_job_bounds_priority_and_a_tenants_workers(queue_server):
@@ -207,7 +216,7 @@ def test_create_job_bounds_priority_and_a_tenants_workers(queue_server):
         assert f"priority: must be 0 – 9 (got {priority})" in err.details()
     err = _refusal(lambda: _create(stub, validate_only=True, workers=5))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "scaling.num_workers: needs 5 workers, over tenant default's quota of 4 (max_workers)" in err.details()
+    assert "scaling.num_workers: needs 5 workers, over tenant team's quota of 4 (max_workers)" in err.details()
     assert _create(stub, validate_only=True, priority=0).priority == 0
     assert _create(stub, validate_only=True).priority == 5  # unset
 
