@@ -23,13 +23,14 @@ from raysft.data.errors import DataError
 from raysft.data.records import RecordError, iter_raw, to_conversation, tools_of
 from raysft.data.template import encode_conversation
 
-__all__ = ["preview_lines", "preview_main"]
+__all__ = ["label_spans", "preview_lines", "preview_main"]
 
 _ON, _OFF = "\033[30;42m", "\033[0m"  # black on green, as `axolotl preprocess --debug` colours labels
 _PLAIN_ON, _PLAIN_OFF = "⟦", "⟧"
 
 
-def _spans(labels: list[int]) -> list[tuple[int, int]]:
+def label_spans(labels: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each run of trained tokens (labels other than -100)."""
     out, start = [], None
     for k, label in enumerate(labels + [-100]):
         if label != -100 and start is None:
@@ -64,7 +65,7 @@ def preview_lines(path: Union[str, Path], tokenizer, *, loss_on: str = "assistan
             continue
         examples = []
         for e in result.examples:
-            spans = _spans(e["labels"])
+            spans = label_spans(e["labels"])
             examples.append({"input_ids": e["input_ids"], "labels": e["labels"],
                              "prompt_text": tokenizer.decode(e["input_ids"][: spans[0][0]]),
                              "trained_text": [tokenizer.decode(e["input_ids"][a:b]) for a, b in spans]})
@@ -73,7 +74,7 @@ def preview_lines(path: Union[str, Path], tokenizer, *, loss_on: str = "assistan
 
 def _highlighted(tokenizer, example: dict, on: str, off: str) -> str:
     ids, out, pos = example["input_ids"], [], 0
-    for a, b in _spans(example["labels"]):
+    for a, b in label_spans(example["labels"]):
         out += [tokenizer.decode(ids[pos:a]), on + tokenizer.decode(ids[a:b]) + off]
         pos = b
     out.append(tokenizer.decode(ids[pos:]))

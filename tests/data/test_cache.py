@@ -13,22 +13,15 @@ from raysft.data.cache import cache_key, open_entry
 from raysft.data.errors import DataError
 from raysft.data.pipeline import prepare_data
 from raysft.data.prepare import prepare_cached
-
-
-def _write(path, labels, prefix):
-    with open(path, "w", encoding="utf-8") as f:
-        for i, lab in enumerate(labels):
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"{prefix} question {i}"},
-                                             {"role": "assistant", "content": lab}]}) + "\n")
-    return str(path)
+from data_helpers import write_conversations
 
 
 @pytest.fixture
 def setup(tmp_path, chat_tokenizer):
     tok_dir = tmp_path / "tok"
     chat_tokenizer.save_pretrained(tok_dir)
-    domain = _write(tmp_path / "domain.jsonl", ["yes", "no"] * 400, "domain")
-    general = _write(tmp_path / "general.jsonl", ["hello there"] * 300, "general")
+    domain = write_conversations(tmp_path / "domain.jsonl", ["yes", "no"] * 400, "domain")
+    general = write_conversations(tmp_path / "general.jsonl", ["hello there"] * 300, "general")
     spec = load_spec({"model": {"name_or_path": "x"}, "data": {
         "train": [domain], "mix": [{"path": general, "ratio": 0.2}], "validation_split": 0.1, "max_seq_len": 64,
         "template_date": "2026-03-01"}})

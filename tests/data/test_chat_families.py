@@ -12,6 +12,7 @@ import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from raysft.data.preview import label_spans
 from raysft.data.render import Renderer
 from raysft.data.template import encode_conversation, encode_dataset, encode_final_turn
 
@@ -73,18 +74,6 @@ def tokenizer_for(family: str) -> PreTrainedTokenizerFast:
     return _CACHE[family]
 
 
-def _spans(example) -> list[tuple[int, int]]:
-    """(start, end) of each run of labelled tokens."""
-    out, start = [], None
-    for k, label in enumerate(example["labels"] + [-100]):
-        if label != -100 and start is None:
-            start = k
-        elif label == -100 and start is not None:
-            out.append((start, k))
-            start = None
-    return out
-
-
 def _served(tokenizer, messages, tools=None) -> list[int]:
     renderer = Renderer(tokenizer)
     prepared = [renderer._prepare(m) for m in messages]
@@ -103,7 +92,7 @@ def _check(family, messages, *, loss_on="assistant", tools=None, tokenizer=None)
     assert result.status == "ok", result
     trained = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     trained = trained[-1:] if loss_on == "last_assistant" else trained
-    spans = [(e, s) for e in result.examples for s in _spans(e)]
+    spans = [(e, s) for e in result.examples for s in label_spans(e["labels"])]
     assert len(spans) == len(trained)
     end_of_turn = SOURCES[family]["end_of_turn"] or SOURCES[family]["eos"]
     decoded = []
@@ -176,11 +165,11 @@ def test_tool_calls(family):
     tokenizer = tokenizer_for(family)
     result = encode_conversation(tokenizer, messages, max_seq_len=4096, tools=TOOLS)
     assert result.status == "ok", result
-    spans = [tokenizer.decode(e["input_ids"][s:t]) for e in result.examples for s, t in _spans(e)]
+    spans = [tokenizer.decode(e["input_ids"][s:t]) for e in result.examples for s, t in label_spans(e["labels"])]
     assert len(spans) == 2 and "get_order" in spans[0] and "4412" in spans[0]
     assert "in transit" not in spans[0] + spans[1].replace("Order 4412 is in transit.", "")  # results never trained
     for e in result.examples:
-        for s, _ in _spans(e):
+        for s, _ in label_spans(e["labels"]):
             turn = 1 if "get_order" in tokenizer.decode(e["input_ids"][s:]) else 3
             assert e["input_ids"][:s] == _served(tokenizer, messages[:turn], TOOLS)
 
@@ -229,7 +218,7 @@ def test_weight_zero_turn_is_context():
     _, decoded = _check("llama-3.2", messages, loss_on="last_assistant")
     assert decoded == ["shipping<|eot_id|>"]
     result = encode_conversation(tokenizer_for("llama-3.2"), messages, max_seq_len=4096)
-    assert len(_spans(result.examples[0])) == 1
+    assert len(label_spans(result.examples[0]["labels"])) == 1
 
 
 def test_the_date_is_fixed_per_run():

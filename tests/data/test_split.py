@@ -1,6 +1,5 @@
 """Validation split, stratification, multi-task weights and mixing, and the realised composition."""
 
-import json
 import random
 from collections import Counter
 
@@ -10,6 +9,7 @@ from raysft.config import load_spec
 from raysft.data.errors import DataError
 from raysft.data.pipeline import prepare_data
 from raysft.data.split import apply_weight, mix_counts, split_validation, stratum_of
+from data_helpers import write_conversations
 
 
 def _items(labels):
@@ -51,18 +51,10 @@ def test_weights_and_mix_counts():
     assert mix_counts(70, [0.2, 0.1]) == [20, 10]
 
 
-def _write(path, labels, prefix):
-    with open(path, "w", encoding="utf-8") as f:
-        for i, lab in enumerate(labels):
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"{prefix} question {i}"},
-                                             {"role": "assistant", "content": lab}]}) + "\n")
-    return str(path)
-
-
 def test_prepare_data_reports_the_realised_composition(tmp_path, chat_tokenizer):
-    domain = _write(tmp_path / "domain.jsonl", ["yes", "no"] * 40, "domain")
-    task2 = _write(tmp_path / "task2.jsonl", ["maybe"] * 20, "task")
-    general = _write(tmp_path / "general.jsonl", ["hello there"] * 30, "general")
+    domain = write_conversations(tmp_path / "domain.jsonl", ["yes", "no"] * 40, "domain")
+    task2 = write_conversations(tmp_path / "task2.jsonl", ["maybe"] * 20, "task")
+    general = write_conversations(tmp_path / "general.jsonl", ["hello there"] * 30, "general")
     spec = load_spec({"model": {"name_or_path": "x"}, "data": {
         "train": [domain, {"path": task2, "weight": 2}], "validation_split": 0.1, "stratify_by": "assistant",
         "mix": [{"path": general, "ratio": 0.2}], "max_seq_len": 64}})
@@ -81,7 +73,7 @@ def test_prepare_data_reports_the_realised_composition(tmp_path, chat_tokenizer)
 
 
 def test_prepare_data_fails_when_nothing_is_trainable(tmp_path, chat_tokenizer):
-    path = _write(tmp_path / "d.jsonl", ["a long answer " * 20] * 5, "q")
+    path = write_conversations(tmp_path / "d.jsonl", ["a long answer " * 20] * 5, "q")
     spec = load_spec({"model": {"name_or_path": "x"}, "data": {"train": [path], "max_seq_len": 8, "validation_split": 0}})
     with pytest.raises(DataError, match="no train example is left"):
         prepare_data(spec.data, chat_tokenizer, seed=0)
@@ -95,7 +87,7 @@ def test_prepare_data_fixes_the_template_date_and_records_it(tmp_path, chat_toke
     import datetime
 
     spec = load_spec({"model": {"name_or_path": "x"}, "data": {
-        "train": [_write(tmp_path / "d.jsonl", ["yes", "no"] * 10, "d")], "validation_split": 0.1}})
+        "train": [write_conversations(tmp_path / "d.jsonl", ["yes", "no"] * 10, "d")], "validation_split": 0.1}})
     tokenizer = copy.deepcopy(chat_tokenizer)  # a system line with today's date, as Llama 3.2 writes one
     tokenizer.chat_template = "<|im_start|>system\n{{ strftime_now('%d %b %Y') }}<|im_end|>\n" + chat_tokenizer.chat_template
     dated = [spec.data.model_copy(update={"template_date": datetime.date(2026, 3, day)}) for day in (1, 1, 2)]

@@ -2,34 +2,18 @@
 TensorBoard event files read back with tensorboard's reader, W&B offline run files; one run across a resume."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-import ray
 
 from raysft.config import SpecError, load_spec, parse_spec
 from raysft.local_ray import free_port
-from raysft.model.tiny import init_tiny
-from raysft.train.launcher import connect_ray, run_training
+from raysft.train.launcher import run_training
 from raysft.train.records import read_jsonl
 from raysft.train.tracking import TRACKING_FILE, Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    connect_ray(num_cpus=2, configure_logging=False)
-    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, local_ray):
-    return str(init_tiny(tmp_path_factory.mktemp("base"), TRAIN, vocab_size=512, hidden_size=64, layers=2))
 
 
 def _spec(base, out, tracking, steps, **sections):

@@ -10,31 +10,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-import ray
 import torch
 from safetensors.torch import load_file
 
 from raysft.config import load_spec
-from raysft.model.tiny import init_tiny
-from raysft.train.launcher import RunError, connect_ray, run_training
+from raysft.train.launcher import RunError, run_training
 from raysft.train.records import read_jsonl
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    connect_ray(num_cpus=2, configure_logging=False)  # the embedded default, dashboard included
-    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, local_ray):
-    return str(init_tiny(tmp_path_factory.mktemp("base"), TRAIN, vocab_size=512, hidden_size=64, layers=2))
 
 
 def _spec(base, out, **over):
