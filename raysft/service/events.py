@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Callable, Optional
 
-from raysft.service.eventlines import MAX_TEXT, check_event, checkpoint_prefix
+from raysft.service.eventlines import MAX_SEQ, MAX_TEXT, check_event, checkpoint_prefix
 from raysft.service.states import JobState, check_transition
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent
 
@@ -41,43 +41,73 @@ def transition(job: JobRecord, to: JobState, reason: str, *, level: str = "info"
 
 
 def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], records: list[dict],
-                         keep_last: int, keep_best_by: str, *, now: Optional[float] = None) -> list[NewEvent]:
+                         keep_last: int, keep_best_by: str, *, now: Optional[float] = None,
+                         cross_gap: Callable[[int], bool] = lambda missing: False) -> list[NewEvent]:
     """Take in training event records: update progress and checkpoints, and return the events to store.
 
-    Each record is checked first (eventlines.check_event): a bad one becomes an `event_rejected` warning and
-    is skipped. Records at or below the highest `seq` already taken in are dropped, as is everything once the
-    job is terminal (its terminal event stays the last one). Once a job holds MAX_TRAINING_EVENTS events its
-    training events still move progress and checkpoints but are no longer stored (one warning says so).
+    Records are taken in `seq` order; those at or below the highest `seq` already taken in are dropped, as is
+    everything once the job is terminal (its terminal event stays the last one). A record that skips a `seq`
+    (`last_source_seq` + 1 is missing: a line lost on its way) stops the taking, so that a read of the log from
+    its start can still bring the missing one, unless `cross_gap(first missing seq)` says the gap is for good:
+    then an `events_missing` warning names it. The first record of an attempt may have any `seq`.
+
+    Each record is checked (eventlines.check_event): a bad one becomes an `event_rejected` warning and is
+    skipped. Once a job holds MAX_TRAINING_EVENTS events its training events still move progress and
+    checkpoints but are no longer stored (one warning says so).
     """
     out: list[NewEvent] = []
     if job.state.terminal:
         return out
     now = now or time.time()
-    prefix, checked = checkpoint_prefix(job.spec), []
+    prefix, in_order = checkpoint_prefix(job.spec), []
     for record in records:
+        seq = record.get("seq")
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ else None
+        if seq is not None and seq <= job.last_source_seq:
+            continue  # taken in (or rejected) before: a re-read log repeats it
         clean, problem = check_event(record, ckpt_prefix=prefix, now=now)
-        if clean is None:
-            _bounded(job, out, NewEvent("warning", "event_rejected", f"a training event was skipped: {problem}"[:MAX_TEXT],
-                                        {"reason": problem[:MAX_TEXT]}, now))
+        if seq is None:  # no place in the order: rejected (check_event says why)
+            _rejected(job, out, problem, now)
         else:
-            checked.append(clean)
-    for record in sorted(checked, key=lambda r: r["seq"]):
-        if record["seq"] <= job.last_source_seq:
+            in_order.append((seq, clean, problem))
+    for seq, clean, problem in sorted(in_order, key=lambda r: r[0]):
+        last = job.last_source_seq
+        if seq <= last:
             continue
-        if job.state == JobState.STARTING:  # training is under way before the status poll noticed
-            out.append(transition(job, JobState.RUNNING, "the Ray job is running"))
-        job.last_source_seq = record["seq"]
-        kind, data, when = record["type"], record["data"], record["time"]
-        _bounded(job, out, NewEvent(record["level"], kind, record["message"], data, when))
-        _progress(job.progress, kind, data, when)
-        if kind == "checkpoint_saved":
-            step = data["step"]
-            metrics = {k: v for k, v in data.items() if k not in ("step", "uri")}
-            ckpts[step] = CheckpointRecord(job.id, step, data["uri"], metrics, when, False, len(ckpts))
-            for gone in retain(ckpts, keep_last, keep_best_by):
-                _bounded(job, out, NewEvent("info", "checkpoint_pruned", f"checkpoint at step {gone.step} pruned "
-                                            f"(keep_last {keep_last})", {"step": gone.step, "uri": gone.uri}, when))
+        if last and seq > last + 1:
+            if not cross_gap(last + 1):
+                break
+            _bounded(job, out, NewEvent("warning", "events_missing", f"training events {last + 1}–{seq - 1} never reached "
+                                        "the server (lost from the job's log); the run's events.jsonl has them",
+                                        {"first": last + 1, "last": seq - 1}, now))
+        if clean is None:
+            _rejected(job, out, problem, now)
+            job.last_source_seq = seq
+        else:
+            _take(job, ckpts, out, clean, keep_last, keep_best_by)
     return out
+
+
+def _rejected(job: JobRecord, out: list[NewEvent], problem: str, now: float) -> None:
+    _bounded(job, out, NewEvent("warning", "event_rejected", f"a training event was skipped: {problem}"[:MAX_TEXT],
+                                {"reason": problem[:MAX_TEXT]}, now))
+
+
+def _take(job: JobRecord, ckpts: dict[int, CheckpointRecord], out: list[NewEvent], record: dict,
+          keep_last: int, keep_best_by: str) -> None:
+    if job.state == JobState.STARTING:  # training is under way before the status poll noticed
+        out.append(transition(job, JobState.RUNNING, "the Ray job is running"))
+    job.last_source_seq = record["seq"]
+    kind, data, when = record["type"], record["data"], record["time"]
+    _bounded(job, out, NewEvent(record["level"], kind, record["message"], data, when))
+    _progress(job.progress, kind, data, when)
+    if kind == "checkpoint_saved":
+        step = data["step"]
+        metrics = {k: v for k, v in data.items() if k not in ("step", "uri")}
+        ckpts[step] = CheckpointRecord(job.id, step, data["uri"], metrics, when, False, len(ckpts))
+        for gone in retain(ckpts, keep_last, keep_best_by):
+            _bounded(job, out, NewEvent("info", "checkpoint_pruned", f"checkpoint at step {gone.step} pruned "
+                                        f"(keep_last {keep_last})", {"step": gone.step, "uri": gone.uri}, when))
 
 
 def _bounded(job: JobRecord, out: list[NewEvent], event: NewEvent) -> None:

@@ -25,6 +25,7 @@ another server (a standby) queues reach the admission loop through its poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -35,7 +36,7 @@ from typing import Callable, Optional
 from raysft.config import SpecError, parse_spec
 from raysft.service.admission import Admission
 from raysft.service.errors import NotFound, Unavailable
-from raysft.service.eventlines import LineSplitter, job_event_key, parse_event_line
+from raysft.service.eventlines import MAX_SEQ, LineSplitter, job_event_key, parse_event_line
 from raysft.service.events import take_training_events, transition
 from raysft.service import failures
 from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected, ray_submission_id
@@ -303,35 +304,48 @@ class Supervisor:
         return [r for r in (parse_event_line(line, key) for line in lines) if r is not None]
 
     async def _tail(self, job_id: str, ray_id: str, keep: tuple) -> None:
+        seen_gap = 0  # the first missing seq of a gap met once: met again on a read from the log's start, it is crossed
         while not self._stopping.is_set():
             lines = LineSplitter()
             try:
-                async for chunk in self.runner.tail(ray_id):
-                    records = self.records(job_id, lines.feed(chunk))
-                    if records:
-                        await asyncio.to_thread(self.take, job_id, records, keep)
-                return  # the websocket fallback ends when the job does
+                async with contextlib.aclosing(self.runner.tail(ray_id)) as stream:
+                    async for chunk in stream:
+                        records = self.records(job_id, lines.feed(chunk))
+                        missing = records and await asyncio.to_thread(self.take, job_id, records, keep, seen_gap)
+                        if missing:  # a line lost on its way, perhaps: read the log again from its start
+                            log.info("job %s: training event %d is missing from the log; reading it again", job_id, missing)
+                            seen_gap = missing
+                            break
+                    else:
+                        return  # the websocket fallback ends when the job does
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not started yet, or a dropped connection: again from the start
                 log.debug("job %s: log follower interrupted (%s); reconnecting", job_id, exc)
                 await asyncio.sleep(1.0)
 
-    def take(self, job_id: str, records: list[dict], keep: tuple) -> None:
-        """Take a job's event records into the store; keep = (checkpoint.keep_last, checkpoint.keep_best_by)."""
+    def take(self, job_id: str, records: list[dict], keep: tuple, cross_gap_at: Optional[int] = None) -> int:
+        """Take a job's event records into the store; keep = (checkpoint.keep_last, checkpoint.keep_best_by).
+
+        Returns the first missing seq when records past a gap were held back (0 when none were): only a gap
+        at `cross_gap_at` is crossed, or every gap with `cross_gap_at` -1 (the whole log of an ended attempt).
+        """
         worker_times: list[float] = []
 
         def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
-            new = take_training_events(job, ckpts, records, *keep)
+            new = take_training_events(job, ckpts, records, *keep, cross_gap=lambda seq: cross_gap_at in (seq, -1))
             # Events of worker records carry the worker's time; the server's own (a rejection) carry none or now.
-            worker_times[:] = [e.time for e in new if e.time is not None and e.type != "event_rejected"]
+            worker_times[:] = [e.time for e in new if e.time is not None and e.type not in ("event_rejected", "events_missing")]
             return new
 
-        self.store.update(job_id, change)
+        job, _ = self.store.update(job_id, change)
         if self._on_event_lag is not None:
             stored = time.time()
             for t in worker_times:
                 self._on_event_lag(stored - t)
+        held = not job.state.terminal and any(isinstance(r.get("seq"), int) and job.last_source_seq < r["seq"] <= MAX_SEQ
+                                              for r in records)
+        return job.last_source_seq + 1 if held else 0
 
     async def _drain(self, tail: asyncio.Task, job_id: str, ray_id: str, keep: tuple) -> str:
         """Take in every event of an ended attempt; returns its whole log ("" when Ray no longer has it)."""
@@ -343,7 +357,7 @@ class Supervisor:
             return ""
         records = self.records(job_id, text.splitlines())
         if records:
-            self.take(job_id, records, keep)
+            self.take(job_id, records, keep, cross_gap_at=-1)  # the whole log: what it lacks is lost
         return text
 
     def _finish(self, job_id: str, attempt: int, ray_id: str, info: RayJobInfo, logs: str) -> bool:

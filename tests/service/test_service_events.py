@@ -186,3 +186,32 @@ def test_training_events_of_a_starting_job_first_mark_it_running():
     events = take_training_events(job, {}, [parse(_line(1, "started", {"total_steps": 3}))], 2, "eval_loss")
     assert [(e.type, e.data.get("to")) for e in events] == [("state_changed", "RUNNING"), ("started", None)]
     assert job.state == JobState.RUNNING and job.started_at is not None
+
+
+def _steps(*seqs):
+    return [_record(s, "metrics", {"step": s}) for s in seqs]
+
+
+def test_a_record_past_a_missing_seq_waits_until_the_line_turns_up_or_is_called_lost():
+    job = _job()
+    take_training_events(job, {}, _steps(1, 2), 2, "eval_loss")
+    assert take_training_events(job, {}, _steps(4, 5), 2, "eval_loss") == []  # 3 lost on its way, perhaps
+    assert (job.last_source_seq, job.progress["step"]) == (2, 2)
+    events = take_training_events(job, {}, _steps(1, 2, 3, 4, 5), 2, "eval_loss")  # the log read again has it
+    assert [e.data["step"] for e in events] == [3, 4, 5]
+    events = take_training_events(job, {}, _steps(7, 8), 2, "eval_loss", cross_gap=lambda missing: missing == 6)
+    assert [(e.type, e.level) for e in events] == [("events_missing", "warning"), ("metrics", "info"), ("metrics", "info")]
+    assert events[0].data == {"first": 6, "last": 6} and "training events 6–6 never reached the server" in events[0].message
+    assert (job.last_source_seq, job.progress["step"]) == (8, 8)
+
+
+def test_a_new_attempts_first_record_may_have_any_seq():
+    job = _job()
+    assert [e.data["step"] for e in take_training_events(job, {}, _steps(41, 42), 2, "eval_loss")] == [41, 42]
+
+
+def test_a_rejected_record_holds_its_place_and_is_reported_once_when_the_log_is_read_again():
+    job = _job()
+    records = _steps(1) + [_record(2, "metrics", {"step": 2, "train_loss": float("nan")})] + _steps(3)
+    assert [e.type for e in take_training_events(job, {}, records, 2, "eval_loss")] == ["metrics", "event_rejected", "metrics"]
+    assert take_training_events(job, {}, records, 2, "eval_loss") == [] and job.last_source_seq == 3

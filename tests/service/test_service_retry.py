@@ -3,6 +3,7 @@ max_attempts over real gRPC (the offline server), the store upgrade, and the sup
 unreachable Ray (a real runner pointed at a port where nothing listens). Real Ray jobs that are killed, retried,
 cancelled and resumed: test_service_integration.py."""
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from raysft.service.states import JobState
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
 from raysft.service.supervisor import Supervisor
 from raysft.service.v1 import jobs_pb2
+from raysft.train.records import event_line
 from service_helpers import AUTH, NO_RAY, TOKEN, put_job
 
 _SPEC = {"model": {"name_or_path": "model"}, "data": {"train": ["data.jsonl"]}}
@@ -172,4 +174,57 @@ def test_ray_unreachable_past_the_deadline_retries_a_job_with_attempts_left_and_
     assert "Ray stayed unreachable for over 0.5 s" in moved.message and "retrying as attempt 2 of 2" in moved.message
     assert (last.state, last.attempt, last.error_code, last.error_kind) == (JobState.FAILED, 1, "UNAVAILABLE", "SYSTEM")
     assert [e.type for e in store.events("dl-last")][-2:] == ["error", "state_changed"]
+    store.close()
+
+
+class _LogReplay(RayJobsRunner):
+    """A Ray job whose log follower gets `reads[k]` on its k-th read from the start; the job succeeds once the
+    last read was taken in, and Ray keeps no log after it (what the follower read is all there is)."""
+
+    def __init__(self):
+        super().__init__(NO_RAY, timeout_s=1)
+        self.reads, self.calls, self.read_through = [], 0, False
+
+    async def tail(self, job_id: str, lines: int = -1):
+        text = self.reads[min(self.calls, len(self.reads) - 1)]
+        self.calls += 1
+        for line in text.splitlines(keepends=True):
+            yield line
+        self.read_through = self.calls >= len(self.reads)  # the consumer asked past the last line: it took them all
+        while True:
+            await asyncio.sleep(0.05)
+
+    def info(self, job_id: str) -> RayJobInfo:
+        return RayJobInfo("SUCCEEDED", "", 0) if self.read_through else RayJobInfo("RUNNING", "", None)
+
+    def logs(self, job_id: str) -> str:
+        return ""
+
+
+@pytest.mark.parametrize("second_read_has_it", [True, False])
+def test_an_event_line_missing_from_a_log_read_is_read_again_and_only_then_called_lost(tmp_path, second_read_has_it):
+    store = Store(f"sqlite:///{tmp_path}/jobs.db")
+    store.create_job(JobRecord(id="gap", kind="train", spec={**_SPEC, "output_dir": str(tmp_path / "gap")},
+                               state=JobState.RUNNING, submitted_at=time.time()),
+                     [NewEvent("info", "state_changed", "→ RUNNING", {"from": "", "to": "RUNNING"})])
+    runner = _LogReplay()
+    supervisor = Supervisor(store, runner, poll_s=0.05)
+    key = supervisor.event_key("gap")
+    lines = {s: event_line(key, {"seq": s, "time": "2026-01-01T00:00:00+00:00", "level": "info", "type": "metrics",
+                                 "message": f"step {s}", "data": {"step": s}}) + "\n" for s in range(1, 6)}
+    lossy = "".join(v for s, v in lines.items() if s != 3)
+    runner.reads = [lossy, "".join(lines.values()) if second_read_has_it else lossy]
+    supervisor.start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not store.get_job("gap").state.terminal:
+            time.sleep(0.05)
+    finally:
+        supervisor.stop()
+    events = [(e.type, e.data.get("step")) for e in store.events("gap") if e.type in ("metrics", "events_missing")]
+    assert store.get_job("gap").state == JobState.SUCCEEDED and runner.calls == 2
+    if second_read_has_it:
+        assert events == [("metrics", s) for s in range(1, 6)]
+    else:
+        assert events == [("metrics", 1), ("metrics", 2), ("events_missing", None), ("metrics", 4), ("metrics", 5)]
     store.close()
