@@ -45,9 +45,8 @@ def bases(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.mark.parametrize("task, method, floor", [
-    ("tickets", "lora", 0.9), ("tickets", "qlora", 0.85), ("intents", "lora", 0.9), ("intents", "qlora", 0.85),
-])
+# Each task once and each method once: the four pairs cost CI 3.5 minutes for what two of them show.
+@pytest.mark.parametrize("task, method, floor", [("tickets", "lora", 0.9), ("intents", "qlora", 0.85)])
 def test_fine_tuning_reaches_the_exact_match_floor_on_held_out_data(bases, tmp_path, monkeypatch, task, method, floor):
     monkeypatch.chdir(ROOT)  # the shipped specs name their data relative to the repository
     t, base = TASKS[task], bases[task]

@@ -27,7 +27,7 @@ def ray_head(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cluster = LocalRayCluster(tmp_path / "cluster.json", num_cpus=2)
     yield cluster.start(timeout_s=120), dict(os.environ)
-    cluster.stop(grace_s=60)
+    cluster.stop(grace_s=5)  # a test cluster: no need to let it drain (up to 30 s)
 
 
 def test_ray_job_submit_runs_raysft_train(ray_head, tmp_path):

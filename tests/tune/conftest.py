@@ -30,7 +30,7 @@ def ray_address(tmp_path_factory):
     ray.init(address=cluster.gcs_address, configure_logging=False)
     yield cluster.gcs_address
     ray.shutdown()
-    cluster.stop(grace_s=60)  # it drains for up to 30 s
+    cluster.stop(grace_s=5)  # a test cluster: no need to let it drain (up to 30 s)
     if saved is None:
         os.environ.pop("RAY_TRAIN_ENABLE_PRINT_PATCH")
     else:

@@ -147,7 +147,7 @@ def _tune_cli(args: list[str], ray_address: str, log: Path) -> subprocess.Popen:
 def test_a_killed_campaign_resumes_without_rerunning_finished_trials(ray_address, base_model, campaign_raw, tmp_path):
     out = tmp_path / "campaign"
     tune = {"search_space": {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "model.lora.rank": {"choice": [4, 8]}},
-            "search": "optuna", "scheduler": "none", "num_samples": 3, "max_concurrent_trials": 1}
+            "search": "optuna", "scheduler": "none", "num_samples": 2, "max_concurrent_trials": 1}
     spec_file = tmp_path / "spec.yaml"
     # 40 steps (~3 s of training each) leave time to kill the driver in the middle of the second trial.
     raw = campaign_raw(base_model, out, tune, train={"max_steps": 40}, eval={"every_steps": 4})
@@ -172,17 +172,17 @@ def test_a_killed_campaign_resumes_without_rerunning_finished_trials(ray_address
     resumed = _tune_cli(["--resume", str(out)], ray_address, tmp_path / "resume.log")
     assert resumed.wait(timeout=500) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     summary = json.loads((out / "tune_summary.json").read_text())
-    assert summary["resumed"] and len(summary["trials"]) == 3 and {t["status"] for t in summary["trials"]} == {"completed"}
+    assert summary["resumed"] and len(summary["trials"]) == 2 and {t["status"] for t in summary["trials"]} == {"completed"}
     assert len(_events(first, "started")) == 1 and (first / "summary.json").read_bytes() == first_summary
     assert _events(second, "resumed") and _events(second, "resumed")[0]["data"]["step"] > 0
     steps = [m["step"] for m in read_jsonl(second / "metrics.jsonl") if "train_loss" in m]
     assert steps == list(range(1, 41)), "every step of the interrupted trial appears exactly once"
-    # Optuna's study survived the kill: the trial told before it is still the study's first, and all 3 are told.
+    # Optuna's study survived the kill: the trial told before it is still the study's first, and both are told.
     state = sorted((out / "tune").glob("searcher-state-*.pkl"))[-1]  # named by session start: the resumed one
     study = pickle.loads(state.read_bytes())["_ot_study"]
     first_config = next(t for t in summary["trials"] if t["id"] == first.name)["config"]
     assert study.trials[0].params == first_config
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
 
 
 def _tune_results(trial_tune_dir: Path) -> bool:
