@@ -12,7 +12,8 @@ from raysft.config.errors import SpecError, Violation
 from raysft.config.loading import load_spec, parse_spec, spec_to_yaml
 from raysft.config.overrides import apply_overrides, set_values
 from raysft.config.sections import (CheckpointSpec, DataSource, DataSpec, EarlyStoppingSpec, EvalSpec, GenerateSpec,
-                                    LoraSpec, MixSource, ModelSpec, QuantizationSpec, ScalingSpec, TrainSpec)
+                                    LoraSpec, Metric, MixSource, ModelSpec, QuantizationSpec, ScalingSpec, TrainSpec,
+                                    higher_is_better, score_order)
 from raysft.config.spec import JobSpec
 from raysft.config.tracking import MlflowSpec, TensorBoardSpec, TrackingSpec, WandbSpec
 from raysft.config.tune import SearchDistribution, TuneSpec
@@ -37,6 +38,9 @@ __all__ = [
     "MlflowSpec",
     "TensorBoardSpec",
     "WandbSpec",
+    "Metric",
+    "higher_is_better",
+    "score_order",
     "SpecError",
     "Violation",
     "load_spec",

@@ -13,7 +13,8 @@ from raysft.config.errors import CrossFieldError, Violation
 
 __all__ = [
     "Section", "LoraSpec", "QuantizationSpec", "ModelSpec", "DataSource", "MixSource", "DataSpec", "TrainSpec",
-    "GenerateSpec", "EarlyStoppingSpec", "EvalSpec", "CheckpointSpec", "ScalingSpec", "Name",
+    "GenerateSpec", "EarlyStoppingSpec", "EvalSpec", "CheckpointSpec", "ScalingSpec", "Name", "Metric",
+    "higher_is_better", "score_order",
 ]
 
 
@@ -28,6 +29,19 @@ def _printable(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_printable)]
+
+Metric = Literal["eval_loss", "exact_match"]
+"""What ranks checkpoints, early stopping and trials: the validation loss, or exact match of generated answers."""
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is the better one (exact_match), not a smaller one (eval_loss)."""
+    return metric == "exact_match"
+
+
+def score_order(metric: str) -> Literal["max", "min"]:
+    """`metric`'s direction as Ray Train and Tune spell it."""
+    return "max" if higher_is_better(metric) else "min"
 """A path, URI, hub id or other name: printable characters only."""
 
 
@@ -211,7 +225,7 @@ class CheckpointSpec(Section):
     """Checkpoint every N optimizer steps (always after each evaluation)."""
     keep_last: int = Field(3, gt=0)
     """Checkpoints kept on disk; the rest are pruned (the best is chosen among them)."""
-    keep_best_by: Literal["eval_loss", "exact_match"] = "eval_loss"
+    keep_best_by: Metric = "eval_loss"
     """Metric that ranks checkpoints; the best becomes output_dir/adapter."""
     storage_path: Optional[Name] = None
     """Where Ray keeps checkpoints: a local path or any URI Ray storage accepts (s3://, gs://). Default: output_dir."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from raysft.config.errors import CrossFieldError, Violation, violations
 from raysft.config.overrides import set_values
-from raysft.config.sections import Section
+from raysft.config.sections import Metric, Section, score_order
 
 if TYPE_CHECKING:
     from raysft.config.spec import JobSpec
@@ -68,7 +68,7 @@ class TuneSpec(Section):
     max_concurrent_trials: Optional[int] = Field(None, gt=0)
     """At most this many trials at once, and never more than the cluster fits (each trial needs scaling.num_workers
     × resources_per_worker); the others wait as pending. Default: as many as fit."""
-    metric: Literal["eval_loss", "exact_match"] = "eval_loss"
+    metric: Metric = "eval_loss"
     """Ranks trials (each by its best evaluation) and is what ASHA and optuna optimise; equals checkpoint.keep_best_by."""
     mode: Optional[Literal["min", "max"]] = None
     """min for eval_loss, max for exact_match; filled in when unset."""
@@ -82,7 +82,7 @@ class TuneSpec(Section):
     @model_validator(mode="after")
     def _checks(self) -> "TuneSpec":
         problems: list[Violation] = []
-        best = "max" if self.metric == "exact_match" else "min"
+        best = score_order(self.metric)
         if self.mode is None:
             self.mode = best
         elif self.mode != best:

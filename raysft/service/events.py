@@ -13,6 +13,7 @@ import math
 import time
 from typing import Callable, Optional
 
+from raysft.config import higher_is_better
 from raysft.service.eventlines import MAX_SEQ, MAX_TEXT, check_event, checkpoint_prefix
 from raysft.service.states import JobState, check_transition
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent
@@ -154,7 +155,7 @@ def _ranking(ckpts: dict[int, CheckpointRecord], keep_best_by: str) -> tuple[Opt
     # Ray ranks by the metric only when the run has one (validation data); else by recency.
     alive = [c for c in ckpts.values() if not c.pruned]
     metric = keep_best_by if any(keep_best_by in c.metrics for c in alive) else None
-    return metric, keep_best_by == "exact_match"
+    return metric, higher_is_better(keep_best_by)
 
 
 def retain(ckpts: dict[int, CheckpointRecord], keep_last: int, keep_best_by: str) -> list[CheckpointRecord]:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from raysft.config import JobSpec
+from raysft.config import JobSpec, higher_is_better
 from raysft.train.state import TrainerState
 
 __all__ = ["EarlyStopping", "Throughput"]
@@ -29,7 +29,7 @@ class EarlyStopping:
     def of(cls, spec: JobSpec) -> "EarlyStopping":
         """The rule `spec` asks for: `eval.early_stopping`, scored by `checkpoint.keep_best_by`."""
         es = spec.eval.early_stopping
-        return cls(higher_is_better=spec.checkpoint.keep_best_by == "exact_match",
+        return cls(higher_is_better=higher_is_better(spec.checkpoint.keep_best_by),
                    min_delta=es.min_delta if es else 0.0, patience=es.patience if es else None)
 
     def update(self, state: TrainerState, step: int, score: float | None) -> bool:

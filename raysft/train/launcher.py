@@ -18,7 +18,7 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from raysft.config import JobSpec, load_spec, spec_to_yaml
+from raysft.config import JobSpec, higher_is_better, load_spec, score_order, spec_to_yaml
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray import free_port
 from raysft.model.load import resolve_model_path
@@ -187,7 +187,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
             storage_path=storage,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoint.keep_last, checkpoint_score_attribute=metric,
-                checkpoint_score_order="max" if metric == "exact_match" else "min"),
+                checkpoint_score_order=score_order(metric)),
             failure_config=FailureConfig(max_failures=spec.scaling.max_failures),
             callbacks=list(callbacks or []),
         ),
@@ -225,7 +225,7 @@ def _best(result, metric: str | None):
     if metric and ranked:
         scored = [(c, m) for c, m in ranked if m.get(metric) is not None]
         if scored:
-            pick = max if metric == "exact_match" else min
+            pick = max if higher_is_better(metric) else min
             return pick(scored, key=lambda cm: cm[1][metric])
     if result.checkpoint is None:
         raise RunError("training finished without a checkpoint; check the worker logs above")
