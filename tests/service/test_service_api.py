@@ -1,5 +1,5 @@
-"""The gRPC API on a real server (no Ray jobs): 61 malformed requests, every RPC among them, get the right status and field, the
-server stays healthy, and reads, watch, cancel and delete behave as documented."""
+"""The gRPC API on a real server (no Ray jobs): 61 malformed requests, to every RPC, get the right status and
+field, the server stays healthy, and reads, watch, cancel and delete behave as documented."""
 
 import contextlib
 import threading
