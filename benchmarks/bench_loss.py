@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `raysft`
 
 from benchmarks.common import median
 
-__all__ = ["run", "full_logits_loss", "loss_memory", "trained_positions_speedup", "cuda_loss_memory"]
+__all__ = ["run", "full_logits_loss", "loss_memory", "trained_positions_speedup", "cuda_loss_memory", "packed_batch"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 _SHAPE = {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -63,7 +63,7 @@ def _model(vocab: int, seed: int = 0, attn: str = "sdpa", max_len: int = 4096):
     return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")).train()
 
 
-def _packed_batch(lengths_and_answers: list[list[tuple[int, int]]], vocab: int, seed: int = 0) -> dict:
+def packed_batch(lengths_and_answers: list[list[tuple[int, int]]], vocab: int, seed: int = 0) -> dict:
     """Packed rows of random tokens: each example (length, trained answer tokens), all rows one width."""
     import torch
 
@@ -104,8 +104,8 @@ def _rss_child(vocab: int, path: str, tokens: int) -> dict:
     runtime = _status_kb("VmRSS")
     model = _model(vocab, max_len=tokens)
     row = [[(512, 511)] * (tokens // 512)]
-    _step(model, _packed_batch([[(64, 63)]], vocab), path)  # first-call allocations (kernels, autograd) outside the figure
-    batch = _packed_batch(row, vocab)
+    _step(model, packed_batch([[(64, 63)]], vocab), path)  # first-call allocations (kernels, autograd) outside the figure
+    batch = packed_batch(row, vocab)
     before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (Linux >= 4.0)
     _step(model, batch, path)
@@ -187,7 +187,7 @@ def trained_positions_speedup(vocab: int = 32_000, repeats: int = 5, micro_batch
 
     torch.set_num_threads(2)
     model = _model(vocab, max_len=width).to(device)
-    batch = {k: v.to(device) for k, v in _packed_batch(_classification_rows(micro_batch, width), vocab).items()}
+    batch = {k: v.to(device) for k, v in packed_batch(_classification_rows(micro_batch, width), vocab).items()}
     trained = int(batch["num_trained_tokens"])
     losses = {path: _step(model, batch, path) for path in ("old", "new")}  # warm-up, and the same loss
     times: dict[str, list[float]] = {"old": [], "new": []}
@@ -212,7 +212,7 @@ def cuda_loss_memory(vocabs=(151_936, 32_000), tokens: int = 4096) -> dict:
     row = [[(512, 511)] * (tokens // 512)]
     for vocab in vocabs:
         model = _model(vocab, max_len=tokens).to("cuda", torch.bfloat16)
-        batch = {k: v.cuda() for k, v in _packed_batch(row, vocab).items()}
+        batch = {k: v.cuda() for k, v in packed_batch(row, vocab).items()}
         figures = {}
         for path in ("old", "new"):
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -236,7 +236,7 @@ def packed_attention(repeats: int = 3, width: int = 2048, examples: int = 16) ->
 
     torch.set_num_threads(2)
     register_packed_sdpa()
-    batch = _packed_batch([[(width // examples, 8)] * examples], 1000)
+    batch = packed_batch([[(width // examples, 8)] * examples], 1000)
     out = {"tokens": width, "examples_per_row": examples}
     for attn in ("sdpa", "packed_sdpa", "eager", "flex_attention"):
         model = _model(1000, attn=attn, max_len=width)

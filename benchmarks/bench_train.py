@@ -47,7 +47,8 @@ from raysft.model.tiny import init_tiny
 from raysft.train.records import read_jsonl
 from raysft.train.schedule import StepPlan, count_targets, make_rows
 
-__all__ = ["Workload", "make_workload", "train_throughput", "scaling", "run"]
+__all__ = ["Workload", "make_workload", "workload_spec", "plan_tokens", "raysft_local", "variant_figures", "train_throughput",
+           "scaling", "run"]
 
 _SETTINGS = {"max_seq_len": 1024, "micro_batch_size": 4, "global_batch_size": 8, "learning_rate": 2e-4,
              "warmup_ratio": 0.03, "lora": {"rank": 16, "alpha": 32, "dropout": 0.05}, "seed": 42}
@@ -76,7 +77,7 @@ def make_workload(workdir: str | Path, examples: int = 600, *, hidden_size: int 
     workdir = Path(workdir)
     data = write_jsonl(workdir / "chat_mix.jsonl", chat_mix(examples))
     model = init_tiny(workdir / "model", data, hidden_size=hidden_size, layers=layers)
-    spec = _spec(model, data, workdir / "unused")
+    spec = workload_spec(model, data, workdir / "unused")
     encoded = prepare_data(spec.data, load_tokenizer(str(model)), spec.train.seed)
     config = json.loads((model / "config.json").read_text())
     return Workload(data, model, encoded.train,
@@ -84,7 +85,7 @@ def make_workload(workdir: str | Path, examples: int = 600, *, hidden_size: int 
                      "vocab_size": config["vocab_size"], "lora_rank": _SETTINGS["lora"]["rank"]})
 
 
-def _spec(model: Path, data: Path, out: Path, *, packing: bool = True, workers: int = 1, cpus: int = 1) -> JobSpec:
+def workload_spec(model: Path, data: Path, out: Path, *, packing: bool = True, workers: int = 1, cpus: int = 1) -> JobSpec:
     s = _SETTINGS
     return load_spec({
         "model": {"name_or_path": str(model), "lora": s["lora"]},
@@ -101,7 +102,7 @@ def _spec(model: Path, data: Path, out: Path, *, packing: bool = True, workers: 
 # ------------------------------------------------------------------------------------ accounting
 
 
-def _plan_tokens(w: Workload, spec: JobSpec) -> list[dict]:
+def plan_tokens(w: Workload, spec: JobSpec) -> list[dict]:
     """Processed / useful / trained tokens of every optimizer step raysft takes for `spec` (all workers)."""
     t, d, world = spec.train, spec.data, spec.scaling.num_workers
     plan = StepPlan(make_rows(w.examples, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world, t.seed)
@@ -167,26 +168,26 @@ def _raysft_ray(w: Workload, out: Path, **kw) -> dict:
     """raysft as users run it: `run_training` on Ray (already connected)."""
     from raysft.train.launcher import run_training
 
-    spec = _spec(w.model_path, w.data_path, out, **kw)
+    spec = workload_spec(w.model_path, w.data_path, out, **kw)
     started = time.time()
     # Per-step progress lines go to the void.
     with contextlib.redirect_stdout(io.StringIO()), StepCpuClock(lambda: _train_worker(started), out / "events.jsonl") as clock:
         run_training(spec)
     ends = _step_ends(out)
-    tokens = _plan_tokens(w, spec)
+    tokens = plan_tokens(w, spec)
     logged = [m["trained_tokens"] for m in read_jsonl(out / "metrics.jsonl") if "train_loss" in m]
     if logged != [s["trained"] for s in tokens[:len(logged)]]:  # the accounting must describe the steps the run took
         raise RuntimeError(f"{out}: trained tokens per step in metrics.jsonl differ from the benchmark's plan")
     return _record(tokens, ends, started, clock)
 
 
-def _raysft_local(w: Workload, out: Path, *, threads: int) -> dict:
+def raysft_local(w: Workload, out: Path, *, threads: int) -> dict:
     """The same loop and driver-side data preparation, in this process as the only worker, without Ray."""
     from raysft.train.loop import train_loop_per_worker
     from raysft.train.rundata import WorkerInput, prepare_run_data
     from raysft.train.session import LocalSession
 
-    spec = _spec(w.model_path, w.data_path, out)
+    spec = workload_spec(w.model_path, w.data_path, out)
     torch.set_num_threads(threads)
     started = time.time()
     data, _ = prepare_run_data(spec, use_ray=False)
@@ -194,7 +195,7 @@ def _raysft_local(w: Workload, out: Path, *, threads: int) -> dict:
                                  data_dir=str(data.path))}
     with contextlib.redirect_stdout(io.StringIO()), StepCpuClock(psutil.Process, out / "events.jsonl") as clock:
         train_loop_per_worker(config, LocalSession(out))
-    return _record(_plan_tokens(w, spec), _step_ends(out), started, clock)
+    return _record(plan_tokens(w, spec), _step_ends(out), started, clock)
 
 
 def _hf_trainer(w: Workload, out: Path, *, threads: int) -> dict:
@@ -250,7 +251,7 @@ def _hf_trainer(w: Workload, out: Path, *, threads: int) -> dict:
 # --------------------------------------------------------------------------------------- figures
 
 
-def _figures(runs: list[dict]) -> dict:
+def variant_figures(runs: list[dict]) -> dict:
     """A variant's figures over its repeats: the median run, and the fastest repeat of each step.
 
     Every repeat takes the same steps on the same rows (the data order is seeded), so step k of one
@@ -282,8 +283,8 @@ def train_throughput(w: Workload, repeats: int, *, threads: int, workdir: Path) 
         runs["raysft_packed"].append(_raysft_ray(w, workdir / f"packed_{i}", cpus=threads))
         runs["hf_trainer"].append(_hf_trainer(w, workdir / f"hf_{i}", threads=threads))
         runs["raysft_unpacked"].append(_raysft_ray(w, workdir / f"unpacked_{i}", packing=False, cpus=threads))
-        runs["in_process_packed"].append(_raysft_local(w, workdir / f"local_{i}", threads=threads))
-    f = {k: _figures(v) for k, v in runs.items()}
+        runs["in_process_packed"].append(raysft_local(w, workdir / f"local_{i}", threads=threads))
+    f = {k: variant_figures(v) for k, v in runs.items()}
     packed, hf, unpacked, local = f["raysft_packed"], f["hf_trainer"], f["raysft_unpacked"], f["in_process_packed"]
 
     def ratio(a: dict, b: dict, key: str) -> float | None:
@@ -325,7 +326,7 @@ def scaling(w: Workload, repeats: int, *, workdir: Path) -> dict:
     for i in range(repeats):
         for workers in (1, 2):
             runs[workers].append(_raysft_ray(w, workdir / f"scale{workers}_{i}", workers=workers, cpus=1))
-    f = {n: _figures(v) for n, v in runs.items()}
+    f = {n: variant_figures(v) for n, v in runs.items()}
     return {"cores": len(os.sched_getaffinity(0)), "cpus_per_worker": 1, "repeats": repeats,
             "useful_tokens_per_s": {str(n): round(v["useful_tokens_per_s"]) for n, v in f.items()},
             "useful_tokens_per_s_best_of_repeats": {str(n): round(v["best_of_repeats"]["useful_tokens_per_s"]) for n, v in f.items()},

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 
 def _warn(spec) -> None:
@@ -143,7 +143,7 @@ class _Usage(ValueError):
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raysft", description="Supervised fine-tuning of chat models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -231,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `raysft` console script."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # SpecError, DataError, ModelError and usage errors are ValueErrors that name the input and the fix;
     # catching the base class keeps `raysft config ...` from importing torch just to name ModelError.
     bad_input = (ValueError, FileNotFoundError)

@@ -32,10 +32,10 @@ def _examples(n: int, seed: int = 0) -> list[dict]:
 @pytest.mark.parametrize("packing", [True, False])
 def test_step_accounting_matches_the_batches_the_loop_collates(packing, tmp_path):
     w = bench_train.Workload(tmp_path / "d.jsonl", tmp_path / "m", _examples(90), {})
-    spec = bench_train._spec(w.model_path, w.data_path, tmp_path / "out", packing=packing)
+    spec = bench_train.workload_spec(w.model_path, w.data_path, tmp_path / "out", packing=packing)
     t = spec.train
     plan = StepPlan(make_rows(w.examples, spec.data.max_seq_len, packing), t.global_batch_size, t.micro_batch_size, 1, t.seed)
-    accounted = bench_train._plan_tokens(w, spec)
+    accounted = bench_train.plan_tokens(w, spec)
     assert len(accounted) == plan.total_steps(1, None)
     for step, counts in enumerate(accounted):
         batches = [collate_rows(w.examples, m, pad_id=0, packed=packing) for m in plan.micro_batches(step, 0)]
@@ -62,10 +62,10 @@ def test_cpu_clock_ticks_once_per_metrics_event(tmp_path):
 
 def test_training_loop_runs_in_process_without_ray(tmp_path):
     w = bench_train.make_workload(tmp_path, examples=80, hidden_size=32, layers=1)
-    result = bench_train._figures([bench_train._raysft_local(w, tmp_path / "local", threads=1)])
+    result = bench_train.variant_figures([bench_train.raysft_local(w, tmp_path / "local", threads=1)])
     assert not ray.is_initialized()
     metrics = [m for m in read_jsonl(tmp_path / "local/metrics.jsonl") if "train_loss" in m]
-    planned = bench_train._plan_tokens(w, bench_train._spec(w.model_path, w.data_path, tmp_path / "x"))
+    planned = bench_train.plan_tokens(w, bench_train.workload_spec(w.model_path, w.data_path, tmp_path / "x"))
     assert [m["trained_tokens"] for m in metrics] == [p["trained"] for p in planned]
     assert result["steps"] == len(planned) and result["useful_tokens_per_s"] > 0
     assert result["padding_efficiency"] > 0.9  # packed rows of the chat mix are nearly full

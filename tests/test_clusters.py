@@ -15,7 +15,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from raysft.cli import _parser, main
+from raysft.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = ROOT / "clusters"
@@ -40,7 +40,7 @@ def _header(path: Path) -> list[str]:
 
 
 def _subcommands() -> set[str]:
-    sub = next(a for a in _parser()._actions if a.dest == "command")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
     return set(sub.choices)
 
 
@@ -49,7 +49,7 @@ def _check_raysft_argv(argv: list[str], working_dir: Path, capsys) -> None:
     if argv[0] not in _subcommands():
         assert argv[0] in ("serve", "tune"), f"raysft has no subcommand {argv[0]!r}"
         return  # planned subcommand not merged yet: only `train` can be checked today
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if argv[0] == "train":
         spec = working_dir / args.spec
         assert spec.is_file(), f"{args.spec} not found in {working_dir}"
@@ -256,7 +256,7 @@ def test_rayjob_runs_raysft_train_on_the_spec_from_its_configmap(tmp_path, capsy
     (job,) = _defined("RayJob").values()
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:2] == ["raysft", "train"]
-    args = _parser().parse_args(argv[1:])
+    args = build_parser().parse_args(argv[1:])
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     volumes = {v["name"]: v for v in head["volumes"]}
     mount = next(m for m in head["containers"][0]["volumeMounts"] if args.spec.startswith(m["mountPath"] + "/"))

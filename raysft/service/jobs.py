@@ -33,7 +33,7 @@ from raysft.service.supervisor import Supervisor, next_attempt
 from raysft.service.webhooks import WebhookPolicy
 from raysft.service.tenants import Tenants
 
-__all__ = ["Jobs"]
+__all__ = ["Jobs", "until_set"]
 
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_.\-]{0,62}")
 _LABEL_VALUE = re.compile(r"[\w.\-/: ]{0,63}")
@@ -286,7 +286,7 @@ class Jobs:
         ended = asyncio.Event()
         watcher = asyncio.create_task(self._mark_end(job_id, ended))
         try:
-            async for text in _until(self.runner.tail(ray_submission_id(job.id, job.attempt), lines=tail_lines or -1), ended):
+            async for text in until_set(self.runner.tail(ray_submission_id(job.id, job.attempt), lines=tail_lines or -1), ended):
                 yield text
         except JobVanished:
             raise self._gone(job) from None
@@ -432,7 +432,7 @@ def _wake(loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> None:
         loop.call_soon_threadsafe(changed.set)
 
 
-async def _until(items: AsyncIterator[str], stop: asyncio.Event) -> AsyncIterator[str]:
+async def until_set(items: AsyncIterator[str], stop: asyncio.Event) -> AsyncIterator[str]:
     """The items of `items` until it ends or `stop` is set, whichever comes first; `items` is closed either way."""
     stopped, item = asyncio.ensure_future(stop.wait()), None
     try:

@@ -28,7 +28,7 @@ from raysft.train.records import RunLog
 from raysft.train.rundata import WorkerInput, prepare_run_data
 from raysft.train.tracking import finish_tracking, start_tracking
 
-__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date"]
+__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date", "holds_run"]
 
 
 class RunError(RuntimeError):
@@ -104,7 +104,7 @@ def fix_template_date(spec: JobSpec) -> JobSpec:
     return spec.model_copy(update={"data": spec.data.model_copy(update={"template_date": datetime.date.today()})})
 
 
-def _holds_run(storage: str) -> bool:
+def holds_run(storage: str) -> bool:
     """Whether the Ray run `checkpoints` exists under `storage` (a local path or a URI Ray storage accepts)."""
     if "://" not in storage:
         return (Path(storage) / "checkpoints").exists()
@@ -146,7 +146,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
     storage = spec.checkpoint.storage_path or str(out)
     if from_step is not None and not resume:
         raise RunError("--from-step continues a run: pass it with --resume or --continue-run")
-    if not resume and _holds_run(storage):
+    if not resume and holds_run(storage):
         # Ray Train would restore the run it finds there (its snapshot names the checkpoints to load).
         where = f"output_dir {out}" if storage == str(out) else f"checkpoint.storage_path {storage}"
         raise RunError(f"{where} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "

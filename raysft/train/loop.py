@@ -39,7 +39,7 @@ from raysft.train.session import RaySession, Session
 from raysft.train.state import TrainerState, load_state, save_state, spec_differences
 from raysft.train.tracking import Tracker
 
-__all__ = ["train_loop_per_worker", "setup", "fit", "Trainer", "RunData", "resolve_precision", "checkpoint_name"]
+__all__ = ["train_loop_per_worker", "setup", "fit", "Trainer", "RunData", "resolve_precision", "checkpoint_name", "resume_point"]
 
 
 def checkpoint_name(step: int) -> str:
@@ -47,7 +47,7 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:06d}"
 
 
-def _resume_point(recorded: ray.train.Checkpoint | None, given: str | None) -> ray.train.Checkpoint | None:
+def resume_point(recorded: ray.train.Checkpoint | None, given: str | None) -> ray.train.Checkpoint | None:
     """The checkpoint to resume from: Ray Train's latest of this run, or `given` (a checkpoint URI that
     `raysft train --from-step` names) when that one is later. Ray records a checkpoint a moment after it is
     saved, so a driver killed in between leaves Ray's record one save behind the run's checkpoint_saved events."""
@@ -174,7 +174,7 @@ def _open_data(spec: JobSpec, data_dir: str, world_size: int) -> RunData:
 def _restore(tr: Trainer) -> TrainerState:
     """The state of the latest checkpoint (worker restart or `raysft train --resume`), weights and optimizer
     restored into `tr`; a fresh state when there is none. Names every field the checkpoint's spec differs in."""
-    checkpoint = _resume_point(tr.session.get_checkpoint(), tr.run.resume_from)
+    checkpoint = resume_point(tr.session.get_checkpoint(), tr.run.resume_from)
     if not checkpoint:
         return TrainerState()
     with checkpoint.as_directory() as ckpt_dir:

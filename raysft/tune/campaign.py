@@ -38,7 +38,7 @@ from raysft.tune.space import (base_values, make_scheduler, make_searcher, num_s
                                resolve_paths, trial_count, trial_spec)
 from raysft.tune.trials import checkpoint_dir, prune_checkpoints, trial_outcome
 
-__all__ = ["run_campaign", "load_campaign_spec"]
+__all__ = ["run_campaign", "load_campaign_spec", "write_campaign_outputs"]
 
 # What a trial function reserves: a logical amount of memory and no CPU, so that the CPUs (or GPUs) go to
 # the Train workers it launches. Tune cannot place a trial that reserves nothing at all.
@@ -178,13 +178,13 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
         )
     summary = None
     try:
-        summary = _write_outputs(spec, out, tuner.fit(), time.time() - started, resume)
+        summary = write_campaign_outputs(spec, out, tuner.fit(), time.time() - started, resume)
         return summary
     finally:
         finish_tracking(spec, out, tracking, summary)
 
 
-def _write_outputs(spec: JobSpec, out: Path, results, wall_time_s: float, resumed: bool) -> dict:
+def write_campaign_outputs(spec: JobSpec, out: Path, results, wall_time_s: float, resumed: bool) -> dict:
     tune = spec.tune
     storage = spec.checkpoint.storage_path
     asha_stops = {r["trial"] for r in read_jsonl(out / _STOPS)}

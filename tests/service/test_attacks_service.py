@@ -279,7 +279,7 @@ def test_a_followed_log_ends_with_the_job_and_closes_its_source():
     """GetJobLogs --follow reads Ray's log stream (incremental, no thread held) until the job ends, then lets it go."""
     import asyncio
 
-    from raysft.service.jobs import _until
+    from raysft.service.jobs import until_set
 
     closed = []
 
@@ -294,7 +294,7 @@ def test_a_followed_log_ends_with_the_job_and_closes_its_source():
     async def follow():
         ended, got = asyncio.Event(), []
         asyncio.get_running_loop().call_later(0.2, ended.set)
-        async for text in _until(endless_log(), ended):
+        async for text in until_set(endless_log(), ended):
             got.append(text)
         return got
 

@@ -8,7 +8,7 @@ import ray.train
 
 from raysft.config import parse_spec, spec_to_yaml
 from raysft.train.launcher import RunError, continued_spec, run_training
-from raysft.train.loop import _resume_point, checkpoint_name
+from raysft.train.loop import resume_point, checkpoint_name
 
 
 def _spec(tmp_path, **train):
@@ -33,8 +33,8 @@ def test_from_step_needs_a_run_to_continue(tmp_path):
 def test_the_later_of_rays_record_and_the_named_step_is_resumed(tmp_path):
     at = {step: str(tmp_path / "checkpoints" / checkpoint_name(step)) for step in (4, 8, 12)}
     assert checkpoint_name(8) == "checkpoint_000008"
-    assert _resume_point(None, None) is None
-    assert _resume_point(None, at[8]).path == at[8]  # Ray recorded none before the driver died
-    assert _resume_point(ray.train.Checkpoint(at[4]), at[8]).path == at[8]  # Ray's record lags a save behind
-    assert _resume_point(ray.train.Checkpoint(at[12]), at[8]).path == at[12]  # a worker restart within the attempt
-    assert _resume_point(ray.train.Checkpoint(at[4]), None).path == at[4]
+    assert resume_point(None, None) is None
+    assert resume_point(None, at[8]).path == at[8]  # Ray recorded none before the driver died
+    assert resume_point(ray.train.Checkpoint(at[4]), at[8]).path == at[8]  # Ray's record lags a save behind
+    assert resume_point(ray.train.Checkpoint(at[12]), at[8]).path == at[12]  # a worker restart within the attempt
+    assert resume_point(ray.train.Checkpoint(at[4]), None).path == at[4]

@@ -180,10 +180,10 @@ def _ddp_worker(rank, world, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     torch.set_num_threads(1)
-    from benchmarks.bench_loss import _packed_batch
+    from benchmarks.bench_loss import packed_batch
 
     loss_module.chunk_rows = lambda vocab: 7
-    batch = _packed_batch([[(60, 20), (40, 5)], [(90, 30)]], 500, seed=rank)  # each rank its own rows
+    batch = packed_batch([[(60, 20), (40, 5)], [(90, 30)]], 500, seed=rank)  # each rank its own rows
     grads = {}
     for name, fn in (("new", token_loss), ("old", full_logits_loss)):
         model = torch.nn.parallel.DistributedDataParallel(_llama(500, "full"))  # the head trains too

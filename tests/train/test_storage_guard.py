@@ -3,7 +3,7 @@
 import pytest
 
 from raysft.config import parse_spec
-from raysft.train.launcher import RunError, _holds_run, run_training
+from raysft.train.launcher import RunError, holds_run, run_training
 
 
 def _spec(tmp_path, storage):
@@ -21,6 +21,6 @@ def test_a_storage_path_holding_a_run_is_refused_before_anything_runs(tmp_path, 
 
 
 def test_a_fresh_storage_location_holds_no_run(tmp_path):
-    assert not _holds_run(str(tmp_path / "new")) and not _holds_run(f"file://{tmp_path}/new")
+    assert not holds_run(str(tmp_path / "new")) and not holds_run(f"file://{tmp_path}/new")
     (tmp_path / "new" / "checkpoints").mkdir(parents=True)
-    assert _holds_run(str(tmp_path / "new")) and _holds_run(f"file://{tmp_path}/new/")
+    assert holds_run(str(tmp_path / "new")) and holds_run(f"file://{tmp_path}/new/")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from raysft.train.launcher import RunError
-from raysft.tune.campaign import _write_outputs, run_campaign
+from raysft.tune.campaign import write_campaign_outputs, run_campaign
 from raysft.tune.cli import add_tune_parser, main
 from raysft.tune.console import render_table
 from raysft.tune.report import export_best, factor_effects, format_factor_table, rank_trials, write_results_csv
@@ -164,7 +164,7 @@ def test_trials_that_died_before_starting_are_reported_not_a_crash(tmp_path):
     results = [SimpleNamespace(path=str(out / "tune" / f"t{i}"), config=None, error=RuntimeError("ActorDiedError\nmore"))
                for i in range(2)]
     with pytest.raises(RunError, match="no trial produced a checkpoint scored by eval_loss"):
-        _write_outputs(spec, out, results, 1.0, False)
+        write_campaign_outputs(spec, out, results, 1.0, False)
     summary = json.loads((out / "tune_summary.json").read_text())
     assert summary["statuses"] == {"error": 2} and summary["best"] is None
     assert [(t["id"], t["config"], t["error"]) for t in summary["trials"]] == [("t0", {}, "ActorDiedError"),
