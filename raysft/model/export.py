@@ -18,8 +18,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoConfig
 
-from raysft.config import SpecError, load_spec
-from raysft.model.load import ModelError, find_adapter, load_base, load_tokenizer, resolve_model_path
+from raysft.model.load import ModelError, find_adapter, load_base, load_tokenizer, resolve_model_path, run_model_spec
+from raysft.rundir import RunDir
 
 __all__ = ["merge_adapter"]
 
@@ -41,17 +41,11 @@ def merge_adapter(run_dir: Union[str, Path], dest: Union[str, Path]) -> Path:
     Raises:
         ModelError: `run_dir` lacks spec.yaml or adapter/, its spec is invalid, or `dest` is not empty.
     """
-    run, out = Path(run_dir).expanduser(), Path(dest).expanduser()
-    spec_file = run / "spec.yaml"
-    if not spec_file.is_file():
-        raise ModelError(f"run_dir: {run_dir} has no spec.yaml; pass the output_dir of a finished raysft run")
-    adapter = find_adapter(run / "adapter", label="run_dir")
+    run, out = RunDir(run_dir), Path(dest).expanduser()
+    spec = run_model_spec(run)
+    adapter = find_adapter(run.adapter, label="run_dir")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"dest: {dest} exists and is not an empty directory; choose a new path or remove it")
-    try:
-        spec = load_spec(spec_file).model
-    except SpecError as exc:
-        raise ModelError(f"{spec_file}: not a valid spec ({exc}); was it written by raysft?") from None
 
     path = resolve_model_path(spec.name_or_path)
     dtype = _checkpoint_dtype(path, spec.trust_remote_code)

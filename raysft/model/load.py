@@ -29,9 +29,10 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
-from raysft.config import LoraSpec, ModelSpec, QuantizationSpec, SpecError, load_spec
+from raysft.config import LoraSpec, ModelSpec, QuantizationSpec, SpecError
 from raysft.data.template import chat_template_of
 from raysft.model.attention import PACKED_SDPA, register_packed_sdpa
+from raysft.rundir import SPEC_FILE, RunDir
 
 __all__ = [
     "ModelError",
@@ -41,6 +42,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "resolve_attn_implementation",
+    "run_model_spec",
     "resolve_model_path",
     "trainable_parameters",
 ]
@@ -106,7 +108,7 @@ def find_adapter(path: Union[str, Path], *, label: str = "model.init_adapter") -
         ModelError: neither `path` nor `path/adapter` holds adapter_config.json.
     """
     root = Path(path).expanduser()
-    for candidate in (root, root / "adapter"):
+    for candidate in (root, RunDir(root).adapter):
         if (candidate / "adapter_config.json").is_file():
             return candidate
     where = "not found" if not root.exists() else "has no adapter_config.json and no adapter/ subdirectory"
@@ -197,6 +199,21 @@ def load_model(
     return model.train() if trainable else model.eval()
 
 
+def run_model_spec(run: RunDir) -> ModelSpec:
+    """The model section of the spec a finished run saved.
+
+    Raises:
+        ModelError: the run saved no spec, or its spec is not valid.
+    """
+    try:
+        spec = run.saved_spec()
+    except SpecError as exc:
+        raise ModelError(f"{run.spec_file}: not a valid spec ({exc}); was it written by raysft?") from None
+    if spec is None:
+        raise ModelError(f"run_dir: {run.root} has no {SPEC_FILE}; pass the output_dir of a finished raysft run")
+    return spec.model
+
+
 def load_for_inference(
     path: Union[str, Path],
     *,
@@ -217,13 +234,9 @@ def load_for_inference(
     Raises:
         ModelError: `path` is neither layout, or its spec.yaml is invalid.
     """
-    root = Path(path).expanduser()
-    if (root / "spec.yaml").is_file() and (root / "adapter" / "adapter_config.json").is_file():
-        try:
-            spec = load_spec(root / "spec.yaml").model
-        except SpecError as exc:
-            raise ModelError(f"{root / 'spec.yaml'}: not a valid spec ({exc}); was it written by raysft?") from None
-        spec = spec.model_copy(update={"init_adapter": str(root / "adapter")})
+    root, run = Path(path).expanduser(), RunDir(path)
+    if run.is_run() and (run.adapter / "adapter_config.json").is_file():
+        spec = run_model_spec(run).model_copy(update={"init_adapter": str(run.adapter)})
         model = load_model(spec, device=device, dtype=dtype, trainable=False)
         return model, load_tokenizer(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
     if (root / "config.json").is_file():

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from raysft.config import JobSpec, Violation, parse_spec
+from raysft.rundir import ADAPTER_DIR, MODEL_DIR
 from raysft.service.errors import InvalidArgument
 
 __all__ = ["PathPolicy", "JOB_REF", "MARKER"]
@@ -49,7 +50,7 @@ _SOURCE_KEYS = ("data.train", "data.mix")  # lists of {path, ...}
 _UNSEARCHABLE = ("model", "data", "checkpoint", "checkpoint.storage_path")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
-_JOB_OUTPUT = {"adapter": "adapter", "model": "model"}  # role -> what job:<id> names in that job's output_dir
+_JOB_OUTPUT = {"adapter": ADAPTER_DIR, "model": MODEL_DIR}  # role -> what job:<id> names in that job's output_dir
 
 JobOutput = Callable[[str], str]  # job id -> that job's output_dir; raises LookupError(why not) when unusable
 

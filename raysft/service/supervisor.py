@@ -30,10 +30,10 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 from raysft.config import SpecError, parse_spec
+from raysft.rundir import ADAPTER_DIR, RunDir
 from raysft.service.admission import Admission
 from raysft.service.errors import NotFound, Unavailable
 from raysft.service.eventlines import MAX_SEQ, LineSplitter, job_event_key, parse_event_line
@@ -448,12 +448,13 @@ def _outputs(job: JobRecord) -> dict:
     """output_dir, the adapter and the run's summary: summary.json of `raysft train`, tune_summary.json (with the
     trial table the console shows) of `raysft tune`; read when the server shares the disk, else from events."""
     out_dir = str(job.spec.get("output_dir", ""))
-    summary_file = Path(out_dir) / ("tune_summary.json" if job.kind == "tune" else "summary.json")
+    run = RunDir(out_dir)
+    summary_file = run.tune_summary_file if job.kind == "tune" else run.summary_file
     try:
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         summary = {k: job.progress[k] for k in ("step", "eval_loss", "train_loss") if k in job.progress}
-    adapter = summary.get("adapter") or f"{out_dir}/adapter"
+    adapter = summary.get("adapter") or f"{out_dir}/{ADAPTER_DIR}"
     return {"output_dir": out_dir, "adapter_uri": adapter if job.kind == "train" else "", "summary": summary}
 
 

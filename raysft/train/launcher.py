@@ -18,10 +18,11 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from raysft.config import JobSpec, higher_is_better, load_spec, score_order, spec_to_yaml
+from raysft.config import JobSpec, higher_is_better, score_order, spec_to_yaml
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray import free_port
 from raysft.model.load import resolve_model_path
+from raysft.rundir import SPEC_FILE, WEIGHT_DIRS, RunDir
 from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
 from raysft.train.records import RunLog
@@ -72,17 +73,16 @@ def connect_ray(**kwargs) -> None:
 
 def load_run_spec(run_dir: str | Path) -> JobSpec:
     """The resolved spec a run saved in its output_dir."""
-    path = Path(run_dir) / "spec.yaml"
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a raysft run directory (no spec.yaml); pass the output_dir of a run")
-    return load_spec(path)
+    spec = RunDir(run_dir).saved_spec()
+    if spec is None:
+        raise RunError(f"{run_dir} is not a raysft run directory (no {SPEC_FILE}); pass the output_dir of a run")
+    return spec
 
 
 def continued_spec(spec: JobSpec) -> JobSpec:
     """The spec a run started from `spec` saved in its output_dir (its template date and all), or `spec`
     itself when the run never got as far as saving it; for `raysft train SPEC --continue-run`."""
-    saved = Path(spec.output_dir) / "spec.yaml"
-    return load_spec(saved) if saved.is_file() else spec
+    return RunDir(spec.output_dir).saved_spec() or spec
 
 
 def _absolute(spec: JobSpec) -> JobSpec:
@@ -162,7 +162,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
     out.mkdir(parents=True, exist_ok=True)
     # Ray Train's print patch would echo every worker line twice; it is propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
+    RunDir(out).spec_file.write_text(spec_to_yaml(spec), encoding="utf-8")
     if hit:
         RunLog(out, enabled=True).event("info", "data_cache_hit", f"encoded data reused from {data.path}",
                                         {"cache_dir": str(data.path), "key": data.key, "rows": train_split["rows"]})
@@ -234,9 +234,9 @@ def _best(result, metric: str | None):
 
 def _export_best(checkpoint, out: Path) -> None:
     with checkpoint.as_directory() as ckpt:
-        for name in ("adapter", "model"):
+        for name in WEIGHT_DIRS:
             src = Path(ckpt) / name
             if src.exists():
                 shutil.rmtree(out / name, ignore_errors=True)
                 shutil.copytree(src, out / name)
-        (out / "best_checkpoint.json").write_text(json.dumps({"path": checkpoint.path}))
+        RunDir(out).best_checkpoint_file.write_text(json.dumps({"path": checkpoint.path}))

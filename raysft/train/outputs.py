@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from raysft.config import JobSpec
+from raysft.rundir import RunDir
 from raysft.train.records import read_jsonl
 
 __all__ = ["write_outputs", "plot_loss_curve"]
@@ -36,13 +37,14 @@ def plot_loss_curve(metrics: list[dict], path: Path) -> None:
 
 def write_outputs(out: Path, spec: JobSpec, data, final: dict, best_metrics: dict, wall_time_s: float) -> dict:
     """Write summary.json and loss_curve.png into `out`; returns the summary."""
-    metrics = read_jsonl(out / "metrics.jsonl")
-    plot_loss_curve(metrics, out / "loss_curve.png")
+    run = RunDir(out)
+    metrics = read_jsonl(run.metrics_file)
+    plot_loss_curve(metrics, run.loss_curve)
     evals = [m for m in metrics if "eval_loss" in m or "exact_match" in m]
     steps = [m for m in metrics if "train_loss" in m]
     summary = {
         "output_dir": str(out),
-        "adapter": str(out / "adapter") if (out / "adapter").exists() else None,
+        "adapter": str(run.adapter) if run.adapter.exists() else None,
         "method": spec.model.method,
         "best": {k: v for k, v in best_metrics.items() if k in ("step", "epoch", "eval_loss", "eval_token_accuracy", "exact_match")},
         "final": {**(steps[-1] if steps else {}), **(evals[-1] if evals else {})},
@@ -54,5 +56,5 @@ def write_outputs(out: Path, spec: JobSpec, data, final: dict, best_metrics: dic
                  "template_date": data.template_date},
         "wall_time_s": round(wall_time_s, 2),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    run.summary_file.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return summary

@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+from raysft.rundir import RunDir
+
 __all__ = ["EVENT_PREFIX", "EVENT_KEY_ENV", "RunLog", "read_jsonl", "event_mac", "event_line"]
 
 EVENT_PREFIX = "::raysft-event:: "
@@ -50,17 +52,18 @@ class RunLog:
     """Rank 0's run records; every method is a no-op on other ranks."""
 
     def __init__(self, output_dir: Path, enabled: bool, tracker=None):
-        self.dir, self.enabled = output_dir, enabled
+        self.run, self.enabled = RunDir(output_dir), enabled
         self.tracker = tracker if enabled else None  # a raysft.train.tracking.Tracker: metrics also go there
         self.last_train_loss: float | None = None
         self._started = time.time()
         self._seq = 0
         if enabled:
             output_dir.mkdir(parents=True, exist_ok=True)
-            self._seq = len(read_jsonl(output_dir / "events.jsonl"))
+            self._seq = len(read_jsonl(self.run.events_file))
 
-    def _append(self, name: str, record: dict) -> None:
-        with open(self.dir / name, "a", encoding="utf-8") as f:
+    @staticmethod
+    def _append(path: Path, record: dict) -> None:
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def event(self, level: str, type_: str, message: str, data: dict | None = None) -> None:
@@ -69,7 +72,7 @@ class RunLog:
             self._seq += 1
             now = _dt.datetime.now(_dt.timezone.utc).isoformat()
             record = {"seq": self._seq, "time": now, "level": level, "type": type_, "message": message, "data": data or {}}
-            self._append("events.jsonl", record)
+            self._append(self.run.events_file, record)
             key = os.environ.get(EVENT_KEY_ENV)
             if key:
                 print(event_line(bytes.fromhex(key), record), flush=True)
@@ -78,7 +81,7 @@ class RunLog:
         """Drop metric lines past `step`: those steps are re-run from the checkpoint, so none appears twice."""
         if not self.enabled:
             return
-        path = self.dir / "metrics.jsonl"
+        path = self.run.metrics_file
         kept = [r for r in read_jsonl(path) if r["step"] <= step]
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
         self.event("warning", "resumed", f"resumed from the checkpoint at step {step}", {"step": step})
@@ -89,7 +92,7 @@ class RunLog:
         self.last_train_loss = metrics["train_loss"]
         if not self.enabled:
             return
-        self._append("metrics.jsonl", metrics)
+        self._append(self.run.metrics_file, metrics)
         if self.tracker:
             self.tracker.log("train", metrics)
         self.event("info", "metrics", f"step {metrics['step']}", metrics)
@@ -103,7 +106,7 @@ class RunLog:
         """An evaluation metrics line and event."""
         if not self.enabled:
             return
-        self._append("metrics.jsonl", metrics)
+        self._append(self.run.metrics_file, metrics)
         if self.tracker:
             self.tracker.log("eval", metrics)
         self.event("info", "eval", f"eval at step {metrics['step']}", metrics)
@@ -129,4 +132,4 @@ class RunLog:
         """Prompt / reference / generation triples for a person to read (latest evaluation wins)."""
         if self.enabled and samples:
             lines = "".join(json.dumps({"step": step, **s}, ensure_ascii=False) + "\n" for s in samples)
-            (self.dir / "samples.jsonl").write_text(lines, encoding="utf-8")
+            self.run.samples_file.write_text(lines, encoding="utf-8")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from raysft.config import load_spec
 from raysft.data.errors import DataError
 from raysft.data.records import load_conversations
 from raysft.model.load import load_for_inference
+from raysft.rundir import RunDir
 from raysft.train.evaluate import generate_answers
 
 __all__ = ["score_model"]
@@ -30,11 +30,11 @@ def score_model(model_dir: str, data_path: str, *, max_new_tokens: int = 32, lim
     Returns:
         {"exact_match": float, "n": int, "samples": [...first 5 prompt / reference / generation]}.
     """
-    root = Path(model_dir)
-    run_spec = root / "spec.yaml"  # a run: prompts see the day its training data saw
-    date = load_spec(run_spec).data.template_date if run_spec.is_file() else None
-    if (root / "model" / "config.json").is_file():  # full fine-tune run
-        root = root / "model"
+    root, run = Path(model_dir), RunDir(model_dir)
+    saved = run.saved_spec()  # a run: prompts see the day its training data saw
+    date = saved.data.template_date if saved else None
+    if (run.model / "config.json").is_file():  # full fine-tune run
+        root = run.model
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_for_inference(root, device=device)
     items, _ = load_conversations(data_path)

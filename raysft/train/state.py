@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from raysft.rundir import ADAPTER_DIR, MODEL_DIR, SPEC_FILE
 from raysft.train.tracking import flatten
 
 __all__ = ["unwrap", "save_state", "load_state", "CheckpointFormatError", "TrainerState", "TRAINER_STATE_VERSION",
@@ -93,7 +94,7 @@ class TrainerState:
 def spec_differences(directory: Path, spec_yaml: str) -> list[tuple[str, str, str]]:
     """(dotted field, value in the checkpoint, value in `spec_yaml`) for every field in which the spec saved in
     checkpoint `directory` differs from the run's; [] when it saved none."""
-    saved_file = directory / "spec.yaml"
+    saved_file = directory / SPEC_FILE
     if not saved_file.is_file():
         return []
     saved, current = (flatten(yaml.safe_load(text) or {}) for text in (saved_file.read_text(encoding="utf-8"), spec_yaml))
@@ -116,15 +117,15 @@ def save_state(directory: Path, *, rank: int, model, optimizer, scheduler, train
         return
     inner = unwrap(model)
     if hasattr(inner, "peft_config"):
-        inner.save_pretrained(directory / "adapter")
+        inner.save_pretrained(directory / ADAPTER_DIR)
     else:
-        inner.save_pretrained(directory / "model", safe_serialization=True)
+        inner.save_pretrained(directory / MODEL_DIR, safe_serialization=True)
     trainable = {n: p.detach().cpu() for n, p in inner.named_parameters() if p.requires_grad}
     torch.save(trainable, directory / "trainable.pt")
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
     (directory / "trainer_state.json").write_text(json.dumps(trainer_state))
-    (directory / "spec.yaml").write_text(spec_yaml, encoding="utf-8")
+    (directory / SPEC_FILE).write_text(spec_yaml, encoding="utf-8")
 
 
 def load_state(directory: Path, *, rank: int, model, optimizer, scheduler) -> dict:

@@ -26,6 +26,7 @@ import urllib.parse
 from pathlib import Path
 
 from raysft.config import JobSpec
+from raysft.rundir import RunDir
 
 __all__ = ["TRACKING_FILE", "start_tracking", "Tracker", "finish_tracking", "flatten", "service_tags"]
 
@@ -252,7 +253,8 @@ def finish_tracking(spec: JobSpec, out: Path, config: dict | None, summary: dict
         summary: the run summary, or None when training failed (the runs are marked failed, nothing is uploaded).
     """
     runs = (config or {}).get("runs", {})
-    files = [p for p in (out / "adapter", out / "loss_curve.png", out / "summary.json") if p.exists()] if summary else []
+    run = RunDir(out)
+    files = [p for p in (run.adapter, run.loss_curve, run.summary_file) if p.exists()] if summary else []
     if spec.tracking.mlflow is not None and "mlflow" in runs:
         try:
             from mlflow.tracking import MlflowClient

@@ -25,8 +25,9 @@ import ray.tune
 from ray.train import ScalingConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raysft.config import JobSpec, load_spec, parse_spec, set_values, spec_to_yaml
+from raysft.config import JobSpec, parse_spec, set_values, spec_to_yaml
 from raysft.model.load import resolve_model_path
+from raysft.rundir import SPEC_FILE, RunDir
 from raysft.train.rundata import cache_dir_of, prepare_run_data
 from raysft.train.launcher import RunError, connect_ray, fix_template_date, run_training
 from raysft.train.records import read_jsonl
@@ -48,22 +49,23 @@ _STOPS = "tune_asha_stops.jsonl"
 
 def load_campaign_spec(output_dir: str | Path) -> JobSpec:
     """The campaign spec a `raysft tune` run saved in its output_dir."""
-    path = Path(output_dir) / "spec.yaml"
-    if not path.is_file() or not (Path(output_dir) / "tune").is_dir():
-        raise RunError(f"{output_dir} is not a raysft tune output_dir (no spec.yaml and tune/); pass the output_dir of a campaign")
-    return load_spec(path)
+    run = RunDir(output_dir)
+    if not run.is_run() or not (run.root / "tune").is_dir():
+        raise RunError(f"{output_dir} is not a raysft tune output_dir (no {SPEC_FILE} and tune/); pass the output_dir "
+                       "of a campaign")
+    return run.saved_spec()
 
 
 def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None, cwd: str, tracking_parent: dict) -> None:
     """One trial: a full training run in trials/<trial id>/ whose evaluations Tune receives."""
     trial_id = ray.tune.get_context().get_trial_id()
     spec = trial_spec(base, config, Path(root) / "trials" / trial_id, storage_path=storage_path, cwd=Path(cwd))
-    out = Path(spec.output_dir)
-    if (out / "summary.json").exists():
+    out, run = Path(spec.output_dir), RunDir(spec.output_dir)
+    if run.summary_file.exists():
         return  # it finished before the campaign was interrupted
     # run_training writes spec.yaml first: this trial ran before (the campaign was interrupted). It continues
     # from its latest registered checkpoint; with none, it starts over without the earlier attempt's records.
-    resume = (out / "spec.yaml").exists()
+    resume = run.is_run()
     if resume and not prune_checkpoints(checkpoint_dir(Path(root), trial_id, storage_path)):
         shutil.rmtree(out)
         resume = False
@@ -146,7 +148,7 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (out / "spec.yaml").write_text(spec_to_yaml(spec), encoding="utf-8")
+        RunDir(out).spec_file.write_text(spec_to_yaml(spec), encoding="utf-8")
     # Trials' own output goes to their trials/<id>/ files; the console shows the trial table.
     connect_ray(log_to_driver=False)
     storage = spec.checkpoint.storage_path
@@ -228,10 +230,10 @@ def write_campaign_outputs(spec: JobSpec, out: Path, results, wall_time_s: float
     if tune.search == "one_at_a_time":
         summary["factors"] = factor_effects(trials, base_values(spec), tune.metric)
         print(f"[raysft] factor effects on {tune.metric}:\n{format_factor_table(summary['factors'], tune.metric)}", flush=True)
-    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    RunDir(out).tune_summary_file.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     write_results_csv(trials, list(tune.search_space), tune.metric, out / "tune_results.csv")
     plot_curves(trials, {t: o["evals"] for t, o in outcomes.items()}, tune.metric, out / "tune_curves.png")
     if winner is None:
         raise RunError(f"no trial produced a checkpoint scored by {tune.metric}; see each trial's error in "
-                       f"{out / 'tune_summary.json'} and its log in {out / 'trials'}")
+                       f"{RunDir(out).tune_summary_file} and its log in {RunDir(out).trials}")
     return summary

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import ray.train
 
-from raysft.config import load_spec
+from raysft.rundir import WEIGHT_DIRS, RunDir
 from raysft.train.outputs import plot_loss_curve
 from raysft.train.records import read_jsonl
 
 __all__ = ["rank_trials", "export_best", "factor_effects", "format_factor_table", "write_results_csv", "plot_curves"]
 
-_RUN_FILES = ("spec.yaml", "metrics.jsonl", "events.jsonl", "loss_curve.png", "samples.jsonl")
 
 
 def rank_trials(trials: list[dict], metric: str, mode: str) -> list[dict]:
@@ -43,24 +42,24 @@ def export_best(trial: dict, outcome: dict, dest: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     with ray.train.Checkpoint(outcome["best"]["uri"]).as_directory() as ckpt:
-        for name in ("adapter", "model"):
+        for name in WEIGHT_DIRS:
             if (Path(ckpt) / name).exists():
                 shutil.copytree(Path(ckpt) / name, dest / name)
-    src = Path(trial["dir"])
-    for name in _RUN_FILES:
-        if (src / name).exists():
-            shutil.copy2(src / name, dest / name)
-    metrics = read_jsonl(dest / "metrics.jsonl")
-    if not (dest / "loss_curve.png").exists():  # a trial ASHA stopped never wrote its own
-        plot_loss_curve(metrics, dest / "loss_curve.png")
+    src, run = RunDir(trial["dir"]), RunDir(dest)
+    for kept, copy in zip(src.records, run.records):
+        if kept.exists():
+            shutil.copy2(kept, copy)
+    metrics = read_jsonl(run.metrics_file)
+    if not run.loss_curve.exists():  # a trial ASHA stopped never wrote its own
+        plot_loss_curve(metrics, run.loss_curve)
     best = outcome["best"]
     summary = dict(outcome["summary"] or {  # a stopped trial wrote none: the same keys, from its records
-        "method": load_spec(dest / "spec.yaml").model.method, "final": {}, "steps": outcome["steps"],
+        "method": run.saved_spec().model.method, "final": {}, "steps": outcome["steps"],
         "early_stopped": True, "trained_tokens": sum(m.get("trained_tokens", 0) for m in metrics if "train_loss" in m),
     })
     summary.update({
         "output_dir": str(dest),
-        "adapter": str(dest / "adapter") if (dest / "adapter").exists() else None,
+        "adapter": str(run.adapter) if run.adapter.exists() else None,
         "best": {k: v for k, v in best.items() if k in ("step", "epoch", "eval_loss", "eval_token_accuracy", "exact_match")},
         "exact_match": best.get("exact_match"),
         "checkpoint": best["uri"],
@@ -68,7 +67,7 @@ def export_best(trial: dict, outcome: dict, dest: Path) -> Path:
         "config": trial["config"],
         "stopped_by": trial["stopped_by"],
     })
-    (dest / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    run.summary_file.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return dest
 
 

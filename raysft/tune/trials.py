@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
+from raysft.rundir import RunDir
 from raysft.train.records import read_jsonl
 
 __all__ = ["checkpoint_dir", "checkpoint_names", "prune_checkpoints", "trial_outcome"]
@@ -72,19 +73,19 @@ def trial_outcome(trial_dir: Path, run_dir: str, metric: str, mode: str) -> dict
         {"steps": optimizer steps run, "checkpoints_kept": int, "best": the checkpoint_saved event data
         ({step, uri, eval_loss, ...}) or None, "evals": [eval metric lines], "summary": summary.json or None}.
     """
-    metrics = read_jsonl(trial_dir / "metrics.jsonl")
+    run = RunDir(trial_dir)
+    metrics = read_jsonl(run.metrics_file)
     kept = set(checkpoint_names(run_dir))
     saved = {}  # uri -> latest record; a resumed run re-saves the steps after its checkpoint
-    for event in read_jsonl(trial_dir / "events.jsonl"):
+    for event in read_jsonl(run.events_file):
         if event["type"] == "checkpoint_saved":
             saved[event["data"]["uri"]] = event["data"]
     scored = [d for d in saved.values() if d.get(metric) is not None and Path(d["uri"]).name in kept]
     pick = min if mode == "min" else max
-    summary_file = trial_dir / "summary.json"
     return {
         "steps": max((m["step"] for m in metrics if "train_loss" in m), default=0),
         "checkpoints_kept": len(kept),
         "best": pick(scored, key=lambda d: d[metric]) if scored else None,
         "evals": [m for m in metrics if m.get(metric) is not None],
-        "summary": json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else None,
+        "summary": run.summary(),
     }

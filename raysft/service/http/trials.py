@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from raysft.rundir import RunDir
 from raysft.service.store import JobRecord
 
 __all__ = ["read_trials", "MAX_TRIALS", "MAX_POINTS"]
@@ -35,15 +36,14 @@ def read_trials(job: JobRecord) -> list[dict[str, Any]]:
             rows[t["id"]] = {"id": t["id"], "status": str(t.get("status") or ""), "config": _dict(t.get("config")),
                              "eval_loss": _number(t.get("eval_loss")), "best_step": _int(t.get("best_step")),
                              "rank": _int(t.get("rank")), "curve": []}
-    root = Path(job.spec.get("output_dir") or "")
-    trials_dir = root / "trials"
+    trials_dir = RunDir(job.spec.get("output_dir") or "").trials
     if job.spec.get("output_dir") and trials_dir.is_dir() and not trials_dir.is_symlink():
         with os.scandir(trials_dir) as entries:
             names = sorted(e.name for e in entries if _NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
         for name in names[:MAX_TRIALS]:
             row = rows.setdefault(name, {"id": name, "status": "RUNNING", "config": {}, "eval_loss": None,
                                          "best_step": None, "rank": None, "curve": []})
-            row["curve"] = _curve(trials_dir / name / "metrics.jsonl")
+            row["curve"] = _curve(RunDir(trials_dir / name).metrics_file)
     return sorted(rows.values(), key=lambda r: (r["rank"] is None, r["rank"] or 0, r["id"]))
 
 
