@@ -43,7 +43,7 @@ def _train(model: Path, data: Path, out: Path, method: str, steps: int, use_gpu:
     from raysft.config import load_spec
     from raysft.estimate import estimate_for_spec
     from raysft.train.launcher import run_training
-    from raysft.train.records import read_jsonl
+    from raysft.train.runlog import read_jsonl
 
     spec = load_spec({
         "model": {"name_or_path": str(model), "method": method, "lora": {"rank": 16, "alpha": 32}},

@@ -44,8 +44,8 @@ from raysft.config import JobSpec, load_spec
 from raysft.data.pipeline import prepare_data
 from raysft.model.load import load_tokenizer
 from raysft.model.tiny import init_tiny
-from raysft.train.records import read_jsonl
-from raysft.train.schedule import StepPlan, count_targets, make_rows
+from raysft.train.runlog import read_jsonl
+from raysft.train.rowplan import StepPlan, count_targets, make_rows
 
 __all__ = ["Workload", "make_workload", "workload_spec", "plan_tokens", "raysft_local", "variant_figures", "train_throughput",
            "scaling", "run"]

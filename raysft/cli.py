@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from raysft.train.score import score_model
+    from raysft.train.exact_match import score_model
 
     result = score_model(args.model, args.data, max_new_tokens=args.max_new_tokens, limit=args.limit)
     if args.json:

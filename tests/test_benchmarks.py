@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_train, common, run as bench_run  # noqa: E402
-from raysft.train.records import read_jsonl  # noqa: E402
-from raysft.train.schedule import StepPlan, collate_rows, make_rows  # noqa: E402
+from raysft.train.runlog import read_jsonl  # noqa: E402
+from raysft.train.rowplan import StepPlan, collate_rows, make_rows  # noqa: E402
 
 TICKETS = ROOT / "examples/data/tickets_train.jsonl"
 

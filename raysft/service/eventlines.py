@@ -1,7 +1,7 @@
 """The channel training events travel on: signed lines in a Ray job's log, read and checked field by field.
 
 Rank 0 prints each event as `::raysft-event:: <mac> {json}` when the server hands the job its event key
-(raysft.train.records), possibly behind a Ray prefix such as `(RayTrainWorker pid=123) ` (coloured or not). A line is an event
+(raysft.train.runlog), possibly behind a Ray prefix such as `(RayTrainWorker pid=123) ` (coloured or not). A line is an event
 only when it starts so (after at most that prefix) and its MAC verifies under the job's key; whatever else the
 job prints, a spec value or a data line quoted in an error included, is log text: without the key no text can
 pass for an event, and the log shows MACs, never the key. The key is derived from a server secret and the job
@@ -21,7 +21,7 @@ import math
 import re
 from typing import Any, Optional
 
-from raysft.train.records import EVENT_PREFIX, event_mac
+from raysft.train.runlog import EVENT_PREFIX, event_mac
 
 __all__ = ["LineSplitter", "job_event_key", "parse_event_line", "check_event", "checkpoint_prefix", "MAX_SEQ", "MAX_TEXT"]
 

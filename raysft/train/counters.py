@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from raysft.config import JobSpec, higher_is_better
-from raysft.train.state import TrainerState
+from raysft.train.checkpoint import TrainerState
 
 __all__ = ["EarlyStopping", "Throughput"]
 

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from raysft.data.template import encode_final_turn, end_of_turn_ids
 from raysft.train.loss import token_loss
-from raysft.train.schedule import collate_rows
+from raysft.train.rowplan import collate_rows
 
 __all__ = ["evaluate_loss", "generate_answers"]
 

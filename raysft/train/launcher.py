@@ -25,7 +25,7 @@ from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, WEIGHT_DIRS, RunDir
 from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
-from raysft.train.records import RunLog
+from raysft.train.runlog import RunLog
 from raysft.train.rundata import WorkerInput, prepare_run_data
 from raysft.train.tracking import finish_tracking, start_tracking
 

@@ -32,11 +32,11 @@ from raysft.model.load import load_model, load_tokenizer
 from raysft.train.counters import EarlyStopping, Throughput
 from raysft.train.evaluate import evaluate_loss, generate_answers
 from raysft.train.loss import token_loss, unwrap
-from raysft.train.records import RunLog
+from raysft.train.runlog import RunLog
 from raysft.train.rundata import WorkerInput, open_run_data
-from raysft.train.schedule import StepPlan, collate_rows, rows_of, step_advice
+from raysft.train.rowplan import StepPlan, collate_rows, rows_of, step_advice
 from raysft.train.session import RaySession, Session
-from raysft.train.state import TrainerState, load_state, save_state, spec_differences
+from raysft.train.checkpoint import TrainerState, load_state, save_state, spec_differences
 from raysft.train.tracking import Tracker
 
 __all__ = ["train_loop_per_worker", "setup", "fit", "Trainer", "RunData", "resolve_precision", "checkpoint_name", "resume_point"]

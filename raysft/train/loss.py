@@ -34,7 +34,7 @@ def token_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     Args:
         model: the causal LM as the loop holds it: a transformers model, a `PeftModel`, either wrapped by
             DDP or FSDP.
-        batch: `raysft.train.schedule.collate_rows` tensors on the model's device.
+        batch: `raysft.train.rowplan.collate_rows` tensors on the model's device.
 
     Returns:
         (float32 loss sum with its graph, number of targets, number of targets the argmax predicts).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from raysft.config import JobSpec
 from raysft.rundir import RunDir
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 
 __all__ = ["write_outputs", "plot_loss_curve"]
 

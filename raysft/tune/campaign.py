@@ -30,7 +30,7 @@ from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, RunDir
 from raysft.train.rundata import cache_dir_of, prepare_run_data
 from raysft.train.launcher import RunError, connect_ray, fix_template_date, run_training
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 from raysft.train.tracking import finish_tracking, start_tracking
 from raysft.tune.console import LiveTable
 from raysft.tune.report import (export_best, factor_effects, format_factor_table, plot_curves, rank_trials,

@@ -16,7 +16,7 @@ import ray.train
 
 from raysft.rundir import WEIGHT_DIRS, RunDir
 from raysft.train.outputs import plot_loss_curve
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 
 __all__ = ["rank_trials", "export_best", "factor_effects", "format_factor_table", "write_results_csv", "plot_curves"]
 

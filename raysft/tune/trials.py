@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.fs
 
 from raysft.rundir import RunDir
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 
 __all__ = ["checkpoint_dir", "checkpoint_names", "prune_checkpoints", "trial_outcome"]
 

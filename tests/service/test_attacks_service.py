@@ -35,7 +35,7 @@ from raysft.service.server import create_server
 from raysft.service.specproto import spec_to_proto
 from raysft.service.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from raysft.train.records import EVENT_PREFIX, event_line, event_mac
+from raysft.train.runlog import EVENT_PREFIX, event_line, event_mac
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
 pytestmark = pytest.mark.integration

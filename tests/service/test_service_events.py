@@ -9,7 +9,7 @@ from raysft.service.eventlines import LineSplitter, check_event, job_event_key, 
 from raysft.service.events import MAX_TRAINING_EVENTS, best_step, retain, take_training_events, transition
 from raysft.service.states import IllegalTransition, JobState
 from raysft.service.store import CheckpointRecord, JobRecord
-from raysft.train.records import EVENT_PREFIX, event_line
+from raysft.train.runlog import EVENT_PREFIX, event_line
 
 KEY = job_event_key(b"server secret", "j")
 SPEC = {"output_dir": "/r"}

@@ -19,7 +19,7 @@ from raysft.service.states import JobState
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
 from raysft.service.supervisor import Supervisor
 from raysft.service.v1 import jobs_pb2
-from raysft.train.records import event_line
+from raysft.train.runlog import event_line
 from service_helpers import AUTH, NO_RAY, TOKEN, put_job
 
 _SPEC = {"model": {"name_or_path": "model"}, "data": {"train": ["data.jsonl"]}}

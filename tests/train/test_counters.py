@@ -3,7 +3,7 @@
 import pytest
 
 from raysft.train.counters import EarlyStopping, Throughput
-from raysft.train.state import CheckpointFormatError, TrainerState, spec_differences
+from raysft.train.checkpoint import CheckpointFormatError, TrainerState, spec_differences
 
 
 class _Clock:

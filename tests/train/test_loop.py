@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from raysft.config import load_spec
 from raysft.model.tiny import init_tiny
 from raysft.train.loop import fit, setup
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 from raysft.train.rundata import WorkerInput, prepare_run_data
 from raysft.train.session import LocalSession
 

@@ -21,7 +21,7 @@ from raysft.data.template import encode_dataset  # noqa: E402
 from raysft.model.load import ModelError, load_model, resolve_attn_implementation  # noqa: E402
 from raysft.train import loss as loss_module  # noqa: E402
 from raysft.train.loss import token_loss  # noqa: E402
-from raysft.train.schedule import collate_rows, make_rows  # noqa: E402
+from raysft.train.rowplan import collate_rows, make_rows  # noqa: E402
 
 SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 512}

@@ -12,7 +12,7 @@ import ray
 from raysft.config import load_spec
 from raysft.model.tiny import init_tiny
 from raysft.train.launcher import connect_ray, run_training
-from raysft.train.score import score_model
+from raysft.train.exact_match import score_model
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

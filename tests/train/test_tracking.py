@@ -9,7 +9,7 @@ import pytest
 from raysft.config import SpecError, load_spec, parse_spec
 from raysft.local_ray import free_port
 from raysft.train.launcher import run_training
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 from raysft.train.tracking import TRACKING_FILE, Tracker
 
 ROOT = Path(__file__).resolve().parents[2]

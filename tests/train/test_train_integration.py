@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from raysft.config import load_spec
 from raysft.train.launcher import RunError, run_training
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

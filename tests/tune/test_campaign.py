@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from raysft.cli import main as raysft_main
 from raysft.config import load_spec
-from raysft.train.records import read_jsonl
+from raysft.train.runlog import read_jsonl
 from raysft.tune.campaign import run_campaign
 
 pytestmark = pytest.mark.integration

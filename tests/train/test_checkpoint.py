@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, get_scheduler
 
-from raysft.train.state import CheckpointFormatError, load_state, save_state
+from raysft.train.checkpoint import CheckpointFormatError, load_state, save_state
 
 
 def _parts():

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from raysft.train.schedule import MIN_STEPS, StepPlan, count_targets, make_rows, step_advice
+from raysft.train.rowplan import MIN_STEPS, StepPlan, count_targets, make_rows, step_advice
 
 
 def _plan(world, micro, rows=10, global_batch=4):
