@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysft.config import JobSpec, SpecError, advisories, load_spec, spec_to_yaml
+from raysft.config import JobSpec, SpecError, advisories, load_spec, parse_spec, spec_to_yaml, with_absolute_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"name_or_path": "./models/base"}, "data": {"train": ["data/train.jsonl"]}}
@@ -138,3 +138,20 @@ def test_a_validation_file_spec_reloads_from_its_resolved_yaml():
     spec = load_spec(BASE, ["data.validation=v.jsonl"])
     assert spec.data.validation_split == 0
     assert load_spec(yaml.safe_load(spec_to_yaml(spec))) == spec
+
+
+def test_local_paths_become_absolute_and_hub_ids_and_uris_stay(tmp_path, monkeypatch):
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    (tmp_path / "adapter").mkdir()
+    monkeypatch.chdir(tmp_path)  # a cwd other than the one given: nothing resolves against the process's own
+    spec = parse_spec({"model": {"name_or_path": "org/model", "init_adapter": "adapter"},
+                       "data": {"train": ["data.jsonl", "s3://bucket/more.jsonl"]}, "output_dir": "runs/new",
+                       "checkpoint": {"storage_path": "gs://bucket/ckpt"}})
+    moved = with_absolute_paths(spec, tmp_path)
+    assert (moved.model.name_or_path, moved.model.init_adapter) == ("org/model", str(tmp_path / "adapter"))
+    assert [s.path for s in moved.data.train] == [str(tmp_path / "data.jsonl"), "s3://bucket/more.jsonl"]
+    assert moved.output_dir == str(tmp_path / "runs/new")  # an output: absolute before it exists
+    assert moved.checkpoint.storage_path == "gs://bucket/ckpt"
+    local = with_absolute_paths(parse_spec({**spec.model_dump(mode="json", exclude_unset=True),
+                                            "checkpoint": {"storage_path": "ckpt"}}), tmp_path)
+    assert local.checkpoint.storage_path == str(tmp_path / "ckpt")

@@ -11,6 +11,7 @@ from raysft.config.advice import advisories
 from raysft.config.errors import SpecError, Violation
 from raysft.config.loading import load_spec, parse_spec, spec_to_yaml
 from raysft.config.overrides import apply_overrides, set_values
+from raysft.config.paths import absolute_paths, with_absolute_paths
 from raysft.config.sections import (CheckpointSpec, DataSource, DataSpec, EarlyStoppingSpec, EvalSpec, GenerateSpec,
                                     LoraSpec, Metric, MixSource, ModelSpec, QuantizationSpec, ScalingSpec, TrainSpec,
                                     higher_is_better, score_order)
@@ -46,6 +47,8 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "apply_overrides",
+    "absolute_paths",
+    "with_absolute_paths",
     "set_values",
     "advisories",
     "spec_to_yaml",

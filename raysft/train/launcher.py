@@ -18,7 +18,7 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from raysft.config import JobSpec, higher_is_better, score_order, spec_to_yaml
+from raysft.config import JobSpec, higher_is_better, score_order, spec_to_yaml, with_absolute_paths
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray import free_port
 from raysft.model.load import resolve_model_path
@@ -85,18 +85,6 @@ def continued_spec(spec: JobSpec) -> JobSpec:
     return RunDir(spec.output_dir).saved_spec() or spec
 
 
-def _absolute(spec: JobSpec) -> JobSpec:
-    """The spec with local paths made absolute: workers do not share the driver's working directory."""
-    m = spec.model
-    updates = {}
-    if Path(m.name_or_path).expanduser().exists():
-        updates["name_or_path"] = str(Path(m.name_or_path).expanduser().resolve())
-    if m.init_adapter and Path(m.init_adapter).expanduser().exists():
-        updates["init_adapter"] = str(Path(m.init_adapter).expanduser().resolve())
-    return spec.model_copy(update={"model": m.model_copy(update=updates),
-                                   "output_dir": str(Path(spec.output_dir).expanduser().resolve())})
-
-
 def fix_template_date(spec: JobSpec) -> JobSpec:
     """The spec with `data.template_date` set (today when unset), so every encoding of this run sees one day."""
     if spec.data.template_date is not None:
@@ -141,7 +129,7 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
         raysft.data.errors.DataError, raysft.model.load.ModelError: bad data or model path.
     """
     started = time.time()
-    spec = fix_template_date(_absolute(spec))
+    spec = fix_template_date(with_absolute_paths(spec, Path.cwd()))  # workers do not share the cwd
     out = Path(spec.output_dir)
     storage = spec.checkpoint.storage_path or str(out)
     if from_step is not None and not resume:

@@ -25,7 +25,7 @@ import ray.tune
 from ray.train import ScalingConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raysft.config import JobSpec, parse_spec, set_values, spec_to_yaml
+from raysft.config import JobSpec, spec_to_yaml, with_absolute_paths
 from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, RunDir
 from raysft.train.rundata import cache_dir_of, prepare_run_data
@@ -36,7 +36,7 @@ from raysft.tune.console import LiveTable
 from raysft.tune.report import (export_best, factor_effects, format_factor_table, plot_curves, rank_trials,
                                 write_results_csv)
 from raysft.tune.space import (base_values, make_scheduler, make_searcher, num_samples, param_space, plain,
-                               resolve_paths, trial_count, trial_spec)
+                               trial_count, trial_spec)
 from raysft.tune.trials import checkpoint_dir, prune_checkpoints, trial_outcome
 
 __all__ = ["run_campaign", "load_campaign_spec", "write_campaign_outputs"]
@@ -93,18 +93,6 @@ class _PruneFinished(ray.tune.Callback):
         self._prune(trial)
 
 
-def _absolute(spec: JobSpec) -> JobSpec:
-    """The spec with local paths absolute, so trials (other working directories, other machines) and a later
-    `--resume` from anywhere read the same files."""
-    raw = spec.model_dump(mode="json", exclude_unset=True)
-    resolve_paths(raw, Path.cwd())
-    raw["output_dir"] = str(Path(spec.output_dir).expanduser().resolve())
-    storage = spec.checkpoint.storage_path
-    if storage and "://" not in storage:
-        set_values(raw, {"checkpoint.storage_path": str(Path(storage).expanduser().resolve())})
-    return parse_spec(raw)
-
-
 def _concurrency(spec: JobSpec) -> tuple[int, dict, dict]:
     """(trials at once, resources one trial's workers need, the cluster's resources)."""
     s, have = spec.scaling, ray.cluster_resources()
@@ -131,7 +119,7 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
     started = time.time()
     if spec.tune is None:
         raise RunError("the spec has no tune section; add tune: {search_space: {...}} or run `raysft train`")
-    spec = fix_template_date(_absolute(spec))  # every trial encodes with the campaign's day
+    spec = fix_template_date(with_absolute_paths(spec, Path.cwd()))  # every trial encodes with the campaign's day
     tune, out = spec.tune, Path(spec.output_dir)
     experiment = out / "tune"
     if resume and not ray.tune.Tuner.can_restore(str(experiment)):

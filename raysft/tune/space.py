@@ -15,10 +15,10 @@ import ray.tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-from raysft.config import JobSpec, SearchDistribution, parse_spec, set_values
+from raysft.config import JobSpec, SearchDistribution, absolute_paths, parse_spec, set_values
 
 __all__ = ["base_values", "one_at_a_time_points", "param_space", "make_searcher", "make_scheduler", "num_samples",
-           "trial_count", "resolve_paths", "trial_spec", "plain"]
+           "trial_count", "trial_spec", "plain"]
 
 # ASHA's max_t only bounds its rung ladder (grace × rf^k); with stop_last_trials=False no trial is stopped for
 # reaching it, so each trial still ends where its own training ends.
@@ -136,28 +136,6 @@ def make_scheduler(spec: JobSpec, stops_file: Path):
                  reduction_factor=tune.reduction_factor, stop_last_trials=False)
 
 
-def resolve_paths(raw: dict, cwd: Path) -> None:
-    """Make relative local paths absolute against the driver's working directory, in place.
-
-    Tune runs each trial with its own working directory, and on a cluster on another machine.
-    """
-    def fix(path: Any) -> Any:
-        if not isinstance(path, str) or "://" in path:
-            return path
-        full = Path(path).expanduser()
-        full = full if full.is_absolute() else cwd / full
-        return str(full.resolve()) if full.exists() else path  # hub ids ("org/model") stay as they are
-
-    model, data = raw.setdefault("model", {}), raw.setdefault("data", {})
-    for key in ("name_or_path", "init_adapter"):
-        model[key] = fix(model.get(key))
-    train = data.get("train", [])
-    train = [train] if isinstance(train, (str, dict)) else train
-    data["train"] = [fix(x) if isinstance(x, str) else {**x, "path": fix(x.get("path"))} for x in train]
-    data["validation"] = fix(data.get("validation"))
-    data["mix"] = [{**x, "path": fix(x.get("path"))} for x in data.get("mix", [])]
-
-
 def trial_spec(base: dict, config: dict, trial_dir: Path, *, storage_path: str | None, cwd: Path) -> JobSpec:
     """The training spec of one trial.
 
@@ -172,5 +150,5 @@ def trial_spec(base: dict, config: dict, trial_dir: Path, *, storage_path: str |
     raw["output_dir"] = str(trial_dir)
     if storage_path:
         set_values(raw, {"checkpoint.storage_path": f"{storage_path.rstrip('/')}/trials/{trial_dir.name}"})
-    resolve_paths(raw, cwd)
+    absolute_paths(raw, cwd)
     return parse_spec(raw)
