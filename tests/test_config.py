@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysft.config import JobSpec, SpecError, advisories, load_spec, parse_spec, spec_to_yaml, with_absolute_paths
+from raysft.config import JobSpec, SpecError, advisories, is_hub_id, load_spec, parse_spec, spec_to_yaml, with_absolute_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"name_or_path": "./models/base"}, "data": {"train": ["data/train.jsonl"]}}
@@ -155,3 +155,9 @@ def test_local_paths_become_absolute_and_hub_ids_and_uris_stay(tmp_path, monkeyp
     local = with_absolute_paths(parse_spec({**spec.model_dump(mode="json", exclude_unset=True),
                                             "checkpoint": {"storage_path": "ckpt"}}), tmp_path)
     assert local.checkpoint.storage_path == str(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("name, hub", [("Qwen/Qwen2.5-0.5B-Instruct", True), ("gpt2", True), ("./model", False),
+                                       ("/models/llama", False), ("~/m", False), ("a/b/c", False), ("org/ name", False)])
+def test_one_rule_tells_a_hub_id_from_a_path(name, hub):
+    assert is_hub_id(name) is hub

@@ -14,7 +14,7 @@ from raysft.config.overrides import apply_overrides, set_values
 from raysft.config.paths import absolute_paths, with_absolute_paths
 from raysft.config.sections import (CheckpointSpec, DataSource, DataSpec, EarlyStoppingSpec, EvalSpec, GenerateSpec,
                                     LoraSpec, Metric, MixSource, ModelSpec, QuantizationSpec, ScalingSpec, TrainSpec,
-                                    higher_is_better, score_order)
+                                    higher_is_better, is_hub_id, score_order)
 from raysft.config.spec import JobSpec
 from raysft.config.tracking import MlflowSpec, TensorBoardSpec, TrackingSpec, WandbSpec
 from raysft.config.tune import SearchDistribution, TuneSpec
@@ -41,6 +41,7 @@ __all__ = [
     "WandbSpec",
     "Metric",
     "higher_is_better",
+    "is_hub_id",
     "score_order",
     "SpecError",
     "Violation",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import unicodedata
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -14,7 +15,7 @@ from raysft.config.errors import CrossFieldError, Violation
 __all__ = [
     "Section", "LoraSpec", "QuantizationSpec", "ModelSpec", "DataSource", "MixSource", "DataSpec", "TrainSpec",
     "GenerateSpec", "EarlyStoppingSpec", "EvalSpec", "CheckpointSpec", "ScalingSpec", "Name", "Metric",
-    "higher_is_better", "score_order",
+    "higher_is_better", "score_order", "is_hub_id",
 ]
 
 
@@ -29,6 +30,14 @@ def _printable(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_printable)]
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the shape of a Hugging Face repo id ("name" or "org/name"), not of a path."""
+    return bool(_HUB_ID.fullmatch(name))
+
 
 Metric = Literal["eval_loss", "exact_match"]
 """What ranks checkpoints, early stopping and trials: the validation loss, or exact match of generated answers."""

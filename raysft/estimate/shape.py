@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysft.config import is_hub_id
+
 __all__ = ["EstimateError", "ModelShape", "LINEAR_NAMES", "find_config", "read_model_shape"]
 
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -96,7 +98,7 @@ def find_config(name_or_path: str) -> Path:
         raise EstimateError(f"model.name_or_path: {name_or_path} has no config.json; point it at a Hugging Face "
                             f"model directory (only config.json is read)")
     cached = None
-    if name_or_path.count("/") <= 1 and not name_or_path.startswith((".", "/", "~")):
+    if is_hub_id(name_or_path):
         from huggingface_hub import try_to_load_from_cache
 
         try:

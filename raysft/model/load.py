@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -29,7 +28,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
-from raysft.config import LoraSpec, ModelSpec, QuantizationSpec, SpecError
+from raysft.config import LoraSpec, ModelSpec, QuantizationSpec, SpecError, is_hub_id
 from raysft.data.template import chat_template_of
 from raysft.model.attention import PACKED_SDPA, register_packed_sdpa
 from raysft.rundir import SPEC_FILE, RunDir
@@ -90,8 +89,8 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    # Hub ids are "name" or "org/name"; a parent that exists locally means the user meant a local path.
-    if name.startswith((".", "/", "~")) or os.path.isabs(name) or name.count("/") > 1:
+    # Not shaped like a hub id, or shaped like one whose parent exists locally: the user meant a local path.
+    if not is_hub_id(name):
         return True
     parent = Path(name).parent
     return parent != Path(".") and parent.exists()

@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from raysft.config import JobSpec, Violation, parse_spec
+from raysft.config import JobSpec, Violation, is_hub_id, parse_spec
 from raysft.rundir import ADAPTER_DIR, MODEL_DIR
 from raysft.service.errors import InvalidArgument
 
@@ -49,7 +49,6 @@ _PATH_KEYS: dict[str, str] = {
 _SOURCE_KEYS = ("data.train", "data.mix")  # lists of {path, ...}
 _UNSEARCHABLE = ("model", "data", "checkpoint", "checkpoint.storage_path")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
 _JOB_OUTPUT = {"adapter": ADAPTER_DIR, "model": MODEL_DIR}  # role -> what job:<id> names in that job's output_dir
 
 JobOutput = Callable[[str], str]  # job id -> that job's output_dir; raises LookupError(why not) when unusable
@@ -210,7 +209,7 @@ class _Check:
             value = value[len(scheme.group(0)):]
             if not value.startswith("/"):
                 return self._refuse(field, f"file URIs name an absolute path (file:///dir/...); got {scheme.group(0)}{value}")
-        if role == "model" and _HUB_ID.fullmatch(value) and not (self.policy.roots[0] / value).exists():
+        if role == "model" and is_hub_id(value) and not (self.policy.roots[0] / value).exists():
             return value  # a hub id such as org/model
         return self._local(field, value, role)
 
