@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysft.config import JobSpec, SpecError, advisories, is_hub_id, load_spec, parse_spec, spec_to_yaml, with_absolute_paths
+from raysft.config import (JobSpec, SpecError, advisories, is_hub_id, load_spec, parse_spec, spec_to_yaml,
+                           with_absolute_paths)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"name_or_path": "./models/base"}, "data": {"train": ["data/train.jsonl"]}}
