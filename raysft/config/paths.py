@@ -14,7 +14,20 @@ from typing import Any
 from raysft.config.loading import parse_spec
 from raysft.config.spec import JobSpec
 
-__all__ = ["absolute_paths", "with_absolute_paths"]
+__all__ = ["PATH_FIELDS", "SOURCE_FIELDS", "absolute_paths", "with_absolute_paths"]
+
+# The spec's path fields and their role: model (a directory or hub id), adapter and read (inputs), storage
+# (written, shared by runs) and output (this run's own). The job service confines each by its role.
+PATH_FIELDS: dict[str, str] = {
+    "model.name_or_path": "model",
+    "model.init_adapter": "adapter",
+    "data.validation": "read",
+    "data.cache_dir": "storage",
+    "checkpoint.storage_path": "storage",
+    "output_dir": "output",
+}
+SOURCE_FIELDS = ("data.train", "data.mix")  # lists of a path or {path, ...}: inputs
+_INPUTS = ("model", "adapter", "read")
 
 
 def with_absolute_paths(spec: JobSpec, cwd: Path) -> JobSpec:
@@ -27,25 +40,23 @@ def with_absolute_paths(spec: JobSpec, cwd: Path) -> JobSpec:
 def absolute_paths(raw: dict, cwd: Path) -> None:
     """Make the relative local paths of a spec mapping absolute against `cwd`, in place."""
     def absolute(path: Any, *, existing_only: bool) -> Any:
-        if not isinstance(path, str) or "://" in path:
+        if not isinstance(path, str) or not path or "://" in path:
             return path
         full = Path(path).expanduser()
         full = full if full.is_absolute() else cwd / full
         return str(full.resolve()) if full.exists() or not existing_only else path
 
-    def read(path: Any) -> Any:
-        return absolute(path, existing_only=True)
-
-    model, data = raw.setdefault("model", {}), raw.setdefault("data", {})
-    for key in ("name_or_path", "init_adapter"):
-        model[key] = read(model.get(key))
-    train = data.get("train", [])
-    train = [train] if isinstance(train, (str, dict)) else train
-    data["train"] = [read(x) if isinstance(x, str) else {**x, "path": read(x.get("path"))} for x in train]
-    data["validation"] = read(data.get("validation"))
-    data["mix"] = [{**x, "path": read(x.get("path"))} for x in data.get("mix", [])]
-    if raw.get("output_dir"):
-        raw["output_dir"] = absolute(raw["output_dir"], existing_only=False)
-    checkpoint = raw.get("checkpoint") or {}
-    if checkpoint.get("storage_path"):
-        checkpoint["storage_path"] = absolute(checkpoint["storage_path"], existing_only=False)
+    for key, role in PATH_FIELDS.items():
+        section, _, name = key.rpartition(".")
+        holder = raw.get(section) if section else raw
+        if isinstance(holder, dict) and name in holder:
+            holder[name] = absolute(holder[name], existing_only=role in _INPUTS)
+    data = raw.get("data")
+    for key in SOURCE_FIELDS:
+        name = key.split(".")[1]
+        if not isinstance(data, dict) or name not in data:
+            continue
+        listed = data[name] if isinstance(data[name], list) else [data[name]]
+        data[name] = [absolute(x, existing_only=True) if isinstance(x, str)
+                      else {**x, "path": absolute(x.get("path"), existing_only=True)} if isinstance(x, dict) else x
+                      for x in listed]

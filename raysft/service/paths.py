@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from raysft.config import JobSpec, Violation, is_hub_id, parse_spec
+from raysft.config.paths import PATH_FIELDS, SOURCE_FIELDS
 from raysft.rundir import ADAPTER_DIR, MODEL_DIR
 from raysft.service.errors import InvalidArgument
 
@@ -37,16 +38,6 @@ __all__ = ["PathPolicy", "JOB_REF", "MARKER"]
 
 JOB_REF = "job:"
 MARKER = ".raysft-job"  # in each job's output_dir: the job id that owns it
-# Spec keys holding paths and their role: read (a file or directory read), model (a path or hub id), write.
-_PATH_KEYS: dict[str, str] = {
-    "model.name_or_path": "model",
-    "model.init_adapter": "adapter",
-    "data.validation": "read",
-    "data.cache_dir": "storage",  # written and shared by jobs: confined, never inside another job's directory
-    "checkpoint.storage_path": "storage",
-    "output_dir": "output",
-}
-_SOURCE_KEYS = ("data.train", "data.mix")  # lists of {path, ...}
 _UNSEARCHABLE = ("model", "data", "checkpoint", "checkpoint.storage_path")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _JOB_OUTPUT = {"adapter": ADAPTER_DIR, "model": MODEL_DIR}  # role -> what job:<id> names in that job's output_dir
@@ -94,9 +85,9 @@ class PathPolicy:
         """
         check = _Check(self, job_id, job_output or _no_jobs)
         raw = spec.model_dump(mode="json", exclude_unset=True)
-        for key, role in _PATH_KEYS.items():
+        for key, role in PATH_FIELDS.items():
             _edit(raw, key, lambda v, k=key, role=role: check.value(k, v, role))
-        for key in _SOURCE_KEYS:
+        for key in SOURCE_FIELDS:
             section, name = key.split(".")
             for i, source in enumerate(raw.get(section, {}).get(name) or []):
                 source["path"] = check.value(f"{key}.{i}.path", source["path"], "read")
@@ -163,7 +154,7 @@ class PathPolicy:
                                                        "(e.g. data.train, model.name_or_path); trial checkpoints live "
                                                        "under the campaign's checkpoint.storage_path"))
                 continue
-            role = _PATH_KEYS.get(key, "read" if key in _SOURCE_KEYS else None)
+            role = PATH_FIELDS.get(key, "read" if key in SOURCE_FIELDS else None)
             for listed in ("choice", "grid"):
                 for i, value in enumerate(dist.get(listed) or []):
                     dist[listed][i] = check.nested(f"{where}.{listed}.{i}", value, role)
