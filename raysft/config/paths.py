@@ -47,16 +47,20 @@ def absolute_paths(raw: dict, cwd: Path) -> None:
         return str(full.resolve()) if full.exists() or not existing_only else path
 
     for key, role in PATH_FIELDS.items():
-        section, _, name = key.rpartition(".")
-        holder = raw.get(section) if section else raw
-        if isinstance(holder, dict) and name in holder:
+        holder, name = _holder(raw, key)
+        if name in holder:
             holder[name] = absolute(holder[name], existing_only=role in _INPUTS)
-    data = raw.get("data")
     for key in SOURCE_FIELDS:
-        name = key.split(".")[1]
-        if not isinstance(data, dict) or name not in data:
-            continue
-        listed = data[name] if isinstance(data[name], list) else [data[name]]
-        data[name] = [absolute(x, existing_only=True) if isinstance(x, str)
-                      else {**x, "path": absolute(x.get("path"), existing_only=True)} if isinstance(x, dict) else x
-                      for x in listed]
+        holder, name = _holder(raw, key)
+        if name in holder:
+            listed = holder[name] if isinstance(holder[name], list) else [holder[name]]
+            holder[name] = [absolute(x, existing_only=True) if isinstance(x, str)
+                            else {**x, "path": absolute(x.get("path"), existing_only=True)} if isinstance(x, dict) else x
+                            for x in listed]
+
+
+def _holder(raw: dict, key: str) -> tuple[dict, str]:
+    """The mapping that holds dotted `key` in `raw` ({} when its section is missing), and the key's last part."""
+    section, _, name = key.rpartition(".")
+    holder = raw.get(section) if section else raw
+    return (holder if isinstance(holder, dict) else {}), name

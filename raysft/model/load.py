@@ -233,7 +233,8 @@ def load_for_inference(
     Raises:
         ModelError: `path` is neither layout, or its spec.yaml is invalid.
     """
-    root, run = Path(path).expanduser(), RunDir(path)
+    run = RunDir(path)
+    root = run.root
     if run.is_run() and (run.adapter / "adapter_config.json").is_file():
         spec = run_model_spec(run).model_copy(update={"init_adapter": str(run.adapter)})
         model = load_model(spec, device=device, dtype=dtype, trainable=False)

@@ -23,7 +23,8 @@ from typing import Any, Optional
 
 from raysft.train.runlog import EVENT_PREFIX, event_mac
 
-__all__ = ["LineSplitter", "job_event_key", "parse_event_line", "check_event", "checkpoint_prefix", "MAX_SEQ", "MAX_TEXT"]
+__all__ = ["LineSplitter", "job_event_key", "parse_event_line", "check_event", "checkpoint_prefix", "record_seq", "MAX_SEQ",
+           "MAX_TEXT"]
 
 MAX_SEQ = 2 ** 53 - 1  # exact in a double (JSON readers) and far inside the database's 64-bit integers
 MAX_TEXT = 2_000  # characters of an event message or string value
@@ -90,7 +91,7 @@ def check_event(record: dict, *, ckpt_prefix: str, now: float) -> tuple[Optional
     """
     seq, kind = record.get("seq"), record.get("type")
     level, message, data = record.get("level", "info"), record.get("message", ""), record.get("data") or {}
-    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+    if record_seq(record) is None:
         return None, f"seq must be an integer in 1..{MAX_SEQ} (got {_shown(seq)})"
     if not isinstance(kind, str) or not _NAME.fullmatch(kind):
         return None, f"type must be a lowercase name of up to 32 characters (got {_shown(kind)})"
@@ -123,6 +124,12 @@ def _steps_problem(kind: str, data: dict, ckpt_prefix: str) -> str:
         if not (isinstance(uri, str) and uri.startswith(ckpt_prefix) and ".." not in uri[len(ckpt_prefix):].split("/")):
             return f"data.uri must lie under the job's checkpoint storage {ckpt_prefix} (got {_shown(uri)})"
     return ""
+
+
+def record_seq(record: dict) -> Optional[int]:
+    """The record's `seq` when it is an integer in 1..MAX_SEQ, else None (a record that has no place in the order)."""
+    seq = record.get("seq")
+    return seq if _is_int(seq) and 1 <= seq <= MAX_SEQ else None
 
 
 def _is_int(value: Any) -> bool:

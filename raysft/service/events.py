@@ -14,7 +14,7 @@ import time
 from typing import Callable, Optional
 
 from raysft.config import higher_is_better
-from raysft.service.eventlines import MAX_SEQ, MAX_TEXT, check_event, checkpoint_prefix
+from raysft.service.eventlines import MAX_TEXT, check_event, checkpoint_prefix, record_seq
 from raysft.service.states import JobState, check_transition
 from raysft.service.store import CheckpointRecord, JobRecord, NewEvent
 
@@ -62,8 +62,7 @@ def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], rec
     now = now or time.time()
     prefix, in_order = checkpoint_prefix(job.spec), []
     for record in records:
-        seq = record.get("seq")
-        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ else None
+        seq = record_seq(record)
         if seq is not None and seq <= job.last_source_seq:
             continue  # taken in (or rejected) before: a re-read log repeats it
         clean, problem = check_event(record, ckpt_prefix=prefix, now=now)

@@ -36,7 +36,7 @@ from raysft.config import SpecError, parse_spec
 from raysft.rundir import ADAPTER_DIR, RunDir
 from raysft.service.admission import Admission
 from raysft.service.errors import NotFound, Unavailable
-from raysft.service.eventlines import MAX_SEQ, LineSplitter, job_event_key, parse_event_line
+from raysft.service.eventlines import LineSplitter, job_event_key, parse_event_line, record_seq
 from raysft.service.events import take_training_events, transition
 from raysft.service import failures
 from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected, ray_submission_id
@@ -343,8 +343,7 @@ class Supervisor:
             stored = time.time()
             for t in worker_times:
                 self._on_event_lag(stored - t)
-        held = not job.state.terminal and any(isinstance(r.get("seq"), int) and job.last_source_seq < r["seq"] <= MAX_SEQ
-                                              for r in records)
+        held = not job.state.terminal and any((record_seq(r) or 0) > job.last_source_seq for r in records)
         return job.last_source_seq + 1 if held else 0
 
     async def _drain(self, tail: asyncio.Task, job_id: str, ray_id: str, keep: tuple) -> str:
