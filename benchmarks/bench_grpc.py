@@ -30,9 +30,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raysft.local_ray import free_port
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import JobRecord, NewEvent, Store
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import JobRecord, NewEvent, Store
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
 __all__ = ["run"]

@@ -1,14 +1,19 @@
-"""The gRPC job service: `raysft serve` runs it, `raysft jobs` and `JobClient` talk to it.
+"""The job service: `raysft serve` runs it, `raysft jobs` and `JobClient` talk to it.
 
 Jobs are validated JobSpecs run as Ray Jobs (submission id = job id); a durable store keeps jobs, their
-events and checkpoints across restarts. Modules: states (lifecycle), store (SQL), specproto (spec ⇄
-proto), paths (allowed roots and storage, one directory per job), limits (operator caps), events (what
-events do to a job), runner (Ray Jobs API), cluster (the embedded Ray), supervisor (following jobs,
-reconciling), jobs (operations), messages / servicer (gRPC translation), interceptors (auth, errors),
-server, client, cli. The API is raysft/service/v1/jobs.proto.
+events and checkpoints across restarts. The API is raysft/service/v1/jobs.proto.
+
+    client.py      the Python client (imports grpc and the generated stubs, nothing of the server)
+    server.py      wires the parts into a running server
+    operations.py  the job operations (create, cancel, resume, delete, follow) over the store and Ray
+    api/           transports: gRPC servicer and interceptors, HTTP app and console, proto <-> spec
+    jobs/          the job domain and its store
+    ray/           the Ray adapter: runner, embedded cluster, supervisor, failure classification
+    v1/            the proto and its generated code
+
+`from raysft.service import JobClient` imports the client only.
 """
 
 from raysft.service.client import JobClient, JobServiceError
-from raysft.service.server import RunningServer, create_server, serve
 
-__all__ = ["JobClient", "JobServiceError", "create_server", "serve", "RunningServer"]
+__all__ = ["JobClient", "JobServiceError"]

@@ -89,9 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM / SIGINT."""
     import logging
 
-    from raysft.service.limits import Limits, parse_resources
+    from raysft.service.jobs.limits import Limits, parse_resources
     from raysft.service.server import serve
-    from raysft.service.webhooks import WebhookPolicy
+    from raysft.service.jobs.webhooks import WebhookPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -188,7 +188,7 @@ def add_tenants_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_hash_token(args: argparse.Namespace) -> int:
     """Print the digest a tenants file holds for a token (the token itself never goes in the file)."""
-    from raysft.service.tenants import hash_token
+    from raysft.service.jobs.tenants import hash_token
 
     if args.new:
         token = secrets.token_urlsafe(32)

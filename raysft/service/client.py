@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from raysft.config import JobSpec, load_spec
-from raysft.service.specproto import spec_to_proto
+from raysft.service.api.specproto import spec_to_proto
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
 __all__ = ["JobClient", "JobServiceError", "TERMINAL_STATES", "DEFAULT_SERVER", "is_loopback", "content_request_id",

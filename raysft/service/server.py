@@ -29,22 +29,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raysft.service.client import is_loopback
-from raysft.service.admission import Admission
-from raysft.service.cluster import LocalRayCluster
-from raysft.service.auth import Authenticator
-from raysft.service.interceptors import AuthInterceptor, ErrorInterceptor
-from raysft.service.jobs import Jobs
-from raysft.service.leader import Leadership
-from raysft.service.limits import Limits
-from raysft.service.metrics import MetricsInterceptor, ServiceMetrics
-from raysft.service.paths import PathPolicy
-from raysft.service.runner import RayJobsRunner
-from raysft.service.servicer import JobServicer
-from raysft.service.store import Store
-from raysft.service.supervisor import Supervisor
-from raysft.service.tenants import Tenants
+from raysft.service.jobs.admission import Admission
+from raysft.service.ray.cluster import LocalRayCluster
+from raysft.service.jobs.auth import Authenticator
+from raysft.service.api.interceptors import AuthInterceptor, ErrorInterceptor
+from raysft.service.operations import Jobs
+from raysft.service.jobs.leader import Leadership
+from raysft.service.jobs.limits import Limits
+from raysft.service.api.metrics import MetricsInterceptor, ServiceMetrics
+from raysft.service.jobs.paths import PathPolicy
+from raysft.service.ray.runner import RayJobsRunner
+from raysft.service.api.servicer import JobServicer
+from raysft.service.jobs.store import Store
+from raysft.service.ray.supervisor import Supervisor
+from raysft.service.jobs.tenants import Tenants
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from raysft.service.webhooks import WebhookPolicy, WebhookSender
+from raysft.service.jobs.webhooks import WebhookPolicy, WebhookSender
 
 __all__ = ["create_server", "serve", "RunningServer", "SERVICE_NAME", "LEADER_HEALTH", "is_loopback"]
 
@@ -142,7 +142,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
 
     Args:
         db_url: SQLAlchemy URL of the job store. Several servers may share one (PostgreSQL, or a SQLite file on one
-            host): all answer RPCs, one at a time (the leader, raysft.service.leader) follows the jobs.
+            host): all answer RPCs, one at a time (the leader, raysft.service.jobs.leader) follows the jobs.
         token: the server's bearer token (its holder is an admin: every tenant's jobs); off loopback this or
             `tenants` is required.
         tls_cert, tls_key: PEM files; with both, the port speaks TLS.
@@ -164,7 +164,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         webhooks: the URLs told of state changes, the prefixes jobs' notify_urls must lie under, and the secret
             that signs each POST; with a secret, this server sends the store's pending deliveries.
         webhook_backoff_s: wait before a failed delivery's first retry; it doubles after each failure.
-        tenants: the tenants file (raysft.service.tenants): its tokens, tenants, roles, roots and quotas.
+        tenants: the tenants file (raysft.service.jobs.tenants): its tokens, tenants, roles, roots and quotas.
 
     Raises:
         ValueError: a non-loopback address without a token, only one of cert / key, a bad storage prefix, or a
@@ -210,7 +210,7 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         server, bound, health_servicer = loop.run(_start_grpc(
             address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), authenticator, metrics, tls_cert, tls_key))
         if http_port is not None:
-            from raysft.service.http import HttpServer, create_app  # the [http] extra
+            from raysft.service.api.http import HttpServer, create_app  # the [http] extra
 
             http = HttpServer(create_app(jobs, authenticator, metrics, max_streams_per_client=max_streams_per_client),
                               host, http_port, tls_cert=tls_cert, tls_key=tls_key)

@@ -32,7 +32,7 @@ __all__ = ["TRACKING_FILE", "start_tracking", "Tracker", "finish_tracking", "fla
 
 TRACKING_FILE = "tracking.json"
 _ENV_PREFIXES = ("MLFLOW_", "WANDB_", "DATABRICKS_", "AWS_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS")
-_JOB_ID_ENV, _LABELS_ENV = "RAYSFT_JOB_ID", "RAYSFT_JOB_LABELS"  # set by the job service (raysft.service.runner)
+_JOB_ID_ENV, _LABELS_ENV = "RAYSFT_JOB_ID", "RAYSFT_JOB_LABELS"  # set by the job service (raysft.service.ray.runner)
 
 
 def _warn(backend: str, message: str) -> None:

@@ -4,9 +4,9 @@ import json
 import urllib.error
 import urllib.request
 
-from raysft.service.limits import Limits
-from raysft.service.states import JobState
-from raysft.service.store import JobRecord, NewEvent
+from raysft.service.jobs.limits import Limits
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import JobRecord, NewEvent
 
 TOKEN = "test-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

@@ -19,11 +19,11 @@ from grpc_status import rpc_status
 
 from raysft.local_ray import free_port
 from raysft.service.__main__ import main
-from raysft.service.limits import Limits
-from raysft.service.paths import MARKER
+from raysft.service.jobs.limits import Limits
+from raysft.service.jobs.paths import MARKER
 from raysft.service.server import create_server
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from service_helpers import AUTH, NO_RAY, TOKEN, put_job
 

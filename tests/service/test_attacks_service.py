@@ -24,16 +24,16 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from raysft.service import supervisor as supervisor_module
+from raysft.service.ray import supervisor as supervisor_module
 from raysft.service.__main__ import main
-from raysft.service.auth import OPERATOR
+from raysft.service.jobs.auth import OPERATOR
 from raysft.service.client import JobClient, content_request_id, spec_message
-from raysft.service.cluster import trusted_state
-from raysft.service.errors import MAX_VIOLATIONS, Unavailable
-from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, ray_submission_id
+from raysft.service.ray.cluster import trusted_state
+from raysft.service.jobs.errors import MAX_VIOLATIONS, Unavailable
+from raysft.service.ray.runner import JobVanished, RayJobInfo, RayJobsRunner, ray_submission_id
 from raysft.service.server import create_server
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.train.runlog import EVENT_PREFIX, event_line, event_mac
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
@@ -279,7 +279,7 @@ def test_a_followed_log_ends_with_the_job_and_closes_its_source():
     """GetJobLogs --follow reads Ray's log stream (incremental, no thread held) until the job ends, then lets it go."""
     import asyncio
 
-    from raysft.service.jobs import until_set
+    from raysft.service.operations import until_set
 
     closed = []
 
@@ -440,7 +440,7 @@ def test_a_rerun_submit_returns_the_stored_job_instead_of_a_second_one(server, o
 
 
 def test_the_cli_escapes_terminal_control_sequences_from_job_text(server, other, monkeypatch, capsys):
-    from raysft.service.store import NewEvent
+    from raysft.service.jobs.store import NewEvent
 
     job = put_job(server, "escapes", JobState.FAILED, state_reason="boom \x1b]0;owned\x07\x1b[2J", error_code="INTERNAL",
                   error_message="\x1b[31mred\x1b[0m")

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from raysft.service.server import create_server
-from raysft.service.states import JobState
+from raysft.service.jobs.states import JobState
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 
@@ -50,7 +50,7 @@ def test_bad_spec_gives_400_with_the_field_paths_grpc_gives(server, workdir):
     assert status == 400 and body["error"]["code"] == "INVALID_ARGUMENT"
     http_fields = {v["field"]: v["message"] for v in body["error"]["violations"]}
     with grpc.insecure_channel(server.address) as ch:
-        from raysft.service.specproto import spec_to_proto
+        from raysft.service.api.specproto import spec_to_proto
         from google.rpc import error_details_pb2
         from grpc_status import rpc_status
 

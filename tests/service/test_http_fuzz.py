@@ -6,7 +6,7 @@ from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
 
 from raysft.service.server import create_server
-from raysft.service.states import JobState
+from raysft.service.jobs.states import JobState
 from service_helpers import NO_RAY, TOKEN, put_job
 
 pytestmark = pytest.mark.integration

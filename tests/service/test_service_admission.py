@@ -14,16 +14,16 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from raysft.service.admission import Admission, queue_order
-from raysft.service.auth import OPERATOR
-from raysft.service.events import transition
-from raysft.service.limits import Limits
-from raysft.service.quota import Quota
+from raysft.service.jobs.admission import Admission, queue_order
+from raysft.service.jobs.auth import OPERATOR
+from raysft.service.jobs.events import transition
+from raysft.service.jobs.limits import Limits
+from raysft.service.jobs.quota import Quota
 from raysft.service.server import create_server
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import JobRecord, NewEvent, QueueEntry, Store
-from raysft.service.tenants import hash_token
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import JobRecord, NewEvent, QueueEntry, Store
+from raysft.service.jobs.tenants import hash_token
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 

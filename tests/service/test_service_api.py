@@ -11,11 +11,11 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from raysft.service.events import take_training_events, transition
+from raysft.service.jobs.events import take_training_events, transition
 from raysft.service.server import create_server
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import JobRecord
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import JobRecord
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN, put_job
 

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from raysft.service.client import JobClient, JobServiceError
 from raysft.service.server import create_server
-from raysft.service.states import JobState
+from raysft.service.jobs.states import JobState
 from raysft.service.v1 import jobs_pb2
 from service_helpers import NO_RAY, TOKEN, put_job
 

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from raysft.service.__main__ import main
-from raysft.service.auth import OPERATOR
-from raysft.service.events import take_training_events, transition
-from raysft.service.states import JobState
+from raysft.service.jobs.auth import OPERATOR
+from raysft.service.jobs.events import take_training_events, transition
+from raysft.service.jobs.states import JobState
 from service_helpers import TOKEN, put_job
 
 

@@ -7,9 +7,9 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 
 from raysft.local_ray import free_port
-from raysft.service import cluster as cluster_module
-from raysft.service.cluster import LocalRayCluster
-from raysft.service.runner import ray_auth_token
+from raysft.service.ray import cluster as cluster_module
+from raysft.service.ray.cluster import LocalRayCluster
+from raysft.service.ray.runner import ray_auth_token
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from raysft.service.eventlines import LineSplitter, check_event, job_event_key, parse_event_line
-from raysft.service.events import MAX_TRAINING_EVENTS, best_step, retain, take_training_events, transition
-from raysft.service.states import IllegalTransition, JobState
-from raysft.service.store import CheckpointRecord, JobRecord
+from raysft.service.jobs.eventlines import LineSplitter, check_event, job_event_key, parse_event_line
+from raysft.service.jobs.events import MAX_TRAINING_EVENTS, best_step, retain, take_training_events, transition
+from raysft.service.jobs.states import IllegalTransition, JobState
+from raysft.service.jobs.store import CheckpointRecord, JobRecord
 from raysft.train.runlog import EVENT_PREFIX, event_line
 
 KEY = job_event_key(b"server secret", "j")

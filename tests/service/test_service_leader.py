@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 
-from raysft.service.leader import LEADER_LOCK, Leadership
+from raysft.service.jobs.leader import LEADER_LOCK, Leadership
 from raysft.service.server import LEADER_HEALTH, create_server
-from raysft.service.states import JobState
+from raysft.service.jobs.states import JobState
 from service_helpers import NO_RAY, TOKEN, put_job
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from raysft.config import parse_spec
-from raysft.service.errors import InvalidArgument
-from raysft.service.paths import MARKER, PathPolicy
+from raysft.service.jobs.errors import InvalidArgument
+from raysft.service.jobs.paths import MARKER, PathPolicy
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from raysft.config import JobSpec, SpecError, parse_spec
-from raysft.service.specproto import spec_from_proto, spec_to_proto
+from raysft.service.api.specproto import spec_from_proto, spec_to_proto
 from raysft.service.v1 import jobs_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +115,6 @@ def test_conversion_errors_name_the_field():
 
 
 def test_proto_job_states_are_the_state_machine_states():
-    from raysft.service.states import JobState
+    from raysft.service.jobs.states import JobState
 
     assert [jobs_pb2.JobState.Name(n) for n in jobs_pb2.JobState.values() if n] == [s.value for s in JobState]

@@ -11,13 +11,13 @@ import time
 import grpc
 import pytest
 
-from raysft.service import failures
+from raysft.service.ray import failures
 from raysft.service.__main__ import main
-from raysft.service.runner import RayJobInfo, RayJobsRunner, ray_submission_id
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
-from raysft.service.supervisor import Supervisor
+from raysft.service.ray.runner import RayJobInfo, RayJobsRunner, ray_submission_id
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import CheckpointRecord, JobRecord, NewEvent, Store
+from raysft.service.ray.supervisor import Supervisor
 from raysft.service.v1 import jobs_pb2
 from raysft.train.runlog import event_line
 from service_helpers import AUTH, NO_RAY, TOKEN, put_job

@@ -2,7 +2,7 @@
 
 import pytest
 
-from raysft.service.states import ACTIVE, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition, from_ray_status
+from raysft.service.jobs.states import ACTIVE, TERMINAL, TRANSITIONS, IllegalTransition, JobState, check_transition, from_ray_status
 
 
 def test_terminal_states_lead_only_to_a_new_attempt_and_every_active_state_can_end():

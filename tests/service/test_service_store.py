@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from raysft.service.errors import AlreadyExists, NotFound
-from raysft.service.states import JobState
-from raysft.service.store import JobRecord, NewEvent, Store
+from raysft.service.jobs.errors import AlreadyExists, NotFound
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import JobRecord, NewEvent, Store
 
 
 @pytest.fixture

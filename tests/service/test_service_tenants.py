@@ -23,15 +23,15 @@ import yaml
 from raysft.config import parse_spec
 from raysft.local_ray import free_port
 from raysft.service.__main__ import main
-from raysft.service.auth import Principal
-from raysft.service.errors import NotFound
-from raysft.service.events import transition
-from raysft.service.quota import Quota
+from raysft.service.jobs.auth import Principal
+from raysft.service.jobs.errors import NotFound
+from raysft.service.jobs.events import transition
+from raysft.service.jobs.quota import Quota
 from raysft.service.server import create_server
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, Store
-from raysft.service.tenants import Tenants, TenantsError, hash_token
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import CheckpointRecord, JobRecord, NewEvent, Store
+from raysft.service.jobs.tenants import Tenants, TenantsError, hash_token
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.train.rundata import cache_dir_of
 from service_helpers import NO_RAY, TOKEN, http_call, put_job
@@ -422,7 +422,7 @@ def test_the_file_is_reloaded_when_it_changes_and_a_bad_one_keeps_the_old(server
                 time.sleep(0.2)
         assert refused(lambda: stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=md(SEARCH)))[0] == \
             grpc.StatusCode.UNAUTHENTICATED  # removed from the file
-        with caplog.at_level(logging.ERROR, logger="raysft.service.tenants"):
+        with caplog.at_level(logging.ERROR, logger="raysft.service.jobs.tenants"):
             _rewrite(path, "tenants: {newco: {tokens: [{sha256: nope, role: viewer}]}}")
             time.sleep(1.2)
             stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=md(newcomer))  # still in force

@@ -14,13 +14,13 @@ import grpc
 import pytest
 
 from raysft.service.__main__ import main
-from raysft.service.events import transition
+from raysft.service.jobs.events import transition
 from raysft.service.server import create_server
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import JobRecord, NewEvent, Store
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import JobRecord, NewEvent, Store
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
-from raysft.service.webhooks import WebhookPolicy, WebhookSender, payload, sign
+from raysft.service.jobs.webhooks import WebhookPolicy, WebhookSender, payload, sign
 from service_helpers import AUTH, HOLD, NO_RAY, TOKEN
 
 SECRET = b"webhook-test-secret-0123456789abcdef"

@@ -13,10 +13,10 @@ import json
 import weakref
 from typing import AsyncIterator, Callable
 
-from raysft.service.auth import Principal
-from raysft.service.jobs import Jobs
-from raysft.service.store import EventRecord
-from raysft.service.streams import StreamSlots
+from raysft.service.jobs.auth import Principal
+from raysft.service.operations import Jobs
+from raysft.service.jobs.store import EventRecord
+from raysft.service.api.streams import StreamSlots
 
 __all__ = ["event_stream"]
 

@@ -3,9 +3,9 @@
 `Authenticator.authenticate(authorization)` maps the `Authorization` value (gRPC metadata or HTTP header, the
 same text) to a `Principal` or raises Unauthenticated; the gRPC auth interceptor and the HTTP API both call it
 and nothing else decides. The server token (--token-file) gives the operator, an admin of the default tenant;
-a tenants file (raysft.service.tenants) maps each of its tokens to a principal of one tenant with a role.
+a tenants file (raysft.service.jobs.tenants) maps each of its tokens to a principal of one tenant with a role.
 `authorize(principal, action)` refuses what the role may not do (PermissionDenied: 403 / PERMISSION_DENIED);
-which jobs a principal sees is `Principal.scope`, applied by raysft.service.jobs.
+which jobs a principal sees is `Principal.scope`, applied by raysft.service.operations.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from raysft.service.errors import PermissionDenied, Unauthenticated
+from raysft.service.jobs.errors import PermissionDenied, Unauthenticated
 
 if TYPE_CHECKING:
-    from raysft.service.tenants import Tenants
+    from raysft.service.jobs.tenants import Tenants
 
 __all__ = ["Principal", "Authenticator", "authorize", "OPERATOR", "ANONYMOUS", "READ_ACTIONS", "WRITE_ACTIONS",
            "DEFAULT_TENANT"]

@@ -2,10 +2,10 @@
 
 The server runs on grpc.aio: one event loop serves every call. Single-row reads run on the loop itself (well
 under a millisecond; a hop to a thread and back costs more than the work); spec validation (its cost grows with
-the spec, bounded by raysft.service.speclimits), everything that reaches Ray, writes, or pages through many rows runs in
+the spec, bounded by raysft.service.api.speclimits), everything that reaches Ray, writes, or pages through many rows runs in
 the loop's thread pool. Streams wait on the loop, holding no thread, and each client (by its address) may hold at
 most `max_streams_per_client` of them. Each call hands its caller (`caller()`, set by the auth interceptor) to
-`Jobs`, which decides what that caller sees and may do. Errors are raised as raysft.service.errors exceptions; the error
+`Jobs`, which decides what that caller sees and may do. Errors are raised as raysft.service.jobs.errors exceptions; the error
 interceptor turns them into status codes with details.
 """
 
@@ -20,15 +20,15 @@ from typing import AsyncIterator, Iterator
 from google.protobuf import empty_pb2
 
 from raysft.config import SpecError, Violation
-from raysft.service.auth import Principal
-from raysft.service.admission import DEFAULT_PRIORITY
-from raysft.service.errors import InvalidArgument
-from raysft.service.interceptors import caller
-from raysft.service.jobs import Jobs
-from raysft.service.messages import checkpoint_message, degraded_job_message, event_message, job_message, state_from_message
-from raysft.service.specproto import spec_from_proto
-from raysft.service.store import JobRecord
-from raysft.service.streams import StreamSlots
+from raysft.service.jobs.auth import Principal
+from raysft.service.jobs.admission import DEFAULT_PRIORITY
+from raysft.service.jobs.errors import InvalidArgument
+from raysft.service.api.interceptors import caller
+from raysft.service.operations import Jobs
+from raysft.service.api.messages import checkpoint_message, degraded_job_message, event_message, job_message, state_from_message
+from raysft.service.api.specproto import spec_from_proto
+from raysft.service.jobs.store import JobRecord
+from raysft.service.api.streams import StreamSlots
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 
 __all__ = ["JobServicer", "create_job"]

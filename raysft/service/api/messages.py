@@ -8,10 +8,10 @@ from typing import Any, Optional
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, status_pb2
 
-from raysft.service.runner import ray_submission_id
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import JobState
-from raysft.service.store import CheckpointRecord, EventRecord, JobRecord
+from raysft.service.ray.runner import ray_submission_id
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import CheckpointRecord, EventRecord, JobRecord
 from raysft.service.v1 import jobs_pb2
 
 __all__ = ["job_message", "degraded_job_message", "event_message", "checkpoint_message", "state_from_message", "KINDS"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from raysft.service.runner import RayJobInfo
+from raysft.service.ray.runner import RayJobInfo
 
 __all__ = ["Failure", "USER", "SYSTEM", "MAX_ATTEMPTS", "ray_failure", "vanished", "unreachable", "stopped_outside",
            "rejected", "bad_stored_spec"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from raysft.local_ray import free_port
-from raysft.service.runner import ray_auth_token
+from raysft.service.ray.runner import ray_auth_token
 
 __all__ = ["LocalRayCluster", "trusted_state"]
 

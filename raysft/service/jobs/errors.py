@@ -66,7 +66,7 @@ class Unauthenticated(ServiceError):
 
 
 class PermissionDenied(ServiceError):
-    """Known credentials that may not do this (tenants and roles decide; see raysft.service.auth)."""
+    """Known credentials that may not do this (tenants and roles decide; see raysft.service.jobs.auth)."""
 
     code = "PERMISSION_DENIED"
 

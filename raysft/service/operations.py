@@ -1,7 +1,7 @@
 """The job service's operations, free of gRPC: create (validated, idempotent), get, list, cancel, resume,
 delete, watch, events, checkpoints and logs. The servicer translates messages to and from these calls.
 
-Each takes the caller (`who`, a raysft.service.auth.Principal): a job belongs to the tenant whose token created
+Each takes the caller (`who`, a raysft.service.jobs.auth.Principal): a job belongs to the tenant whose token created
 it, and a job of another tenant is NOT_FOUND with the same message as an id nobody uses (ids are not probed);
 admins see every tenant's. `authorize` refuses the changes a viewer asks for.
 """
@@ -19,19 +19,19 @@ import unicodedata
 from typing import AsyncIterator, Optional
 
 from raysft.config import JobSpec, SpecError, Violation, advisories, parse_spec
-from raysft.service.auth import Principal, authorize
-from raysft.service.admission import DEFAULT_PRIORITY, MAX_PRIORITY, Admission, job_workers
-from raysft.service.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from raysft.service.events import best_step, transition
-from raysft.service.limits import Limits
-from raysft.service.paths import PathPolicy
-from raysft.service.failures import MAX_ATTEMPTS
-from raysft.service.runner import JobVanished, RayJobsRunner, ray_submission_id
-from raysft.service.states import ACTIVE, JobState
-from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
-from raysft.service.supervisor import Supervisor, next_attempt
-from raysft.service.webhooks import WebhookPolicy
-from raysft.service.tenants import Tenants
+from raysft.service.jobs.auth import Principal, authorize
+from raysft.service.jobs.admission import DEFAULT_PRIORITY, MAX_PRIORITY, Admission, job_workers
+from raysft.service.jobs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from raysft.service.jobs.events import best_step, transition
+from raysft.service.jobs.limits import Limits
+from raysft.service.jobs.paths import PathPolicy
+from raysft.service.ray.failures import MAX_ATTEMPTS
+from raysft.service.ray.runner import JobVanished, RayJobsRunner, ray_submission_id
+from raysft.service.jobs.states import ACTIVE, JobState
+from raysft.service.jobs.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
+from raysft.service.ray.supervisor import Supervisor, next_attempt
+from raysft.service.jobs.webhooks import WebhookPolicy
+from raysft.service.jobs.tenants import Tenants
 
 __all__ = ["Jobs", "until_set"]
 

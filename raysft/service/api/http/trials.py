@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from raysft.rundir import RunDir
-from raysft.service.store import JobRecord
+from raysft.service.jobs.store import JobRecord
 
 __all__ = ["read_trials", "MAX_TRIALS", "MAX_POINTS"]
 

@@ -29,7 +29,7 @@ from typing import AsyncIterator, Optional
 
 import yaml
 
-from raysft.service.errors import Unavailable
+from raysft.service.jobs.errors import Unavailable
 from raysft.train.runlog import EVENT_KEY_ENV
 
 __all__ = ["RayJobsRunner", "RayJobInfo", "JobVanished", "SubmitRejected", "ray_auth_token", "ray_submission_id"]

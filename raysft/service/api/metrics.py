@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from raysft.service.interceptors import WrappingInterceptor
-from raysft.service.states import JobState
-from raysft.service.store import EventRecord, JobRecord, Store
+from raysft.service.api.interceptors import WrappingInterceptor
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import EventRecord, JobRecord, Store
 
 __all__ = ["ServiceMetrics", "MetricsInterceptor"]
 

@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raysft.service.speclimits import MAX_SPEC_BYTES
+from raysft.service.api.speclimits import MAX_SPEC_BYTES
 
 __all__ = ["CreateJobBody", "Job", "JobList", "JobEvent", "EventList", "Checkpoint", "CheckpointList", "Logs",
            "Trial", "TrialList", "ErrorBody", "STATE_NAMES", "KIND_NAMES"]

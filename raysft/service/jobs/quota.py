@@ -1,5 +1,5 @@
-"""What one tenant may hold at once. The tenants file sets it (raysft.service.tenants); the admission queue
-enforces it (raysft.service.admission). None means no cap of that kind."""
+"""What one tenant may hold at once. The tenants file sets it (raysft.service.jobs.tenants); the admission queue
+enforces it (raysft.service.jobs.admission). None means no cap of that kind."""
 
 from __future__ import annotations
 

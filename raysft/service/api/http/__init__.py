@@ -1,6 +1,6 @@
 """The HTTP/JSON API, the web console and `/metrics`, served by the job server next to gRPC (`--http-port`)."""
 
-from raysft.service.http.app import create_app
-from raysft.service.http.serving import HttpServer
+from raysft.service.api.http.app import create_app
+from raysft.service.api.http.serving import HttpServer
 
 __all__ = ["create_app", "HttpServer"]

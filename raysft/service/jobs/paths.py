@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 from raysft.config import JobSpec, Violation, is_hub_id, parse_spec
 from raysft.config.paths import PATH_FIELDS, SOURCE_FIELDS
 from raysft.rundir import ADAPTER_DIR, MODEL_DIR
-from raysft.service.errors import InvalidArgument
+from raysft.service.jobs.errors import InvalidArgument
 
 __all__ = ["PathPolicy", "JOB_REF", "MARKER"]
 

@@ -20,7 +20,7 @@ from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from raysft.config import SpecError, Violation
-from raysft.service.speclimits import spec_size_problems
+from raysft.service.api.speclimits import spec_size_problems
 from raysft.service.v1 import jobs_pb2
 
 __all__ = ["spec_to_proto", "spec_from_proto", "enum_value_name"]
@@ -174,7 +174,7 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> dict:
     """The spec mapping a `raysft.v1.JobSpec` carries: only fields that are set, ready for `parse_spec`.
 
     Raises:
-        SpecError: the message breaks a size limit (raysft.service.speclimits), or holds an enum number this
+        SpecError: the message breaks a size limit (raysft.service.api.speclimits), or holds an enum number this
             server does not know (proto3 enums accept any number).
     """
     problems = spec_size_problems(msg)

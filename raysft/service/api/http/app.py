@@ -3,7 +3,7 @@
 Every route authenticates with `Authenticator.authenticate` (the decision gRPC uses), hands the caller to `Jobs`
 (which decides what it sees and may do), builds the same request the
 gRPC servicer gets or calls the same `Jobs` operation, and answers in proto3's JSON mapping of the same messages.
-Errors are the same raysft.service.errors exceptions, mapped once here to HTTP statuses with a body
+Errors are the same raysft.service.jobs.errors exceptions, mapped once here to HTTP statuses with a body
 `{"error": {"code": "INVALID_ARGUMENT", "message": ..., "violations": [{"field", "message"}]}}`, the fields
 being the dotted spec paths gRPC's BadRequest carries. The console's pages and `/metrics` need no token (they
 hold no job data; the pages ask for the token and send it with every API call).
@@ -26,20 +26,20 @@ from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raysft.config import SpecError, Violation
-from raysft.service.auth import Authenticator, Principal
-from raysft.service.errors import InvalidArgument, ServiceError
-from raysft.service.http import schemas
-from raysft.service.http.middleware import BodyLimit, RequestMetrics
-from raysft.service.http.sse import event_stream
-from raysft.service.http.trials import read_trials
-from raysft.service.jobs import Jobs
-from raysft.service.messages import checkpoint_message, degraded_job_message, event_message, job_message
-from raysft.service.servicer import create_job
-from raysft.service.specproto import spec_to_proto
-from raysft.service.states import IllegalTransition, JobState
-from raysft.service.streams import StreamSlots
-from raysft.service.store import JobRecord
-from raysft.service.metrics import ServiceMetrics
+from raysft.service.jobs.auth import Authenticator, Principal
+from raysft.service.jobs.errors import InvalidArgument, ServiceError
+from raysft.service.api.http import schemas
+from raysft.service.api.http.middleware import BodyLimit, RequestMetrics
+from raysft.service.api.http.sse import event_stream
+from raysft.service.api.http.trials import read_trials
+from raysft.service.operations import Jobs
+from raysft.service.api.messages import checkpoint_message, degraded_job_message, event_message, job_message
+from raysft.service.api.servicer import create_job
+from raysft.service.api.specproto import spec_to_proto
+from raysft.service.jobs.states import IllegalTransition, JobState
+from raysft.service.api.streams import StreamSlots
+from raysft.service.jobs.store import JobRecord
+from raysft.service.api.metrics import ServiceMetrics
 from raysft.service.v1 import jobs_pb2
 
 __all__ = ["create_app", "HTTP_STATUS"]

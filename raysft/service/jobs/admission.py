@@ -5,7 +5,7 @@ Store.admit); the supervisor then submits it. The order of the queue: higher `pr
 within a priority round-robin across tenants, each tenant's jobs first come first: the tenant whose last
 admission is oldest goes next, so one tenant's burst cannot starve another. A pass walks that order and
 admits what fits: the server's cap on jobs on Ray (STARTING, RUNNING, CANCELLING) and each tenant's quota
-(raysft.service.quota). A job its tenant's quota holds back waits without holding back other tenants' jobs
+(raysft.service.jobs.quota). A job its tenant's quota holds back waits without holding back other tenants' jobs
 (nor does a later job of the same tenant overtake it). `queue_position` is a job's place in the same order.
 """
 
@@ -17,11 +17,11 @@ from collections import defaultdict
 from typing import Callable, Optional
 
 from raysft.config import JobSpec
-from raysft.service.errors import ResourceExhausted
-from raysft.service.events import transition
-from raysft.service.quota import Quota
-from raysft.service.states import JobState
-from raysft.service.store import CheckpointRecord, JobRecord, NewEvent, QueueEntry, Store
+from raysft.service.jobs.errors import ResourceExhausted
+from raysft.service.jobs.events import transition
+from raysft.service.jobs.quota import Quota
+from raysft.service.jobs.states import JobState
+from raysft.service.jobs.store import CheckpointRecord, JobRecord, NewEvent, QueueEntry, Store
 
 __all__ = ["Admission", "queue_order", "job_workers", "DEFAULT_PRIORITY", "MAX_PRIORITY"]
 
@@ -82,7 +82,7 @@ class Admission:
 
     Args:
         max_running_jobs: jobs on Ray at once across all tenants (None: no cap).
-        quota_for: a tenant's quota (raysft.service.tenants); by default no tenant has one.
+        quota_for: a tenant's quota (raysft.service.jobs.tenants); by default no tenant has one.
     """
 
     def __init__(self, max_running_jobs: Optional[int] = None, quota_for: Optional[Callable[[str], Quota]] = None):

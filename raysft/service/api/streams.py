@@ -10,7 +10,7 @@ import collections
 import contextlib
 from typing import Iterator, Optional
 
-from raysft.service.errors import ResourceExhausted
+from raysft.service.jobs.errors import ResourceExhausted
 
 __all__ = ["StreamSlots"]
 

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from raysft.config import Violation
 
 if TYPE_CHECKING:
-    from raysft.service.store import DeliveryRecord, Store
+    from raysft.service.jobs.store import DeliveryRecord, Store
 
 __all__ = ["WebhookPolicy", "WebhookSender", "payload", "sign", "MAX_NOTIFY_URLS", "MAX_URL_LENGTH"]
 

@@ -2,7 +2,7 @@
 
 Pure functions over store records: the supervisor calls them inside one `Store.update` transaction, so a
 job's state, progress, checkpoints and events always change together. Training event records come from the
-job's log (raysft.service.eventlines reads and verifies them); each is checked field by field here before it
+job's log (raysft.service.jobs.eventlines reads and verifies them); each is checked field by field here before it
 counts, and carries `seq`, increasing within the run, so anything at or below the highest `seq` taken in is a
 duplicate (re-reading the logs after a server restart repeats them all).
 """
@@ -14,9 +14,9 @@ import time
 from typing import Callable, Optional
 
 from raysft.config import higher_is_better
-from raysft.service.eventlines import MAX_TEXT, check_event, checkpoint_prefix, record_seq
-from raysft.service.states import JobState, check_transition
-from raysft.service.store import CheckpointRecord, JobRecord, NewEvent
+from raysft.service.jobs.eventlines import MAX_TEXT, check_event, checkpoint_prefix, record_seq
+from raysft.service.jobs.states import JobState, check_transition
+from raysft.service.jobs.store import CheckpointRecord, JobRecord, NewEvent
 
 __all__ = ["transition", "take_training_events", "retain", "best_step", "MAX_TRAINING_EVENTS"]
 

@@ -6,18 +6,18 @@ runs and needs no shared disk): training events reach the store ~0.1 s after the
 dropped connection is followed again from the start; duplicates are dropped by `seq`. When Ray reports
 the job ended, the follower gets a last pass, the whole log is read once more (anything missed is taken
 in) and the terminal state is stored last. Only lines signed with the job's event key count as events
-(raysft.service.eventlines); a follower that fails is logged and started again, and one whose job ended is
+(raysft.service.jobs.eventlines); a follower that fails is logged and started again, and one whose job ended is
 forgotten.
 
-It also runs the admission queue (raysft.service.admission): a loop that admits the QUEUED jobs that fit
+It also runs the admission queue (raysft.service.jobs.admission): a loop that admits the QUEUED jobs that fit
 (QUEUED → STARTING) and follows them; the follower submits an admitted job to Ray. The loop wakes when a
 job is stored QUEUED or ends in this process, and every `poll_s` (jobs created or ended by another server
 sharing the store). A job that goes back to QUEUED (a retry, ResumeJob) waits in the queue like a new one.
 
-Started on the leader of the servers sharing the store (raysft.service.leader), it is also the reconciler:
+Started on the leader of the servers sharing the store (raysft.service.jobs.leader), it is also the reconciler:
 every job the store lists as admitted and not terminal is followed again, which re-attaches to the Ray job of
 its current attempt (`ray_submission_id`) when it is still running and fails the ones Ray no longer knows. How
-an attempt failed decides what follows (raysft.service.failures): a SYSTEM failure with attempts left queues
+an attempt failed decides what follows (raysft.service.ray.failures): a SYSTEM failure with attempts left queues
 the job's next attempt, which continues from the latest checkpoint; anything else ends the job. The jobs
 another server (a standby) queues reach the admission loop through its poll.
 """
@@ -34,14 +34,14 @@ from typing import Callable, Optional
 
 from raysft.config import SpecError, parse_spec
 from raysft.rundir import ADAPTER_DIR, RunDir
-from raysft.service.admission import Admission
-from raysft.service.errors import NotFound, Unavailable
-from raysft.service.eventlines import LineSplitter, job_event_key, parse_event_line, record_seq
-from raysft.service.events import take_training_events, transition
-from raysft.service import failures
-from raysft.service.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected, ray_submission_id
-from raysft.service.states import JobState, from_ray_status
-from raysft.service.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
+from raysft.service.jobs.admission import Admission
+from raysft.service.jobs.errors import NotFound, Unavailable
+from raysft.service.jobs.eventlines import LineSplitter, job_event_key, parse_event_line, record_seq
+from raysft.service.jobs.events import take_training_events, transition
+from raysft.service.ray import failures
+from raysft.service.ray.runner import JobVanished, RayJobInfo, RayJobsRunner, SubmitRejected, ray_submission_id
+from raysft.service.jobs.states import JobState, from_ray_status
+from raysft.service.jobs.store import CheckpointRecord, EventRecord, JobRecord, NewEvent, Store
 
 __all__ = ["Supervisor", "next_attempt"]
 

@@ -2,7 +2,7 @@
 place that maps errors to status codes.
 
 Authentication covers every RPC, streams included, except standard health checking (load balancers
-probe it without credentials). The error interceptor turns raysft.service.errors exceptions into their
+probe it without credentials). The error interceptor turns raysft.service.jobs.errors exceptions into their
 status codes, INVALID_ARGUMENT with a google.rpc.BadRequest listing each field violation (its `field`
 is the dotted spec path); anything unexpected becomes INTERNAL with an id to find it in the server log,
 so nothing a client sends takes the server down. Both are grpc.aio interceptors: behaviours are coroutines, async
@@ -23,9 +23,9 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from raysft.service.auth import Authenticator, Principal
-from raysft.service.errors import InvalidArgument, ServiceError, Unauthenticated
-from raysft.service.states import IllegalTransition
+from raysft.service.jobs.auth import Authenticator, Principal
+from raysft.service.jobs.errors import InvalidArgument, ServiceError, Unauthenticated
+from raysft.service.jobs.states import IllegalTransition
 
 __all__ = ["AuthInterceptor", "ErrorInterceptor", "OPEN_METHOD_PREFIXES", "WrappingInterceptor", "rebuild_handler",
            "caller"]

@@ -2,7 +2,7 @@
 
 A spec over a per-job cap is INVALID_ARGUMENT naming the field and the cap; a CreateJob while `max_active_jobs`
 jobs are queued or running is RESOURCE_EXHAUSTED (retry later); beyond `max_running_jobs` on Ray, jobs wait
-QUEUED (raysft.service.admission). Job drivers reserve `driver_cpus` (and
+QUEUED (raysft.service.jobs.admission). Job drivers reserve `driver_cpus` (and
 `driver_memory_bytes`) on the cluster, so Ray starts no more drivers than it can hold.
 """
 

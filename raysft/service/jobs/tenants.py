@@ -34,8 +34,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from raysft.service.auth import DEFAULT_TENANT, Principal
-from raysft.service.quota import Quota
+from raysft.service.jobs.auth import DEFAULT_TENANT, Principal
+from raysft.service.jobs.quota import Quota
 
 __all__ = ["Tenants", "Tenant", "TenantsError", "DEFAULT_TENANT", "hash_token"]
 

@@ -28,10 +28,10 @@ from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 from sqlalchemy.pool import StaticPool
 
-from raysft.service.auth import DEFAULT_TENANT
-from raysft.service.errors import AlreadyExists, NotFound
-from raysft.service.states import ACTIVE, JobState
-from raysft.service.webhooks import payload
+from raysft.service.jobs.auth import DEFAULT_TENANT
+from raysft.service.jobs.errors import AlreadyExists, NotFound
+from raysft.service.jobs.states import ACTIVE, JobState
+from raysft.service.jobs.webhooks import payload
 
 __all__ = ["Store", "JobRecord", "EventRecord", "CheckpointRecord", "NewEvent", "DeliveryRecord", "QueueEntry"]
 
@@ -65,10 +65,10 @@ class JobRecord:
     ordinal: int = 0  # creation order; ListJobs pages by it
     attempt: int = 1  # 1, 2, 3, ...: each resume or retry runs the job again as a new Ray job
     max_attempts: int = 1  # attempts in all when it fails for a SYSTEM reason
-    error_kind: str = ""  # USER or SYSTEM when error_code is a failure's (raysft.service.failures)
-    tenant: str = "default"  # the tenant whose token created it (raysft.service.tenants); only it sees the job
-    notify_urls: list = field(default_factory=list)  # webhooks of this job's state changes (raysft.service.webhooks)
-    priority: int = 5  # 0 - 9: the admission queue starts higher ones first (raysft.service.admission)
+    error_kind: str = ""  # USER or SYSTEM when error_code is a failure's (raysft.service.ray.failures)
+    tenant: str = "default"  # the tenant whose token created it (raysft.service.jobs.tenants); only it sees the job
+    notify_urls: list = field(default_factory=list)  # webhooks of this job's state changes (raysft.service.jobs.webhooks)
+    priority: int = 5  # 0 - 9: the admission queue starts higher ones first (raysft.service.jobs.admission)
     workers: int = 1  # training workers it holds while on Ray (admission.job_workers); tenants' max_workers counts them
     queue_position: int = 0  # computed when read (admission.place), never stored: 1 = next to start, 0 = not QUEUED
 
