@@ -231,7 +231,7 @@ class Jobs:
         """The kept checkpoints, newest first, and the best one's step."""
         job = self._find(job_id, who)
         kept = [c for c in self.store.checkpoints(job_id) if not c.pruned]
-        keep_best_by = parse_spec(job.spec).checkpoint.keep_best_by
+        keep_best_by = job.spec.model.checkpoint.keep_best_by
         return sorted(kept, key=lambda c: -c.step), best_step(kept, keep_best_by)
 
     async def watch(self, job_id: str, after: int, *, who: Principal) -> AsyncIterator[EventRecord]:

@@ -334,7 +334,7 @@ def test_two_tenants_default_output_and_cache_dirs_differ(server, stub, workdir,
         assert outs == [workdir / "runs" / "support" / made[0].id, workdir / "runs" / "search" / made[1].id,
                         workdir / "runs" / made[2].id]  # the default tenant keeps <jobs root>/<id>
         assert all((out / ".raysft-job").read_text().strip() == job.id for out, job in zip(outs, made))
-        caches = [cache_dir_of(parse_spec(server.store.get_job(job.id).spec)) for job in made]
+        caches = [cache_dir_of(server.store.get_job(job.id).spec.model) for job in made]
         assert caches == [workdir / "runs" / "support" / ".raysft-cache", workdir / "runs" / "search" / ".raysft-cache",
                           workdir / "runs" / ".raysft-cache"]
     finally:

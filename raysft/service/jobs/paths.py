@@ -29,10 +29,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from raysft.config import JobSpec, Violation, is_hub_id, parse_spec
+from raysft.config import JobSpec, Violation, is_hub_id
 from raysft.config.paths import PATH_FIELDS, SOURCE_FIELDS
 from raysft.rundir import ADAPTER_DIR, MODEL_DIR
 from raysft.service.jobs.errors import InvalidArgument
+from raysft.service.jobs.storedspec import StoredSpec
 
 __all__ = ["PathPolicy", "JOB_REF", "MARKER"]
 
@@ -72,8 +73,8 @@ class PathPolicy:
         own = self.jobs_root / tenant
         return PathPolicy([*(roots or self.roots), own], own, self.allowed_storage, reserved=self.reserved)
 
-    def apply(self, spec: JobSpec, job_id: Optional[str], job_output: Optional[JobOutput] = None) -> dict:
-        """The spec as a mapping of what was set, with paths resolved and output_dir filled in.
+    def apply(self, spec: JobSpec, job_id: Optional[str], job_output: Optional[JobOutput] = None) -> StoredSpec:
+        """The spec as the job stores it: what was set, with paths resolved and output_dir filled in.
 
         Args:
             spec: a validated spec.
@@ -97,8 +98,7 @@ class PathPolicy:
             raw["output_dir"] = str(self.jobs_root / job_id)
         if check.problems:
             raise InvalidArgument(check.problems, "paths the server does not allow")
-        parse_spec(raw)  # resolved paths keep a valid spec valid; this guards that promise
-        return raw
+        return StoredSpec.parsed(raw)  # resolved paths keep a valid spec valid; this parse guards that promise
 
     def claim(self, raw: dict, job_id: str) -> list[Path]:
         """Create the job's output_dir and local storage directory (neither may exist: two jobs racing for one

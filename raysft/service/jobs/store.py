@@ -2,7 +2,7 @@
 
 SQLAlchemy 2 over a SQLite file by default (WAL mode: readers never wait for the writer, and a committed
 transaction survives a killed process), or PostgreSQL by URL (`postgresql+psycopg://user:pw@host/db`, with
-`pip install raysft[postgres]`), which several servers may share (raysft.service.lease picks the one that
+`pip install raysft[postgres]`), which several servers may share (raysft.service.jobs.leader picks the one that
 runs the background work; all of them write). Every write is one transaction that first locks the job's
 row (SELECT ... FOR UPDATE on PostgreSQL; SQLite has a single writer), so `last_sequence` is read and
 advanced by one writer at a time across processes and events stay gap-free; within a process writes also
@@ -31,6 +31,7 @@ from sqlalchemy.pool import StaticPool
 from raysft.service.jobs.auth import DEFAULT_TENANT
 from raysft.service.jobs.errors import AlreadyExists, NotFound
 from raysft.service.jobs.states import ACTIVE, JobState
+from raysft.service.jobs.storedspec import StoredSpec
 from raysft.service.jobs.webhooks import payload
 
 __all__ = ["Store", "JobRecord", "EventRecord", "CheckpointRecord", "NewEvent", "DeliveryRecord", "QueueEntry"]
@@ -45,7 +46,7 @@ class JobRecord:
 
     id: str
     kind: str
-    spec: dict
+    spec: StoredSpec
     state: JobState = JobState.QUEUED
     state_reason: str = ""
     error_code: str = ""
@@ -71,6 +72,10 @@ class JobRecord:
     priority: int = 5  # 0 - 9: the admission queue starts higher ones first (raysft.service.jobs.admission)
     workers: int = 1  # training workers it holds while on Ray (admission.job_workers); tenants' max_workers counts them
     queue_position: int = 0  # computed when read (admission.place), never stored: 1 = next to start, 0 = not QUEUED
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, StoredSpec):
+            self.spec = StoredSpec(self.spec)
 
 
 @dataclass(frozen=True)
@@ -264,8 +269,9 @@ def _record(row: _Job | RowMapping) -> JobRecord:
     values = {name: row[name] for name in _JOB_FIELDS} if isinstance(row, RowMapping) else \
         {name: getattr(row, name) for name in _JOB_FIELDS}
     values["state"] = JobState(values["state"])
-    for name in ("labels", "progress", "output", "spec"):  # JSON columns: copies, so edits are explicit
+    for name in ("labels", "progress", "output"):  # JSON columns: copies, so edits are explicit
         values[name] = dict(values[name] or {})
+    values["spec"] = StoredSpec(values["spec"] or {})  # a copy, so edits are explicit
     values["warnings"] = list(values["warnings"] or [])
     values["notify_urls"] = list(values["notify_urls"] or [])
     return JobRecord(**values)

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from raysft.config import SpecError, parse_spec
+from raysft.config import SpecError
 from raysft.rundir import ADAPTER_DIR, RunDir
 from raysft.service.jobs.admission import Admission
 from raysft.service.jobs.errors import NotFound, Unavailable
@@ -186,7 +186,7 @@ class Supervisor:
         """Follow the job's current attempt; True when the job went back to QUEUED for its next one."""
         job = self.store.get_job(job_id)
         try:
-            spec = parse_spec(job.spec)
+            spec = job.spec.model
         except SpecError as exc:  # stored by an older server whose spec rules differed
             failure = failures.bad_stored_spec(str(exc))  # `exc` is unbound after the except block
             self.store.update(job_id, lambda j, c: _fail(j, failure))
