@@ -20,7 +20,6 @@ import grpc
 import pytest
 import yaml
 
-from raysft.config import parse_spec
 from raysft.local_ray import free_port
 from raysft.service.__main__ import main
 from raysft.service.jobs.auth import Principal
