@@ -9,8 +9,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from raysft.cli import main
 from raysft.config import load_spec
-from raysft.estimate import EstimateError, estimate_for_spec, estimate_main, format_estimate, memory_breakdown, read_model_shape
+from raysft.estimate import EstimateError, estimate_for_spec, format_estimate, memory_breakdown, read_model_shape
 
 LLAMA_7B = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
             "num_key_value_heads": 32, "intermediate_size": 11008, "vocab_size": 32000, "tie_word_embeddings": False}
@@ -240,31 +241,31 @@ def test_model_config_errors_name_the_fix(tmp_path):
         estimate_for_spec(spec)
 
 
-def test_estimate_main_prints_json_text_and_exit_codes(tmp_path, capsys):
+def test_estimate_command_prints_json_text_and_exit_codes(tmp_path, capsys):
     path = model_dir(tmp_path, LLAMA_7B)
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({"model": {"name_or_path": str(path), "method": "qlora"},
                                 "data": {"train": ["t.jsonl"], "max_seq_len": 2048},
                                 "train": {"micro_batch_size": 1, "global_batch_size": 8, "gradient_checkpointing": True}}))
-    assert estimate_main(str(spec), [], 24, True) == 0
+    assert main(["estimate", str(spec), "--gpu-memory-gb", "24", "--json"]) == 0
     est = json.loads(capsys.readouterr().out)
     assert est["fits"] is True and est["trainable_params"] == 39_976_960
     assert est["total_gb"] == pytest.approx(sum(est["breakdown_gb"].values()), abs=0.05)
     assert set(est["breakdown_gb"]) == {"base_weights", "adapter_weights", "gradients", "optimizer_states",
                                         "activations", "logits", "cuda_context", "fragmentation"}
 
-    assert estimate_main(str(spec), ["model.method=full", "train.learning_rate=1e-5"], 24, False) == 1
+    assert main(["estimate", str(spec), "model.method=full", "train.learning_rate=1e-5", "--gpu-memory-gb", "24"]) == 1
     text = capsys.readouterr().out
     assert "does NOT fit a 24 GB GPU; what would:" in text and "[model.method=qlora]" in text
     assert text == format_estimate(estimate_for_spec(load_spec(spec, ["model.method=full", "train.learning_rate=1e-5"]), 24)) + "\n"
 
-    assert estimate_main(str(spec), [], None, False) == 0
+    assert main(["estimate", str(spec)]) == 0
     assert "GPU size unknown: pass --gpu-memory-gb N" in capsys.readouterr().out
-    assert estimate_main(str(spec), ["trian.epochs=1"], 24, False) == 2
+    assert main(["estimate", str(spec), "trian.epochs=1", "--gpu-memory-gb", "24"]) == 2
     assert "trian: unknown key" in capsys.readouterr().err
-    assert estimate_main(str(spec), ["model.name_or_path=" + str(tmp_path / "nope")], 24, False) == 2
+    assert main(["estimate", str(spec), "model.name_or_path=" + str(tmp_path / "nope"), "--gpu-memory-gb", "24"]) == 2
     assert "pass a local directory containing config.json" in capsys.readouterr().err
-    assert estimate_main(str(spec), [], 0, False) == 2
+    assert main(["estimate", str(spec), "--gpu-memory-gb", "0"]) == 2
 
 
 @pytest.mark.integration

@@ -32,12 +32,10 @@ file with no records (nothing to train on).
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
 import string
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Union
@@ -54,9 +52,7 @@ __all__ = [
     "LABEL_IMBALANCE_RATIO",
     "check_file",
     "format_report",
-    "check_main",
     "load_tokenizer_dir",
-    "print_text",
 ]
 
 MAX_FINDINGS = 1000
@@ -384,38 +380,3 @@ def load_tokenizer_dir(directory: Union[str, Path]):
             f"{path}: not a tokenizer directory ({str(e).splitlines()[0]}); "
             f"it needs tokenizer.json or tokenizer_config.json, e.g. from tokenizer.save_pretrained({str(path)!r})"
         ) from e
-
-
-def print_text(text: str) -> None:
-    """Print to stdout; lone surrogates (valid in JSON strings) as backslash escapes instead of an error."""
-    # Lone surrogates (valid in JSON strings) cannot be encoded; backslashreplace writes them as \udXXX,
-    # which is still the same JSON string escape.
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
-
-
-def check_main(
-    path: Union[str, Path],
-    tokenizer_dir: Optional[Union[str, Path]] = None,
-    max_seq_len: Optional[int] = None,
-    as_json: bool = False,
-) -> int:
-    """Run the data check for the CLI: print the report and return the exit code.
-
-    Args:
-        path: the data file or saved-dataset directory.
-        tokenizer_dir: a directory `AutoTokenizer.from_pretrained` loads (no download); None skips token checks.
-        max_seq_len: tokens allowed per example; only used with a tokenizer.
-        as_json: print exactly one JSON object (the `check_file` report) instead of text.
-
-    Returns:
-        0 when every record is valid and there is at least one, 1 when any record is invalid or the file
-        holds none, 2 when the file or tokenizer cannot be read (the reason goes to stderr).
-    """
-    try:
-        tokenizer = load_tokenizer_dir(tokenizer_dir) if tokenizer_dir else None
-        report = check_file(path, tokenizer, max_seq_len)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_text(json.dumps(report, ensure_ascii=False) if as_json else format_report(report))
-    return 1 if report["errors_total"] or not report["valid"] else 0

@@ -12,21 +12,15 @@ shown is what a job trains on. On a terminal the trained spans are highlighted (
 
 from __future__ import annotations
 
-import json
-import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from raysft.data.check import load_tokenizer_dir, print_text
-from raysft.data.errors import DataError
 from raysft.data.records import RecordError, iter_raw, to_conversation, tools_of
 from raysft.data.template import encode_conversation
 
-__all__ = ["label_spans", "preview_lines", "preview_main"]
-
-_ON, _OFF = "\033[30;42m", "\033[0m"  # black on green, as `axolotl preprocess --debug` colours labels
-_PLAIN_ON, _PLAIN_OFF = "⟦", "⟧"
+__all__ = ["PreviewSummary", "highlighted", "label_spans", "preview_lines"]
 
 
 def label_spans(labels: list[int]) -> list[tuple[int, int]]:
@@ -72,7 +66,8 @@ def preview_lines(path: Union[str, Path], tokenizer, *, loss_on: str = "assistan
         yield {"line": line, "examples": examples}, result
 
 
-def _highlighted(tokenizer, example: dict, on: str, off: str) -> str:
+def highlighted(tokenizer, example: dict, on: str = "⟦", off: str = "⟧") -> str:
+    """The decoded example with each trained span set between `on` and `off` (brackets, or a terminal's colours)."""
     ids, out, pos = example["input_ids"], [], 0
     for a, b in label_spans(example["labels"]):
         out += [tokenizer.decode(ids[pos:a]), on + tokenizer.decode(ids[a:b]) + off]
@@ -81,52 +76,42 @@ def _highlighted(tokenizer, example: dict, on: str, off: str) -> str:
     return "".join(out)
 
 
-def preview_main(path: Union[str, Path], tokenizer_dir: Union[str, Path], *, loss_on: str = "assistant",
-                 max_seq_len: int = 2048, limit: Optional[int] = None, as_json: bool = False) -> int:
-    """Run the preview for the CLI.
+@dataclass
+class PreviewSummary:
+    """What the previewed lines come to: `add` each (shown, result) pair `preview_lines` yields, then `format` it."""
 
-    Returns:
-        0 when every shown line trains, 1 when some line is skipped, 2 when the file or tokenizer cannot be used.
-    """
-    try:
-        tokenizer = load_tokenizer_dir(tokenizer_dir)
-        on, off = (_ON, _OFF) if sys.stdout.isatty() else (_PLAIN_ON, _PLAIN_OFF)
-        skipped: Counter = Counter()
-        splits: Counter = Counter()
-        notes: Counter = Counter()  # eos_appended, reasoning_dropped
-        lines = rows = tokens = trained = 0
-        for shown, result in preview_lines(path, tokenizer, loss_on=loss_on, max_seq_len=max_seq_len, limit=limit):
-            lines += 1
-            if "error" in shown:
-                skipped[shown["error"]["code"]] += 1
-            else:
-                rows += len(shown["examples"])
-                tokens += result.n_tokens
-                trained += result.n_trained
-                splits[result.split] += result.split is not None
-                notes["eos_appended"] += result.eos_appended
-                notes["reasoning_dropped"] += result.reasoning_dropped
-            if as_json:
-                print_text(json.dumps(shown, ensure_ascii=False))
-            elif "error" in shown:
-                print_text(f"--- line {shown['line']}: skipped, {shown['error']['code']}: {shown['error']['message']}")
-            else:
-                for k, example in enumerate(shown["examples"], 1):
-                    part = f" (example {k} of {len(shown['examples'])})" if len(shown["examples"]) > 1 else ""
-                    print_text(f"--- line {shown['line']}{part}\n{_highlighted(tokenizer, example, on, off)}")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not as_json:
-        reasons = ", ".join(f"{n} {r}" for r, n in splits.items() if n) or "none"
-        skips = ", ".join(f"{n} {code}" for code, n in skipped.items()) or "none"
-        fraction = trained / tokens if tokens else 0.0
-        print_text(f"=== {lines} lines -> {rows} examples; split into one example per trained turn: "
-               f"{sum(splits.values())} ({reasons}); skipped: {skips}; {fraction:.1%} of tokens trained on")
-        if notes["eos_appended"]:
-            print_text(f"warning: {notes['eos_appended']} conversations: the template writes nothing after an answer, "
-                   f"so EOS {tokenizer.eos_token!r} is appended to the trained answers")
-        if notes["reasoning_dropped"]:
-            print_text(f"warning: {notes['reasoning_dropped']} conversations: the template drops the reasoning of a "
-                   "trained turn, so it is not trained on")
-    return 1 if skipped else 0
+    lines: int = 0
+    rows: int = 0  # examples: a split conversation gives several
+    tokens: int = 0
+    trained: int = 0
+    skipped: Counter = field(default_factory=Counter)  # error code -> lines training skips
+    splits: Counter = field(default_factory=Counter)  # split reason -> conversations
+    eos_appended: int = 0
+    reasoning_dropped: int = 0
+
+    def add(self, shown: dict, result) -> None:
+        self.lines += 1
+        if "error" in shown:
+            self.skipped[shown["error"]["code"]] += 1
+            return
+        self.rows += len(shown["examples"])
+        self.tokens += result.n_tokens
+        self.trained += result.n_trained
+        self.splits[result.split] += result.split is not None
+        self.eos_appended += result.eos_appended
+        self.reasoning_dropped += result.reasoning_dropped
+
+    def format(self, eos_token: str) -> str:
+        """The summary line, then a warning line for each template quirk seen (EOS appended, reasoning dropped)."""
+        reasons = ", ".join(f"{n} {r}" for r, n in self.splits.items() if n) or "none"
+        skips = ", ".join(f"{n} {code}" for code, n in self.skipped.items()) or "none"
+        fraction = self.trained / self.tokens if self.tokens else 0.0
+        out = [f"=== {self.lines} lines -> {self.rows} examples; split into one example per trained turn: "
+               f"{sum(self.splits.values())} ({reasons}); skipped: {skips}; {fraction:.1%} of tokens trained on"]
+        if self.eos_appended:
+            out.append(f"warning: {self.eos_appended} conversations: the template writes nothing after an answer, "
+                       f"so EOS {eos_token!r} is appended to the trained answers")
+        if self.reasoning_dropped:
+            out.append(f"warning: {self.reasoning_dropped} conversations: the template drops the reasoning of a "
+                       "trained turn, so it is not trained on")
+        return "\n".join(out)

@@ -8,14 +8,13 @@ GPU, and if not, which changes would (each with its own estimate). The formulas 
 """
 
 from raysft.estimate.memory import memory_breakdown
-from raysft.estimate.report import estimate_for_spec, estimate_main, format_estimate
+from raysft.estimate.report import estimate_for_spec, format_estimate
 from raysft.estimate.shape import EstimateError, ModelShape, read_model_shape
 
 __all__ = [
     "EstimateError",
     "ModelShape",
     "estimate_for_spec",
-    "estimate_main",
     "format_estimate",
     "memory_breakdown",
     "read_model_shape",

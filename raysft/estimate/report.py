@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Optional
 
-from raysft.config import JobSpec, SpecError, load_spec
+from raysft.config import JobSpec, load_spec
 from raysft.estimate.memory import GB, memory_breakdown
-from raysft.estimate.shape import EstimateError, read_model_shape
+from raysft.estimate.shape import read_model_shape
 
-__all__ = ["estimate_for_spec", "format_estimate", "estimate_main"]
+__all__ = ["estimate_for_spec", "format_estimate"]
 
 # Memory of the GPUs Ray reports as `accelerator_type:<name>`; ambiguous names take the smaller model.
 _GPU_MEMORY_GB = {"T4": 16, "V100": 16, "A10G": 24, "L4": 24, "L40S": 48, "A100": 40, "H100": 80, "H200": 141,
@@ -187,22 +186,3 @@ def format_estimate(est: dict) -> str:
 
 def _count(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
-
-
-def estimate_main(spec_path: str, overrides: list[str], gpu_memory_gb: Optional[float], as_json: bool) -> int:
-    """`raysft estimate SPEC [overrides] [--gpu-memory-gb N] [--json]`: print the estimate.
-
-    Returns:
-        0 when it fits (or the GPU size is unknown), 1 when it does not fit, 2 on bad input (spec,
-        model config, --gpu-memory-gb); the reason is printed to stderr.
-    """
-    if gpu_memory_gb is not None and not gpu_memory_gb > 0:
-        print(f"error: --gpu-memory-gb {gpu_memory_gb:g} must be > 0 (e.g. 24, 40, 80)", file=sys.stderr)
-        return 2
-    try:
-        est = estimate_for_spec(load_spec(spec_path, overrides), gpu_memory_gb)
-    except (SpecError, EstimateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(est) if as_json else format_estimate(est))
-    return 1 if est["fits"] is False else 0

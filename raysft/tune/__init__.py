@@ -5,7 +5,7 @@ __all__ = ["run_campaign", "load_campaign_spec"]
 
 
 def __getattr__(name: str):
-    # Imported on first use: the CLI registers `raysft.tune.cli` and must not pay for importing Ray and torch.
+    # Imported on first use: the CLI (`raysft.cli.tune`) must not pay for importing Ray and torch.
     if name in __all__:
         from raysft.tune import campaign
 

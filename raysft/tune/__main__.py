@@ -2,6 +2,6 @@
 
 import sys
 
-from raysft.tune.cli import main
+from raysft.cli.tune import main
 
 sys.exit(main())

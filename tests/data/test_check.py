@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raysft.data.check import MAX_FINDINGS, check_file, check_main, format_report
+from raysft.cli import main
+from raysft.data.check import MAX_FINDINGS, check_file, format_report
 from raysft.data.errors import DataError
 
 BOM = b"\xef\xbb\xbf"
@@ -190,7 +191,7 @@ def test_empty_file(tmp_path, capsys):
     report = check_file(path)
     assert (report["total"], report["valid"], report["format_rate"]) == (0, 0, 0.0)
     assert report["stats"]["chars"] == dict.fromkeys(["min", "p50", "p90", "max", "mean"])
-    assert check_main(path) == 1
+    assert main(["data", "check", str(path)]) == 1
     assert "no examples found" in capsys.readouterr().out
 
 
@@ -202,31 +203,31 @@ def test_format_report_text(mixed_file):
     assert "user/assistant turns per example: min 2" in text
 
 
-def test_check_main_json_is_one_object_and_exit_codes(mixed_file, tmp_path, capsys):
-    assert check_main(mixed_file, as_json=True) == 1
+def test_check_json_is_one_object_and_exit_codes(mixed_file, tmp_path, capsys):
+    assert main(["data", "check", str(mixed_file), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)  # fails unless stdout is exactly one JSON value
     assert report["errors_total"] == 10 and report["stats"]["turns"]["histogram"] == {"2": 6, "3": 1, "4": 2}
     # A label with a lone surrogate (legal in JSON) must still print as valid JSON.
     clean = tmp_path / "clean.jsonl"
     rows = [[U(f"q{i}"), A("\ud800" if i % 2 else "ok")] for i in range(4)]
     clean.write_text("".join(json.dumps({"messages": c}) + "\n" for c in rows))
-    assert check_main(clean, as_json=True) == 0
+    assert main(["data", "check", str(clean), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["stats"]["labels"] == {"ok": 2, "\ud800": 2}
 
 
-def test_check_main_with_tokenizer_dir(tmp_path, chat_tokenizer, capsys):
+def test_check_with_tokenizer_dir(tmp_path, chat_tokenizer, capsys):
     chat_tokenizer.save_pretrained(tmp_path / "tok")
     path = _write(tmp_path / "d.jsonl", [[U("Where is my parcel? " * 30), A("shipping")]])
-    assert check_main(path, tmp_path / "tok", 16, as_json=True) == 0
+    assert main(["data", "check", str(path), "--tokenizer", str(tmp_path / "tok"), "--max-seq-len", "16", "--json"]) == 0
     assert [f["code"] for f in json.loads(capsys.readouterr().out)["warnings"]] == ["too_long"]
 
 
-def test_check_main_unreadable_inputs_exit_2(tmp_path, capsys):
-    assert check_main(tmp_path / "missing.jsonl") == 2
+def test_check_unreadable_inputs_exit_2(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
     (tmp_path / "notok").mkdir()
     (tmp_path / "d.jsonl").write_text("{}\n")
-    assert check_main(tmp_path / "d.jsonl", tmp_path / "notok") == 2
+    assert main(["data", "check", str(tmp_path / "d.jsonl"), "--tokenizer", str(tmp_path / "notok")]) == 2
     captured = capsys.readouterr()
     assert "notok: not a tokenizer directory" in captured.err and captured.out == ""
     with pytest.raises(DataError):

@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from raysft.local_ray import free_port
-from raysft.service.__main__ import main
+from raysft.cli import service_main as main
 from raysft.service.jobs.limits import Limits
 from raysft.service.jobs.paths import MARKER
 from raysft.service.server import create_server

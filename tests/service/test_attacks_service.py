@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from raysft.service.ray import supervisor as supervisor_module
-from raysft.service.__main__ import main
+from raysft.cli import service_main as main
 from raysft.service.jobs.auth import OPERATOR
 from raysft.service.client import JobClient, content_request_id, spec_message
 from raysft.service.ray.cluster import trusted_state

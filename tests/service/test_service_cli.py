@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from raysft.service.__main__ import main
+from raysft.cli import service_main as main
 from raysft.service.jobs.auth import OPERATOR
 from raysft.service.jobs.events import take_training_events, transition
 from raysft.service.jobs.states import JobState

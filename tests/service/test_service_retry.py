@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from raysft.service.ray import failures
-from raysft.service.__main__ import main
+from raysft.cli import service_main as main
 from raysft.service.ray.runner import RayJobInfo, RayJobsRunner, ray_submission_id
 from raysft.service.api.specproto import spec_to_proto
 from raysft.service.jobs.states import JobState

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from raysft.local_ray import free_port
-from raysft.service.__main__ import main
+from raysft.cli import service_main as main
 from raysft.service.jobs.auth import Principal
 from raysft.service.jobs.errors import NotFound
 from raysft.service.jobs.events import transition

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 
-from raysft.service.__main__ import main
+from raysft.cli import service_main as main
 from raysft.service.jobs.events import transition
 from raysft.service.server import create_server
 from raysft.service.api.specproto import spec_to_proto

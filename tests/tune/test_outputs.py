@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from raysft.cli.tune import main, register
 from raysft.train.launcher import RunError
 from raysft.tune.campaign import write_campaign_outputs, run_campaign
-from raysft.tune.cli import add_tune_parser, main
 from raysft.tune.console import render_table
 from raysft.tune.report import export_best, factor_effects, format_factor_table, rank_trials, write_results_csv
 from raysft.tune.trials import prune_checkpoints, trial_outcome
@@ -106,7 +106,7 @@ def test_results_csv_has_one_row_per_trial_in_rank_order(tmp_path):
 
 def test_cli_registers_tune_and_maps_bad_input_to_exit_2(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="raysft")
-    add_tune_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tune", "spec.yaml", "tune.num_samples=4"])
     assert (args.spec, args.overrides, args.resume, args.func.__name__) == ("spec.yaml", ["tune.num_samples=4"], None, "cmd_tune")
     assert parser.parse_args(["tune", "--resume", "runs/x"]).resume == "runs/x"

@@ -1,17 +1,19 @@
-"""`raysft tune`: the subcommand's parser and handler, for the `raysft` CLI to register, and a standalone entry.
+"""`raysft tune`: its parser and handler, and `python -m raysft.tune` (the subcommand on its own).
 
     raysft tune SPEC [key.path=value ...]      start a campaign (the spec's tune: section)
     raysft tune --resume OUTPUT_DIR            continue an interrupted campaign
 
-Exit codes follow `raysft`: 0 success; 1 the campaign ran and failed; 2 bad input.
+Exit codes follow `raysft` (`raysft.cli.exits`): 0 success; 1 the campaign ran and failed; 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-__all__ = ["add_tune_parser", "cmd_tune", "main"]
+from raysft.cli.exits import UsageError, run
+from raysft.cli.spec import warn
+
+__all__ = ["register", "cmd_tune", "main"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,26 +22,24 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="OUTPUT_DIR", help="continue an interrupted campaign: finished trials are kept")
 
 
-def add_tune_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `tune SPEC [overrides] [--resume OUTPUT_DIR]` on an argparse subparsers object (func=cmd_tune)."""
-    parser = subparsers.add_parser("tune", help="search hyperparameters with Ray Tune: one training run per trial")
+def register(sub) -> None:
+    """Register `tune SPEC [overrides] [--resume OUTPUT_DIR]` (func=cmd_tune) on the `raysft` subparsers."""
+    parser = sub.add_parser("tune", help="search hyperparameters with Ray Tune: one training run per trial")
     _add_arguments(parser)
     parser.set_defaults(func=cmd_tune)
-    return parser
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Run or resume the campaign named by parsed arguments and print where its results are."""
-    from raysft.config import SpecError, Violation, advisories, load_spec
+    from raysft.config import load_spec
     from raysft.tune.campaign import load_campaign_spec, run_campaign
 
     if args.resume and (args.spec or args.overrides):
-        raise SpecError([Violation("", "pass either a spec or --resume OUTPUT_DIR, not both")])
+        raise UsageError("pass either a spec or --resume OUTPUT_DIR, not both")
     if not args.resume and not args.spec:
-        raise SpecError([Violation("", "pass a spec file: raysft tune spec.yaml [key.path=value ...]")])
+        raise UsageError("pass a spec file: raysft tune spec.yaml [key.path=value ...]")
     spec = load_campaign_spec(args.resume) if args.resume else load_spec(args.spec, args.overrides)
-    for warning in advisories(spec):
-        print(f"warning: {warning}", file=sys.stderr)
+    warn(spec)
     summary = run_campaign(spec, resume=bool(args.resume))
     best, metric = summary["best"], summary["metric"]
     out = spec.output_dir
@@ -52,19 +52,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m raysft.tune SPEC [overrides] [--resume OUTPUT_DIR]`: the subcommand on its own."""
+    """`python -m raysft.tune SPEC [overrides] [--resume OUTPUT_DIR]`: the subcommand on its own; the exit code."""
     parser = argparse.ArgumentParser(prog="raysft tune", description="Search hyperparameters with Ray Tune.")
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    from raysft.config import SpecError
-    from raysft.data.errors import DataError
-    from raysft.model.load import ModelError
-
-    try:
-        return cmd_tune(args)
-    except (SpecError, DataError, ModelError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    parser.set_defaults(func=cmd_tune)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,7 @@
+"""`python -m raysft.cli ...`: the `raysft` command without its console script."""
+
+import sys
+
+from raysft.cli import main
+
+sys.exit(main())
