@@ -87,6 +87,27 @@ class Jobs:
         """
         authorize(who, "CreateJob")
         tenant = who.tenant
+        spec, kind, max_attempts, priority, workers = self._checked(raw_spec, who, kind, request_id, labels,
+                                                                   notify_urls, max_attempts, priority)
+        if request_id and not validate_only and self.store.find_request(request_id, tenant=tenant):
+            return self.store.replay_request(request_id, body_hash, tenant=tenant)  # a retry: no Ray needed
+        job_id = None if validate_only else f"raysft-{secrets.token_hex(6)}"
+        paths = self.paths_of(who)
+        resolved = paths.apply(spec, job_id, lambda ref: self._job_output(ref, who))
+        warnings = [Violation(v.field, v.message) for v in advisories(spec)]
+        if kind == "train" and spec.tune is not None:
+            warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
+        record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
+                           max_attempts=max_attempts, notify_urls=list(notify_urls), tenant=tenant, priority=priority,
+                           workers=workers, warnings=[{"field": w.field, "message": w.message} for w in warnings])
+        if validate_only:
+            return record
+        return self._store_new(record, warnings, paths, body_hash)
+
+    def _checked(self, raw_spec: dict, who: Principal, kind: Optional[str], request_id: str, labels: dict,
+                 notify_urls: tuple[str, ...], max_attempts: int, priority: Optional[int]) -> tuple:
+        """The request's spec, kind, attempts, priority and workers once every field passed; InvalidArgument
+        lists every problem at once."""
         problems = _request_problems(request_id, labels) + self.webhooks.problems(list(notify_urls))
         try:
             spec = parse_spec(raw_spec)
@@ -105,32 +126,23 @@ class Jobs:
             problems.append(Violation("priority", f"must be 0 – {MAX_PRIORITY} (got {priority}); higher starts first, "
                                                   f"{DEFAULT_PRIORITY} when unset"))
         workers = job_workers(spec, kind) if not problems else 0
-        too_big = self.admission.workers_problem(tenant, workers)
+        too_big = self.admission.workers_problem(who.tenant, workers)
         if too_big:
             problems.append(Violation("scaling.num_workers", too_big))
         if problems:
             raise InvalidArgument(problems, "the request is invalid")
-        if request_id and not validate_only and self.store.find_request(request_id, tenant=who.tenant):
-            return self.store.replay_request(request_id, body_hash, tenant=who.tenant)  # a retry: no Ray needed
-        job_id = None if validate_only else f"raysft-{secrets.token_hex(6)}"
-        paths = self.paths_of(who)
-        resolved = paths.apply(spec, job_id, lambda ref: self._job_output(ref, who))
-        warnings = [Violation(v.field, v.message) for v in advisories(spec)]
-        if kind == "train" and spec.tune is not None:
-            warnings.append(Violation("tune", "a train job ignores the tune section; create a TUNE job to search"))
-        record = JobRecord(id=job_id or "", kind=kind, spec=resolved, labels=dict(labels), request_id=request_id or None,
-                           max_attempts=max_attempts, notify_urls=list(notify_urls), tenant=tenant, priority=priority,
-                           workers=workers, warnings=[{"field": w.field, "message": w.message} for w in warnings])
-        if validate_only:
-            return record
-        self._check_room(tenant)  # again below, under the lock: this one spares Ray a ping when full
+        return spec, kind, max_attempts, priority, workers
+
+    def _store_new(self, record: JobRecord, warnings: list[Violation], paths: PathPolicy, body_hash: str) -> JobRecord:
+        """Store an accepted job QUEUED, its directories claimed, once there is room and Ray answers."""
+        self._check_room(record.tenant)  # again below, under the lock: this one spares Ray a ping when full
         self.runner.ping()
         events = [NewEvent("info", "state_changed", "→ QUEUED: accepted", {"from": "", "to": JobState.QUEUED.value,
                                                                           "reason": "accepted"})]
         events += [NewEvent("warning", "warning", str(w), {"field": w.field}) for w in warnings]
         with self._admit:
-            self._check_room(tenant)
-            claimed = paths.claim(resolved, job_id)
+            self._check_room(record.tenant)
+            claimed = paths.claim(record.spec, record.id)
             try:
                 job, created = self.store.create_job(record, events, body_hash)  # its QUEUED event nudges admission
             except BaseException:
