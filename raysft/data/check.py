@@ -38,7 +38,7 @@ import re
 import string
 from collections import Counter
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from raysft.data.errors import DataError
 from raysft.data.records import RecordError, iter_raw, to_conversation, tools_of
@@ -87,6 +87,11 @@ class _Findings:
         self.total += 1
         if len(self.items) < MAX_FINDINGS:
             self.items.append({"line": line, "code": code, "message": message})
+
+    def add_file_level(self, code: str, message: str) -> None:
+        """A finding about the whole file (line 0): listed first, and kept even when the list is full."""
+        self.total += 1
+        self.items.insert(0, {"line": 0, "code": code, "message": message})
 
 
 class _Distribution:
@@ -180,6 +185,43 @@ class _Labels:
         return dict(top)
 
 
+class _Stats:
+    """The `stats` of a report, gathered from the valid examples one at a time."""
+
+    def __init__(self):
+        self.chars, self.tokens, self.turns = _Distribution(), _Distribution(), _Distribution()
+        self.turn_histogram: Counter = Counter()
+        self.labels = _Labels()
+        self.kinds: Counter = Counter()  # reasoning, tool_calls, split, reasoning_dropped
+
+    def add(self, conversation: list[dict], n_tokens: Optional[int]) -> None:
+        if n_tokens is not None:
+            self.tokens.add(n_tokens)
+        self.chars.add(sum(len(m["content"]) for m in conversation))
+        n_turns = sum(m["role"] in ("user", "assistant") for m in conversation)
+        self.turns.add(n_turns)
+        self.turn_histogram[n_turns] += 1
+        self.labels.add(conversation[-1]["content"])
+        answers = [m for m in conversation if m["role"] == "assistant"]
+        self.kinds["reasoning"] += any(split_reasoning(m)[0].strip() for m in answers)
+        self.kinds["tool_calls"] += any(m.get("tool_calls") for m in answers)
+
+    def summary(self, with_tokens: bool) -> dict:
+        stats: dict = {
+            "chars": self.chars.summary(),
+            "turns": {**self.turns.summary(), "histogram": dict(sorted(self.turn_histogram.items()))},
+        }
+        stats["reasoning"], stats["tool_calls"] = self.kinds["reasoning"], self.kinds["tool_calls"]
+        if with_tokens:
+            stats["tokens"] = self.tokens.summary()
+            stats["split"] = self.kinds["split"]
+        distribution = self.labels.distribution()
+        if distribution:
+            stats["labels"] = distribution
+            stats["labels_other"] = self.labels.rows - sum(distribution.values())
+        return stats
+
+
 def _alternation_problem(conversation: list[dict]) -> Optional[str]:
     expected = "user"
     for number, message in enumerate(conversation, 1):
@@ -227,11 +269,8 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
         DataError: the path does not exist or cannot be read. Bad content never raises.
     """
     errors, warnings = _Findings(), _Findings()
-    duplicates, labels = _Duplicates(), _Labels()
-    chars, tokens, turns = _Distribution(), _Distribution(), _Distribution()
-    turn_histogram: Counter = Counter()
+    duplicates, stats = _Duplicates(), _Stats()
     total = valid = 0
-    kinds: Counter = Counter()  # reasoning, tool_calls, split, reasoning_dropped
     for line, value in iter_raw(path):
         total += 1
         try:
@@ -239,56 +278,17 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
         except RecordError as e:
             errors.add(line, e.code, e.message)
             continue
+        n_tokens = None
         if tokenizer is not None:
-            n_tokens = _encoded_tokens(tokenizer, conversation, tools_of(value), line, errors, kinds)
+            n_tokens = _encoded_tokens(tokenizer, conversation, tools_of(value), line, errors, stats.kinds)
             if n_tokens is None:
                 continue
-            tokens.add(n_tokens)
-            if max_seq_len is not None and n_tokens > max_seq_len:
-                warnings.add(
-                    line,
-                    "too_long",
-                    f"{n_tokens} tokens > max_seq_len {max_seq_len}; training drops or truncates it "
-                    "(data.on_too_long): shorten it or raise data.max_seq_len",
-                )
         valid += 1
-        found = duplicates.check(line, conversation)
-        if found:
-            warnings.add(line, *found)
-        problem = _alternation_problem(conversation)
-        if problem:
-            warnings.add(line, "not_alternating", problem)
-        chars.add(sum(len(m["content"]) for m in conversation))
-        n_turns = sum(m["role"] in ("user", "assistant") for m in conversation)
-        turns.add(n_turns)
-        turn_histogram[n_turns] += 1
-        labels.add(conversation[-1]["content"])
-        answers = [m for m in conversation if m["role"] == "assistant"]
-        kinds["reasoning"] += any(split_reasoning(m)[0].strip() for m in answers)
-        kinds["tool_calls"] += any(m.get("tool_calls") for m in answers)
-
-    stats: dict = {
-        "chars": chars.summary(),
-        "turns": {**turns.summary(), "histogram": dict(sorted(turn_histogram.items()))},
-    }
-    stats["reasoning"], stats["tool_calls"] = kinds["reasoning"], kinds["tool_calls"]
-    if tokenizer is not None:
-        stats["tokens"] = tokens.summary()
-        stats["split"] = kinds["split"]
-    if kinds["reasoning_dropped"]:
-        warnings.total += 1
-        warnings.items.insert(0, {"line": 0, "code": "reasoning_dropped", "message": (
-            f"the chat template leaves out the reasoning of trained turns in {kinds['reasoning_dropped']} examples, "
-            "so it is not trained on; use a template that renders reasoning (e.g. the updated DeepSeek-R1 one)")})
-    distribution = labels.distribution()
-    if distribution:
-        stats["labels"] = distribution
-        stats["labels_other"] = labels.rows - sum(distribution.values())
-        imbalance = _imbalance(distribution)
-        if imbalance:
-            # File-level, so listed first and kept even when the list is already full.
-            warnings.total += 1
-            warnings.items.insert(0, {"line": 0, "code": "label_imbalance", "message": imbalance})
+        for code, message in _line_warnings(line, conversation, n_tokens, max_seq_len, duplicates):
+            warnings.add(line, code, message)
+        stats.add(conversation, n_tokens)
+    summary = stats.summary(with_tokens=tokenizer is not None)
+    _add_file_warnings(warnings, stats.kinds["reasoning_dropped"], summary.get("labels"))
     return {
         "total": total,
         "valid": valid,
@@ -297,8 +297,33 @@ def check_file(path: Union[str, Path], tokenizer=None, max_seq_len: Optional[int
         "errors_total": errors.total,
         "warnings": warnings.items,
         "warnings_total": warnings.total,
-        "stats": stats,
+        "stats": summary,
     }
+
+
+def _line_warnings(line: int, conversation: list[dict], n_tokens: Optional[int], max_seq_len: Optional[int],
+                   duplicates: _Duplicates) -> Iterator[tuple[str, str]]:
+    """(code, message) of each reason a usable line is suspicious, in the order they are listed."""
+    if n_tokens is not None and max_seq_len is not None and n_tokens > max_seq_len:
+        yield "too_long", (f"{n_tokens} tokens > max_seq_len {max_seq_len}; training drops or truncates it "
+                           "(data.on_too_long): shorten it or raise data.max_seq_len")
+    found = duplicates.check(line, conversation)
+    if found:
+        yield found
+    problem = _alternation_problem(conversation)
+    if problem:
+        yield "not_alternating", problem
+
+
+def _add_file_warnings(warnings: _Findings, reasoning_dropped: int, labels: Optional[dict[str, int]]) -> None:
+    """The file-level warnings, ahead of the per-line ones (label_imbalance first)."""
+    if reasoning_dropped:
+        warnings.add_file_level("reasoning_dropped", (
+            f"the chat template leaves out the reasoning of trained turns in {reasoning_dropped} examples, "
+            "so it is not trained on; use a template that renders reasoning (e.g. the updated DeepSeek-R1 one)"))
+    imbalance = _imbalance(labels) if labels else None
+    if imbalance:
+        warnings.add_file_level("label_imbalance", imbalance)
 
 
 def _encoded_tokens(tokenizer, conversation, tools, line: int, errors: _Findings, kinds: Counter) -> Optional[int]:

@@ -65,6 +65,8 @@ temporaries, attention kernels that materialise the T × T score matrix (SDPA's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from raysft.config import JobSpec
 from raysft.estimate.shape import LINEAR_NAMES, EstimateError, ModelShape
 from raysft.train.chunks import chunk_rows
@@ -82,6 +84,28 @@ _ADAPTER_BYTES = 4  # PEFT keeps LoRA weights in float32 whatever the base dtype
 _SHARED_INPUT = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))
 
 
+@dataclass(frozen=True)
+class _Worker:
+    """What every formula reads from the spec, resolved once for one training worker (notation above)."""
+
+    on_gpu: bool
+    precision: str  # train.precision as the loop runs it: fp32 on a CPU worker, "auto" still named so
+    w: int  # weight bytes
+    a: int  # activation bytes
+    shards: int  # S
+    full: bool
+    targets: tuple[str, ...]  # the adapted linear layers; () for full fine-tuning
+    trainable: int  # T
+
+    @property
+    def autocast(self) -> bool:
+        return self.on_gpu and self.precision != "fp32"
+
+    @property
+    def grad_width(self) -> int:
+        return self.w if self.full else _ADAPTER_BYTES
+
+
 def memory_breakdown(spec: JobSpec, shape: ModelShape) -> dict:
     """Predicted peak bytes per GPU (or per CPU worker) for one training worker of `spec`.
 
@@ -93,90 +117,107 @@ def memory_breakdown(spec: JobSpec, shape: ModelShape) -> dict:
     Raises:
         EstimateError: LoRA targets that are not linear layers of the model.
     """
-    m, t, s, d = spec.model, spec.train, spec.scaling, spec.data
+    k = _worker(spec, shape)
+    base, adapter = _weight_bytes(spec, shape, k)
+    grads, optimizer = _gradient_bytes(spec, shape, k)
+    tokens = spec.train.micro_batch_size * spec.data.max_seq_len
+    logits = min(tokens, chunk_rows(shape.vocab)) * shape.vocab * (2 * k.a + 8) + tokens * shape.hidden * 3 * k.a
+    parts = {
+        "base_weights": base,
+        "adapter_weights": adapter,
+        "gradients": grads,
+        "optimizer_states": optimizer,
+        "activations": _activation_bytes(spec, shape, k, tokens),
+        "logits": logits,
+    }
+    allocated = sum(parts.values())
+    parts["cuda_context"] = CUDA_CONTEXT_GB * GB if k.on_gpu else 0
+    parts["fragmentation"] = FRAGMENTATION * allocated
+    return {"bytes": parts, "total_params": shape.total_params(), "trainable_params": k.trainable,
+            "precision": "bf16" if k.precision == "auto" else k.precision, "device": "gpu" if k.on_gpu else "cpu",
+            "notes": _notes(spec, k)}
+
+
+def _worker(spec: JobSpec, shape: ModelShape) -> _Worker:
+    m, s = spec.model, spec.scaling
     on_gpu = s.use_gpu is not False
-    precision = t.precision if on_gpu else "fp32"
-    w, a = _WIDTHS[precision]
-    resolved = "bf16" if precision == "auto" else precision
-    shards = s.num_workers if s.strategy == "fsdp" and s.num_workers > 1 else 1
+    precision = spec.train.precision if on_gpu else "fp32"
     full = m.method == "full"
-    notes = []
-    if on_gpu and precision == "auto":
-        notes.append("train.precision auto taken as bf16 (Ampere or newer GPU; older GPUs train fp16 with fp32 weights)")
-    if not on_gpu:
-        notes.append("scaling.use_gpu is false: CPU workers train in fp32; the figure is memory per worker")
-
-    total = shape.total_params()
-    linears = shape.linears()
     targets = _targets(m.lora.target_modules) if not full else ()
-    trainable = total if full else shape.layers * sum(
+    linears = shape.linears()
+    trainable = shape.total_params() if full else shape.layers * sum(
         m.lora.rank * (linears[n][0] + linears[n][1]) + (linears[n][1] if m.lora.use_dora else 0) for n in targets)
-    grad_width = w if full else _ADAPTER_BYTES
-    block_params = shape.block_linear_params() + shape.block_other_params()
+    return _Worker(on_gpu=on_gpu, precision=precision, w=_WIDTHS[precision][0], a=_WIDTHS[precision][1],
+                   shards=s.num_workers if s.strategy == "fsdp" and s.num_workers > 1 else 1,
+                   full=full, targets=targets, trainable=trainable)
 
-    # ---- weights
-    if m.method == "qlora":
-        q = m.quantization
-        const_bits = 0.127 if q.double_quant else 0.5
+
+def _weight_bytes(spec: JobSpec, shape: ModelShape, k: _Worker) -> tuple[float, float]:
+    """(base weights, adapter weights) per worker: the shard, the gathered FSDP units, the transient copies."""
+    w, a = k.w, k.a
+    qlora = spec.model.method == "qlora"
+    if qlora:
+        const_bits = 0.127 if spec.model.quantization.double_quant else 0.5
         lin = shape.layers * shape.block_linear_params()
-        base = lin * (4 + const_bits) / 8 + (total - lin) * w
+        base = lin * (4 + const_bits) / 8 + (shape.total_params() - lin) * w
         block_bytes = shape.block_linear_params() * (4 + const_bits) / 8 + shape.block_other_params() * w
-        base_transient = max(n_in * n_out for n_in, n_out in linears.values()) * a
+        base_transient = max(n_in * n_out for n_in, n_out in shape.linears().values()) * a
     else:
-        base, block_bytes, base_transient = total * w, block_params * w, 0
-    if on_gpu and precision == "fp16":
+        block_params = shape.block_linear_params() + shape.block_other_params()
+        base, block_bytes, base_transient = shape.total_params() * w, block_params * w, 0
+    if k.on_gpu and k.precision == "fp16":
         # Autocast's fp16 copies of fp32 weights live through backward (saved by the matmuls, or cached).
-        copied = shape.vocab * shape.hidden + (0 if m.method == "qlora" else shape.layers * shape.block_linear_params())
+        copied = shape.vocab * shape.hidden + (0 if qlora else shape.layers * shape.block_linear_params())
         base_transient += copied * 2
-    gathered = shape.embedding_params() * w + 2 * block_bytes if shards > 1 else 0
-    autocast = on_gpu and precision != "fp32"
+    gathered = shape.embedding_params() * w + 2 * block_bytes if k.shards > 1 else 0
     # Adapters are fp32; under autocast their 16-bit copies are cached for the whole step.
-    adapter = 0 if full else trainable * (_ADAPTER_BYTES + (a if autocast else 0))
+    adapter = 0 if k.full else k.trainable * (_ADAPTER_BYTES + (a if k.autocast else 0))
+    return base / k.shards + gathered + base_transient, adapter / k.shards
 
-    # ---- gradients and optimizer states
-    grads = trainable * grad_width / shards
-    if full and shards > 1:
-        grads += block_params * w  # one block's unsharded gradient before its reduce-scatter
+
+def _gradient_bytes(spec: JobSpec, shape: ModelShape, k: _Worker) -> tuple[float, float]:
+    """(gradients, optimizer states) per worker."""
+    s = spec.scaling
+    grads = k.trainable * k.grad_width / k.shards
+    if k.full and k.shards > 1:
+        # one block's unsharded gradient before its reduce-scatter
+        grads += (shape.block_linear_params() + shape.block_other_params()) * k.w
     if s.strategy == "ddp" and s.num_workers > 1:
-        grads += trainable * grad_width  # DDP's gradient buckets
-    optimizer = trainable * 2 * grad_width / shards
+        grads += k.trainable * k.grad_width  # DDP's gradient buckets
+    return grads, k.trainable * 2 * k.grad_width / k.shards
 
-    # ---- activations and logits
-    tokens = t.micro_batch_size * d.max_seq_len
-    h = shape.hidden
-    if full:
+
+def _activation_bytes(spec: JobSpec, shape: ModelShape, k: _Worker, tokens: int) -> int:
+    """What autograd saves for backward over `tokens` positions: per block, then as checkpointing keeps it."""
+    lora, a, h = spec.model.lora, k.a, shape.hidden
+    linears = shape.linears()
+    if k.full:
         block = 2 * (4 * h + 2 * a * h) + 5 * a * shape.q_out + 4 * a * shape.intermediate
         final = 4 * h + 2 * a * h
     else:
         block = 2 * 4 * h + 4 * a * shape.q_out + 3 * a * shape.intermediate
-        if precision != "fp32" or m.lora.dropout > 0:
-            copies = sum(linears[n][0] for n in targets)  # each adapter saves its own copy of its input
+        if k.precision != "fp32" or lora.dropout > 0:
+            copies = sum(linears[n][0] for n in k.targets)  # each adapter saves its own copy of its input
         else:
-            copies = sum(linears[g[0]][0] for g in _SHARED_INPUT if any(n in targets for n in g))
-        mask = (1 if on_gpu else 4) if m.lora.dropout > 0 else 0  # CUDA's fused dropout keeps a bool mask
-        block += a * copies + mask * sum(linears[n][0] for n in targets) + a * m.lora.rank * len(targets)
+            copies = sum(linears[g[0]][0] for g in _SHARED_INPUT if any(n in k.targets for n in g))
+        mask = (1 if k.on_gpu else 4) if lora.dropout > 0 else 0  # CUDA's fused dropout keeps a bool mask
+        block += a * copies + mask * sum(linears[n][0] for n in k.targets) + a * lora.rank * len(k.targets)
         final = 4 * h
-    if t.gradient_checkpointing:
-        activations = tokens * (shape.layers * a * h + block + final)
-    else:
-        activations = tokens * (shape.layers * block + final)
-    logits = min(tokens, chunk_rows(shape.vocab)) * shape.vocab * (2 * a + 8) + tokens * h * 3 * a
+    if spec.train.gradient_checkpointing:
+        return tokens * (shape.layers * a * h + block + final)
+    return tokens * (shape.layers * block + final)
 
-    parts = {
-        "base_weights": base / shards + gathered + base_transient,
-        "adapter_weights": adapter / shards,
-        "gradients": grads,
-        "optimizer_states": optimizer,
-        "activations": activations,
-        "logits": logits,
-    }
-    allocated = sum(parts.values())
-    parts["cuda_context"] = CUDA_CONTEXT_GB * GB if on_gpu else 0
-    parts["fragmentation"] = FRAGMENTATION * allocated
-    if m.lora.use_dora and not full:
+
+def _notes(spec: JobSpec, k: _Worker) -> list[str]:
+    """What the figure assumes that the spec does not say, and what it leaves out."""
+    notes = []
+    if k.on_gpu and k.precision == "auto":
+        notes.append("train.precision auto taken as bf16 (Ampere or newer GPU; older GPUs train fp16 with fp32 weights)")
+    if not k.on_gpu:
+        notes.append("scaling.use_gpu is false: CPU workers train in fp32; the figure is memory per worker")
+    if spec.model.lora.use_dora and not k.full:
         notes.append("DoRA's weight-norm temporaries are not modelled; expect somewhat more")
-    return {"bytes": parts, "total_params": total, "trainable_params": trainable, "precision": resolved,
-            "device": "gpu" if on_gpu else "cpu", "notes": notes}
+    return notes
 
 
 def _targets(target_modules) -> tuple[str, ...]:

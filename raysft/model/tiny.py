@@ -57,7 +57,26 @@ def init_tiny(
         raise ValueError(f"hidden_size {hidden_size} must be a multiple of heads {heads}; e.g. hidden_size={heads * 32}")
     out = Path(out_dir)
     tokenizer = train_tokenizer(_texts(Path(data_file)), vocab_size=vocab_size)
-    config = LlamaConfig(
+    config = _llama_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads)
+    # fork_rng: seeding must not reset the caller's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,  # <|im_end|> closes the assistant turn
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with _no_progress_bars():
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _llama_config(tokenizer, *, hidden_size: int, layers: int, heads: int) -> LlamaConfig:
+    """The tiny model's architecture: Llama's proportions, sized to `tokenizer` and the arguments."""
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         # ~2.7x like Llama's SwiGLU MLP, a multiple of 64 (the 4-bit block): bitsandbytes' CPU kernels need
@@ -76,20 +95,6 @@ def init_tiny(
         # near ±2.6, so no low-rank adapter can make a confident prediction (LoRA plateaus at loss ~4.8).
         initializer_range=0.1,
     )
-    # fork_rng: seeding must not reset the caller's global RNG stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,  # <|im_end|> closes the assistant turn
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    with _no_progress_bars():
-        model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @contextmanager

@@ -170,25 +170,87 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
         ValueError: a non-loopback address without a token, only one of cert / key, a bad storage prefix, or a
             tenants file that cannot be used (TenantsError).
     """
-    host, _, port = address.rpartition(":")
+    host = address.rpartition(":")[0]
+    _refuse_unsafe_binding(address, host, token, tenants, tls_cert, tls_key)
+    paths = _path_policy(allowed_roots, jobs_root, allowed_storage)
+    members = Tenants(tenants) if tenants is not None else None
+    authenticator = Authenticator(token, members)
+    core = _start_core(db_url, paths, limits or Limits(), members, webhooks or WebhookPolicy(),
+                       webhook_backoff_s=webhook_backoff_s, ray_address=ray_address, poll_s=poll_s,
+                       ray_deadline_s=ray_deadline_s, allow_remote_code=allow_remote_code)
+    loop = _LoopThread(max_workers)
+    try:
+        grpc_server, bound, health_servicer, http = _start_apis(
+            loop, address, http_port, core.jobs, authenticator, core.metrics, max_streams_per_client, tls_cert, tls_key)
+    except BaseException:
+        loop.close()
+        core.close()
+        raise
+    leadership = core.start_background(db_url, lambda leader: _set_leader_health(loop, health_servicer, leader))
+    return RunningServer(bound, f"{host}:{bound}", core.jobs, core.store, core.supervisor, core.ray_address, grpc_server,
+                         health_servicer, loop, core.cluster, core.metrics, members, http.port if http else None, http,
+                         core.sender, leadership)
+
+
+def _refuse_unsafe_binding(address: str, host: str, token: Optional[str], tenants, tls_cert: Optional[str],
+                           tls_key: Optional[str]) -> None:
+    """Refuse options that would leave the port open: off loopback without credentials, or half a TLS pair."""
     if not is_loopback(host) and not token and tenants is None:
         raise ValueError(f"binding {address} exposes the service beyond this machine; pass --token-file (and "
                          "--tls-cert/--tls-key), or bind 127.0.0.1")
     if bool(tls_cert) != bool(tls_key):
         raise ValueError("TLS needs both --tls-cert and --tls-key")
+
+
+def _path_policy(allowed_roots: Optional[list[str]], jobs_root: Optional[str],
+                 allowed_storage: tuple[str, ...]) -> PathPolicy:
+    """The server-wide path policy: `allowed_roots` default to the working directory, jobs to <first root>/runs."""
     roots = [str(Path(r).resolve()) for r in (allowed_roots or [os.getcwd()])]
-    jobs_dir = Path(jobs_root or Path(roots[0]) / "runs").resolve()
-    paths = PathPolicy(roots, jobs_dir, tuple(allowed_storage))
-    limits = limits or Limits()
-    members = Tenants(tenants) if tenants is not None else None
-    authenticator = Authenticator(token, members)
-    webhooks = webhooks or WebhookPolicy()
+    return PathPolicy(roots, Path(jobs_root or Path(roots[0]) / "runs").resolve(), tuple(allowed_storage))
+
+
+@dataclass
+class _Core:
+    """What lies behind the APIs: the store and everything that follows, admits and notifies about its jobs."""
+
+    store: Store
+    metrics: ServiceMetrics
+    cluster: Optional[LocalRayCluster]  # the embedded Ray cluster, when no ray_address was given
+    ray_address: str
+    supervisor: Supervisor
+    jobs: Jobs
+    sender: Optional[WebhookSender]
+
+    def start_background(self, db_url: str, on_leader_change) -> Leadership:
+        """Start the work that runs once the APIs serve: webhook deliveries, and the election for the supervisor."""
+        if self.sender is not None:
+            # Deliveries left by an earlier server go out too (claimed: two servers never send one twice).
+            self.sender.start()
+        # The leader reconciles (follows every job the store still lists as active) and admits queued jobs; a standby
+        # waits to take over.
+        leadership = Leadership(db_url, on_acquire=self.supervisor.start, on_lose=self.supervisor.stop)
+        leadership.on_change(on_leader_change)
+        leadership.start()
+        return leadership
+
+    def close(self) -> None:
+        """Undo a start whose APIs failed to come up (a running server stops through RunningServer.stop)."""
+        self.supervisor.stop()
+        self.store.close()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def _start_core(db_url: str, paths: PathPolicy, limits: Limits, members: Optional[Tenants], webhooks: WebhookPolicy, *,
+                webhook_backoff_s: float, ray_address: Optional[str], poll_s: float, ray_deadline_s: float,
+                allow_remote_code: bool) -> _Core:
+    """Open the store and build the domain on it, starting an embedded Ray cluster when `ray_address` is None."""
     store = Store(db_url, webhooks=webhooks.urls)
     metrics = ServiceMetrics(store)
     store.observe(metrics.observe_store_change)
     cluster = None
     if ray_address is None:
-        cluster = LocalRayCluster(jobs_dir / ".ray-cluster.json")
+        cluster = LocalRayCluster(paths.jobs_root / ".ray-cluster.json")
         ray_address = cluster.start()
     runner = RayJobsRunner(ray_address, driver_cpus=limits.driver_cpus, driver_memory_bytes=limits.driver_memory_bytes)
     admission = Admission(limits.max_running_jobs, members.quota if members else None)
@@ -203,36 +265,30 @@ def create_server(address: str = "127.0.0.1:0", *, db_url: str = "sqlite:///rays
                 sender.wake()  # its outbox rows are committed: send them now, not at the next poll
 
         store.observe(wake_on_state_change)
+    return _Core(store, metrics, cluster, ray_address, supervisor, jobs, sender)
 
-    loop = _LoopThread(max_workers)
+
+def _start_apis(loop: _LoopThread, address: str, http_port: Optional[int], jobs: Jobs, authenticator: Authenticator,
+                metrics: ServiceMetrics, max_streams_per_client: int, tls_cert: Optional[str], tls_key: Optional[str]):
+    """Start the gRPC server, and the HTTP one when `http_port` is set, on `loop`.
+
+    Returns:
+        (grpc server, its bound port, its health servicer, the HttpServer or None).
+    """
+    server, bound, health_servicer = loop.run(_start_grpc(
+        address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), authenticator, metrics, tls_cert, tls_key))
     http = None
-    try:
-        server, bound, health_servicer = loop.run(_start_grpc(
-            address, JobServicer(jobs, max_streams_per_client=max_streams_per_client), authenticator, metrics, tls_cert, tls_key))
-        if http_port is not None:
-            from raysft.service.api.http import HttpServer, create_app  # the [http] extra
+    if http_port is not None:
+        from raysft.service.api.http import HttpServer, create_app  # the [http] extra
 
-            http = HttpServer(create_app(jobs, authenticator, metrics, max_streams_per_client=max_streams_per_client),
-                              host, http_port, tls_cert=tls_cert, tls_key=tls_key)
+        http = HttpServer(create_app(jobs, authenticator, metrics, max_streams_per_client=max_streams_per_client),
+                          address.rpartition(":")[0], http_port, tls_cert=tls_cert, tls_key=tls_key)
+        try:
             loop.run(http.start())
-    except BaseException:
-        if http is not None:
+        except BaseException:
             loop.run(http.stop())
-        loop.close()
-        supervisor.stop()
-        store.close()
-        if cluster is not None:
-            cluster.stop()
-        raise
-    if sender is not None:
-        sender.start()  # deliveries left by an earlier server go out too (claimed: two servers never send one twice)
-    # The leader reconciles (follows every job the store still lists as active) and admits queued jobs; a standby
-    # waits to take over.
-    leadership = Leadership(db_url, on_acquire=supervisor.start, on_lose=supervisor.stop)
-    leadership.on_change(lambda leader: _set_leader_health(loop, health_servicer, leader))
-    leadership.start()
-    return RunningServer(bound, f"{host}:{bound}", jobs, store, supervisor, ray_address, server, health_servicer, loop, cluster,
-                         metrics, members, http.port if http else None, http, sender, leadership)
+            raise
+    return server, bound, health_servicer, http
 
 
 def _set_leader_health(loop: _LoopThread, health_servicer: health.aio.HealthServicer, leader: bool) -> None:

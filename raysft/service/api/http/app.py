@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
@@ -90,138 +91,197 @@ def create_app(jobs: Jobs, authenticator: Authenticator, metrics: ServiceMetrics
                                               "`Authorization: Bearer <token>`.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestMetrics, histogram=metrics.rpc)  # outermost: 413s and 401s are counted too
-    bearer = HTTPBearer(auto_error=False, description="the server's token (--token-file) or a tenant's (--tenants)")
     slots = StreamSlots(max_streams_per_client, max_streams, what="open event streams",
                         hint="close some (or page with GET /v1/jobs/{id}/events)")
-
-    def principal(request: Request, _credentials=Depends(bearer)) -> Principal:
-        return authenticator.authenticate(request.headers.get("authorization", ""))
-
-    # ---------------------------------------------------------------------------------- errors
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_request, exc: ServiceError):
-        return _error(HTTP_STATUS.get(exc.code, 500), exc.code, str(exc), getattr(exc, "violations", ()))
-
-    @app.exception_handler(IllegalTransition)
-    async def _illegal(_request, exc: IllegalTransition):
-        return _error(409, "FAILED_PRECONDITION", str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(_request, exc: RequestValidationError):
-        violations = [Violation(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), e["msg"])
-                      for e in exc.errors()]
-        error = InvalidArgument(violations, "the request is invalid")
-        return _error(400, error.code, str(error), error.violations)
-
-    @app.exception_handler(Exception)
-    async def _internal(_request, exc: Exception):
-        ref = secrets.token_hex(4)
-        log.error("internal error %s", ref, exc_info=exc)
-        return _error(500, "INTERNAL", f"internal error (reference {ref} in the server log)")
-
-    # -------------------------------------------------------------------------------------- jobs
-
-    @app.get("/v1/jobs", response_model=schemas.JobList, responses=_ERRORS, tags=["jobs"])
-    def list_jobs(state: list[schemas.Literal[schemas.STATE_NAMES]] = Query([], description="Only jobs in these states."),  # type: ignore[valid-type]
-                  label: list[str] = Query([], description="key=value; only jobs carrying every one.", max_length=64),
-                  page_size: int = Query(0, ge=0, le=1000, description="0: 50."),
-                  page_token: str = Query("", max_length=64), view: schemas.Literal["BASIC", "FULL"] = "BASIC",
-                  who: Principal = Depends(principal)) -> dict:
-        labels = {}
-        for i, item in enumerate(label):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InvalidArgument([Violation(f"label.{i}", f"write key=value (got {item[:100]!r})")])
-            labels[key] = value
-        found, token = jobs.list(who=who, states=tuple(JobState(s) for s in state), labels=labels, page_size=page_size,
-                                 page_token=page_token)
-        return {"jobs": [_listed(j, view == "FULL") for j in found], "next_page_token": token}
-
-    @app.post("/v1/jobs", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def create(body: schemas.CreateJobBody, who: Principal = Depends(principal)) -> dict:
-        try:
-            spec = spec_to_proto(body.spec)
-        except SpecError as exc:
-            raise InvalidArgument(exc.violations, "the job spec is invalid") from None
-        request = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[body.kind], request_id=body.request_id,
-                                            validate_only=body.validate_only, labels=body.labels,
-                                            max_attempts=body.max_attempts, notify_urls=body.notify_urls,
-                                            priority=body.priority)
-        message = create_job(jobs, request, who)
-        if body.validate_only:
-            return {**job_json(JobRecord(id="", kind="train", spec={}), message, full=False), "spec": None}
-        return job_json(jobs.get(message.id, who=who), message)
-
-    @app.get("/v1/jobs/{job_id}", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def get(job_id: str, who: Principal = Depends(principal)) -> dict:
-        return job_json(jobs.get(job_id, who=who))
-
-    @app.post("/v1/jobs/{job_id}:cancel", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def cancel(job_id: str, who: Principal = Depends(principal)) -> dict:
-        return job_json(jobs.cancel(job_id, who=who))
-
-    @app.post("/v1/jobs/{job_id}:resume", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
-    def resume(job_id: str, who: Principal = Depends(principal)) -> dict:
-        return job_json(jobs.resume(job_id, who=who))
-
-    @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])
-    def delete(job_id: str, who: Principal = Depends(principal)) -> Response:
-        jobs.delete(job_id, who=who)
-        return Response(status_code=204)
-
-    @app.get("/v1/jobs/{job_id}/events", response_model=schemas.EventList, responses=_ERRORS, tags=["events"])
-    def events(job_id: str, after: int = Query(0, ge=0, le=2**63 - 1, description="Events after this sequence number."),
-               page_size: int = Query(0, ge=0, le=1000, description="0: 100."), page_token: str = Query("", max_length=64),
-               who: Principal = Depends(principal)) -> dict:
-        found, token = jobs.events(job_id, who=who, after=after, page_size=page_size, page_token=page_token)
-        return {"events": [_json(event_message(e)) for e in found], "next_page_token": token}
-
-    @app.get("/v1/jobs/{job_id}/events:watch", responses={**_ERRORS, 200: {"content": {"text/event-stream": {}},
-             "description": "Server-Sent Events: `id` the sequence, `event` the type, `data` the JobEvent JSON; an "
-                            "`end` event closes it (terminal state, or max stream time: reconnect with Last-Event-ID)."}},
-             response_class=StreamingResponse, tags=["events"])
-    async def watch(request: Request, job_id: str, after: int = Query(0, ge=0, le=2**63 - 1),
-                    who: Principal = Depends(principal)) -> StreamingResponse:
-        resume = request.headers.get("last-event-id", "")
-        if resume.isdigit() and len(resume) <= 18:
-            after = max(after, int(resume))
-        await asyncio.to_thread(jobs.get, job_id, who=who)  # 404 now, not inside a 200 stream
-        stream = event_stream(jobs, who, job_id, after, slots, request.client.host if request.client else "", max_stream_s,
-                              lambda e: _json(event_message(e)))
-        return StreamingResponse(stream, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-    @app.get("/v1/jobs/{job_id}/checkpoints", response_model=schemas.CheckpointList, responses=_ERRORS, tags=["jobs"])
-    def checkpoints(job_id: str, who: Principal = Depends(principal)) -> dict:
-        kept, best = jobs.checkpoints(job_id, who=who)
-        return {"checkpoints": [_json(checkpoint_message(c, c.step == best)) for c in kept]}
-
-    @app.get("/v1/jobs/{job_id}/logs", response_model=schemas.Logs, responses=_ERRORS, tags=["jobs"])
-    async def logs(job_id: str, tail_lines: int = Query(200, ge=1, le=10_000), who: Principal = Depends(principal)) -> dict:
-        text = "".join([chunk async for chunk in jobs.logs(job_id, who=who, tail_lines=tail_lines, follow=False)])
-        truncated = len(text) > _MAX_LOG_CHARS
-        return {"text": text[-_MAX_LOG_CHARS:], "truncated": truncated or text.count("\n") >= tail_lines}
-
-    @app.get("/v1/jobs/{job_id}/trials", response_model=schemas.TrialList, responses=_ERRORS, tags=["jobs"])
-    def trials(job_id: str, who: Principal = Depends(principal)) -> dict:
-        """A tune job's trials (from its summary once it ended) and each trial's metric curve (from its run
-        directory, as it runs); empty for a train job."""
-        return {"trials": read_trials(jobs.get(job_id, who=who))}
-
-    # ----------------------------------------------------------------------- console and metrics
-
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/", include_in_schema=False)
-    def console() -> FileResponse:
-        return FileResponse(_CONSOLE / "index.html", headers={"Cache-Control": "no-store"})
-
+    app.state.service = _Service(jobs, authenticator, metrics, max_stream_s, slots)
+    for exc_class, handler in _ERROR_HANDLERS.items():
+        app.add_exception_handler(exc_class, handler)
+    app.include_router(_routes)
     app.mount("/console", StaticFiles(directory=_CONSOLE), name="console")
     app.openapi = lambda: _openapi(app)
     return app
+
+
+@dataclass(frozen=True)
+class _Service:
+    """What the routes of one app serve from: the arguments of create_app they read.
+
+    It lives on `app.state.service`, so that the routes are plain module-level functions on one router that every
+    app includes, reaching it through the `_service` / `_jobs` / `_principal` dependencies.
+    """
+
+    jobs: Jobs
+    authenticator: Authenticator
+    metrics: ServiceMetrics
+    max_stream_s: float
+    slots: StreamSlots  # the open event streams, bounded per client and in all
+
+
+def _service(request: Request) -> _Service:
+    return request.app.state.service
+
+
+def _jobs(request: Request) -> Jobs:
+    return _service(request).jobs
+
+
+_BEARER = HTTPBearer(auto_error=False, description="the server's token (--token-file) or a tenant's (--tenants)")
+
+
+def _principal(request: Request, _credentials=Depends(_BEARER)) -> Principal:
+    return _service(request).authenticator.authenticate(request.headers.get("authorization", ""))
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+async def _service_error(_request, exc: ServiceError):
+    return _error(HTTP_STATUS.get(exc.code, 500), exc.code, str(exc), getattr(exc, "violations", ()))
+
+
+async def _illegal(_request, exc: IllegalTransition):
+    return _error(409, "FAILED_PRECONDITION", str(exc))
+
+
+async def _bad_request(_request, exc: RequestValidationError):
+    violations = [Violation(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), e["msg"])
+                  for e in exc.errors()]
+    error = InvalidArgument(violations, "the request is invalid")
+    return _error(400, error.code, str(error), error.violations)
+
+
+async def _internal(_request, exc: Exception):
+    ref = secrets.token_hex(4)
+    log.error("internal error %s", ref, exc_info=exc)
+    return _error(500, "INTERNAL", f"internal error (reference {ref} in the server log)")
+
+
+_ERROR_HANDLERS = {ServiceError: _service_error, IllegalTransition: _illegal, RequestValidationError: _bad_request,
+                   Exception: _internal}
+
+
+# -------------------------------------------------------------------------------------- jobs
+# Each route function is named for its operation: the name is the stem of its operationId in /v1/openapi.json.
+
+_routes = APIRouter()
+
+
+@_routes.get("/v1/jobs", response_model=schemas.JobList, responses=_ERRORS, tags=["jobs"])
+def list_jobs(state: list[schemas.Literal[schemas.STATE_NAMES]] = Query([], description="Only jobs in these states."),  # type: ignore[valid-type]
+              label: list[str] = Query([], description="key=value; only jobs carrying every one.", max_length=64),
+              page_size: int = Query(0, ge=0, le=1000, description="0: 50."),
+              page_token: str = Query("", max_length=64), view: schemas.Literal["BASIC", "FULL"] = "BASIC",
+              who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    found, token = jobs.list(who=who, states=tuple(JobState(s) for s in state), labels=_labels(label),
+                             page_size=page_size, page_token=page_token)
+    return {"jobs": [_listed(j, view == "FULL") for j in found], "next_page_token": token}
+
+
+def _labels(label: list[str]) -> dict[str, str]:
+    """The `label` query values (key=value each) as a mapping."""
+    labels = {}
+    for i, item in enumerate(label):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument([Violation(f"label.{i}", f"write key=value (got {item[:100]!r})")])
+        labels[key] = value
+    return labels
+
+
+@_routes.post("/v1/jobs", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
+def create(body: schemas.CreateJobBody, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    try:
+        spec = spec_to_proto(body.spec)
+    except SpecError as exc:
+        raise InvalidArgument(exc.violations, "the job spec is invalid") from None
+    request = jobs_pb2.CreateJobRequest(spec=spec, kind=_KINDS[body.kind], request_id=body.request_id,
+                                        validate_only=body.validate_only, labels=body.labels,
+                                        max_attempts=body.max_attempts, notify_urls=body.notify_urls,
+                                        priority=body.priority)
+    message = create_job(jobs, request, who)
+    if body.validate_only:
+        return {**job_json(JobRecord(id="", kind="train", spec={}), message, full=False), "spec": None}
+    return job_json(jobs.get(message.id, who=who), message)
+
+
+@_routes.get("/v1/jobs/{job_id}", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
+def get(job_id: str, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    return job_json(jobs.get(job_id, who=who))
+
+
+@_routes.post("/v1/jobs/{job_id}:cancel", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
+def cancel(job_id: str, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    return job_json(jobs.cancel(job_id, who=who))
+
+
+@_routes.post("/v1/jobs/{job_id}:resume", response_model=schemas.Job, responses=_ERRORS, tags=["jobs"])
+def resume(job_id: str, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    return job_json(jobs.resume(job_id, who=who))
+
+
+@_routes.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])
+def delete(job_id: str, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> Response:
+    jobs.delete(job_id, who=who)
+    return Response(status_code=204)
+
+
+@_routes.get("/v1/jobs/{job_id}/events", response_model=schemas.EventList, responses=_ERRORS, tags=["events"])
+def events(job_id: str, after: int = Query(0, ge=0, le=2**63 - 1, description="Events after this sequence number."),
+           page_size: int = Query(0, ge=0, le=1000, description="0: 100."), page_token: str = Query("", max_length=64),
+           who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    found, token = jobs.events(job_id, who=who, after=after, page_size=page_size, page_token=page_token)
+    return {"events": [_json(event_message(e)) for e in found], "next_page_token": token}
+
+
+@_routes.get("/v1/jobs/{job_id}/events:watch", responses={**_ERRORS, 200: {"content": {"text/event-stream": {}},
+             "description": "Server-Sent Events: `id` the sequence, `event` the type, `data` the JobEvent JSON; an "
+                            "`end` event closes it (terminal state, or max stream time: reconnect with Last-Event-ID)."}},
+             response_class=StreamingResponse, tags=["events"])
+async def watch(request: Request, job_id: str, after: int = Query(0, ge=0, le=2**63 - 1),
+                who: Principal = Depends(_principal)) -> StreamingResponse:
+    service = _service(request)
+    last_id = request.headers.get("last-event-id", "")
+    if last_id.isdigit() and len(last_id) <= 18:
+        after = max(after, int(last_id))
+    await asyncio.to_thread(service.jobs.get, job_id, who=who)  # 404 now, not inside a 200 stream
+    stream = event_stream(service.jobs, who, job_id, after, service.slots, request.client.host if request.client else "",
+                          service.max_stream_s, lambda e: _json(event_message(e)))
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@_routes.get("/v1/jobs/{job_id}/checkpoints", response_model=schemas.CheckpointList, responses=_ERRORS, tags=["jobs"])
+def checkpoints(job_id: str, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    kept, best = jobs.checkpoints(job_id, who=who)
+    return {"checkpoints": [_json(checkpoint_message(c, c.step == best)) for c in kept]}
+
+
+@_routes.get("/v1/jobs/{job_id}/logs", response_model=schemas.Logs, responses=_ERRORS, tags=["jobs"])
+async def logs(job_id: str, tail_lines: int = Query(200, ge=1, le=10_000), who: Principal = Depends(_principal),
+               jobs: Jobs = Depends(_jobs)) -> dict:
+    text = "".join([chunk async for chunk in jobs.logs(job_id, who=who, tail_lines=tail_lines, follow=False)])
+    truncated = len(text) > _MAX_LOG_CHARS
+    return {"text": text[-_MAX_LOG_CHARS:], "truncated": truncated or text.count("\n") >= tail_lines}
+
+
+@_routes.get("/v1/jobs/{job_id}/trials", response_model=schemas.TrialList, responses=_ERRORS, tags=["jobs"])
+def trials(job_id: str, who: Principal = Depends(_principal), jobs: Jobs = Depends(_jobs)) -> dict:
+    """A tune job's trials (from its summary once it ended) and each trial's metric curve (from its run
+    directory, as it runs); empty for a train job."""
+    return {"trials": read_trials(jobs.get(job_id, who=who))}
+
+
+# ----------------------------------------------------------------------- console and metrics
+
+
+@_routes.get("/metrics", include_in_schema=False)
+def prometheus(request: Request) -> Response:
+    return Response(generate_latest(_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@_routes.get("/", include_in_schema=False)
+def console() -> FileResponse:
+    return FileResponse(_CONSOLE / "index.html", headers={"Cache-Control": "no-store"})
 
 
 def _listed(job: JobRecord, full: bool) -> dict[str, Any]:
