@@ -33,7 +33,7 @@ from raysft.service.jobs.store import CheckpointRecord, JobRecord, NewEvent, Sto
 from raysft.service.jobs.tenants import Tenants, TenantsError, hash_token
 from raysft.service.v1 import jobs_pb2, jobs_pb2_grpc
 from raysft.train.rundata import cache_dir_of
-from service_helpers import NO_RAY, TOKEN, http_call, put_job
+from service_helpers import HOLD, NO_RAY, TOKEN, http_call, put_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT, SUPPORT_VIEWER, SEARCH, ADMIN = "support-submitter-token-0001", "support-viewer-token-0002", \
@@ -70,8 +70,10 @@ def server(request, workdir, support_data):
     db = f"sqlite:///{workdir}/tenants.db" if sqlite else request.getfixturevalue("postgres").create_database()
     path = workdir / f"tenants-{request.param}.yaml"
     path.write_text(tenants_yaml(support_data))
+    # HOLD: the tests store QUEUED jobs and check what each role may do to them; admission moving one to
+    # STARTING mid-test (it happened on a loaded machine) would change the answer.
     s = create_server("127.0.0.1:0", db_url=db, token=TOKEN, ray_address=NO_RAY, allowed_roots=[str(workdir)],
-                      jobs_root=str(workdir / "runs"), http_port=0, tenants=str(path))
+                      jobs_root=str(workdir / "runs"), http_port=0, tenants=str(path), limits=HOLD)
     yield s
     s.stop(grace_s=1)
 
