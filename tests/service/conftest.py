@@ -71,8 +71,14 @@ def offline_server(request, workdir):
 
 
 @pytest.fixture(scope="module")
-def channel(offline_server):
-    with grpc.insecure_channel(offline_server.address) as ch:
+def server(offline_server):
+    """The server `channel` and `stub` talk to: the offline one, unless a module defines a `server` of its own."""
+    return offline_server
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(server.address) as ch:
         yield ch
 
 

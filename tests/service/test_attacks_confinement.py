@@ -60,12 +60,6 @@ def server(workdir):
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    with grpc.insecure_channel(server.address) as channel:
-        yield jobs_pb2_grpc.JobServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
 def bystander(server):
     """Another client, on its own connection."""
     with grpc.insecure_channel(server.address) as channel:

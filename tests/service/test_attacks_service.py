@@ -54,12 +54,6 @@ def server(workdir):
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    with grpc.insecure_channel(server.address) as ch:
-        yield jobs_pb2_grpc.JobServiceStub(ch)
-
-
-@pytest.fixture(scope="module")
 def other(server):
     """Another client, on its own channel: it must keep being served whatever the attacker did."""
     with grpc.insecure_channel(server.address) as ch:

@@ -78,12 +78,6 @@ def server(request, workdir, support_data):
     s.stop(grace_s=1)
 
 
-@pytest.fixture(scope="module")
-def stub(server):
-    with grpc.insecure_channel(server.address) as ch:
-        yield jobs_pb2_grpc.JobServiceStub(ch)
-
-
 def refused(call):
     with pytest.raises(grpc.RpcError) as err:
         call()
