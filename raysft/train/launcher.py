@@ -18,14 +18,16 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from raysft.config import JobSpec, higher_is_better, score_order, spec_to_yaml, with_absolute_paths
+from raysft.config import JobSpec, score_order, spec_to_yaml, with_absolute_paths
+from raysft.data.cache import CachedData
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray import free_port
 from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, WEIGHT_DIRS, RunDir
 from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
-from raysft.train.runlog import RunLog
+from raysft.train.retention import best, kept_checkpoints
+from raysft.train.runlog import RunLog, read_jsonl
 from raysft.train.rundata import WorkerInput, prepare_run_data
 from raysft.train.tracking import finish_tracking, start_tracking
 
@@ -131,22 +133,54 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
     started = time.time()
     spec = fix_template_date(with_absolute_paths(spec, Path.cwd()))  # workers do not share the cwd
     out = Path(spec.output_dir)
-    storage = spec.checkpoint.storage_path or str(out)
+    _check_start(spec, resume, from_step)
+    resolve_model_path(spec.model.name_or_path)
+    data = _prepare(spec)
+    connect_ray()
+    tracking = start_tracking(spec, out, parent=tracking_parent, run_name=run_name)
+    trainer = _trainer(spec, data, from_step, tracking, list(callbacks or []))
+    summary = None
+    try:
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # TrainingFailedError wraps the worker's exception
+            raise RunError(f"training failed: {exc}") from exc
+        if result.error:
+            raise RunError(f"training failed: {result.error}")
+        chosen = _best_kept(out, spec.checkpoint.keep_best_by)
+        _export_best(ray.train.Checkpoint(chosen["uri"]), out)
+        best_metrics = {k: v for k, v in chosen.items() if k != "uri"}
+        summary = write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
+        return summary
+    finally:
+        finish_tracking(spec, out, tracking, summary)
+
+
+def _storage(spec: JobSpec) -> str:
+    """Where Ray Train keeps the run (`<storage>/checkpoints/`): checkpoint.storage_path, else output_dir."""
+    return spec.checkpoint.storage_path or str(Path(spec.output_dir))
+
+
+def _check_start(spec: JobSpec, resume: bool, from_step: int | None) -> None:
     if from_step is not None and not resume:
         raise RunError("--from-step continues a run: pass it with --resume or --continue-run")
+    storage, out = _storage(spec), str(Path(spec.output_dir))
     if not resume and holds_run(storage):
         # Ray Train would restore the run it finds there (its snapshot names the checkpoints to load).
-        where = f"output_dir {out}" if storage == str(out) else f"checkpoint.storage_path {storage}"
+        where = f"output_dir {out}" if storage == out else f"checkpoint.storage_path {storage}"
         raise RunError(f"{where} already holds a run; continue it with `raysft train --resume {spec.output_dir}` "
                        "or use a new directory")
-    resolve_model_path(spec.model.name_or_path)
-    data, hit = prepare_run_data(spec, before_encode=connect_ray)  # a miss encodes on the cluster's CPUs
+
+
+def _prepare(spec: JobSpec) -> CachedData:
+    """The run's encoded data (a miss encodes on the cluster's CPUs), said on the console; output_dir made, spec.yaml in it."""
+    out = Path(spec.output_dir)
+    data, hit = prepare_run_data(spec, before_encode=connect_ray)
     train_split, val_split = data.split("train"), data.split("validation")
     print(f"[raysft] data: {train_split['rows']} train / {val_split['rows']} validation examples, "
           f"{data.encoding['train']['trained_fraction']:.1%} of train tokens trained on", flush=True)
     for line in data.encoding["train"].get("warnings", []):
         print(f"[raysft] data: {line}", flush=True)
-
     out.mkdir(parents=True, exist_ok=True)
     # Ray Train's print patch would echo every worker line twice; it is propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -154,19 +188,24 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
     if hit:
         RunLog(out, enabled=True).event("info", "data_cache_hit", f"encoded data reused from {data.path}",
                                         {"cache_dir": str(data.path), "key": data.key, "rows": train_split["rows"]})
-    connect_ray()
-    tracking = start_tracking(spec, out, parent=tracking_parent, run_name=run_name)
-    use_gpu = _use_gpu(spec)
+    return data
+
+
+def _trainer(spec: JobSpec, data: CachedData, from_step: int | None, tracking: dict | None,
+             callbacks: list) -> TorchTrainer:
+    """The run's TorchTrainer; Ray Train keeps keep_last checkpoints, ranked by keep_best_by when there is validation
+    data to score them (by recency without)."""
+    storage, use_gpu = _storage(spec), _use_gpu(spec)
     if use_gpu:
         _print_estimate(spec)
-    has_val = bool(val_split["rows"]) or bool(spec.eval.generate and data.manifest["validation_conversations"])
+    has_val = bool(data.split("validation")["rows"]) or bool(spec.eval.generate
+                                                             and data.manifest["validation_conversations"])
     metric = spec.checkpoint.keep_best_by if has_val else None
-    trainer = TorchTrainer(
+    resume_from = f"{storage.rstrip('/')}/checkpoints/{checkpoint_name(from_step)}" if from_step is not None else None
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(out),
-                                              storage_path=storage, data_dir=str(data.path),
-                                              resume_from=(f"{storage.rstrip('/')}/checkpoints/{checkpoint_name(from_step)}"
-                                                           if from_step is not None else None),
+        train_loop_config={"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(Path(spec.output_dir)),
+                                              storage_path=storage, data_dir=str(data.path), resume_from=resume_from,
                                               tracking=tracking)},
         scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=spec.scaling.resources_per_worker),
@@ -177,23 +216,9 @@ def run_training(spec: JobSpec, *, resume: bool = False, from_step: int | None =
                 num_to_keep=spec.checkpoint.keep_last, checkpoint_score_attribute=metric,
                 checkpoint_score_order=score_order(metric)),
             failure_config=FailureConfig(max_failures=spec.scaling.max_failures),
-            callbacks=list(callbacks or []),
+            callbacks=callbacks,
         ),
     )
-    summary = None
-    try:
-        try:
-            result = trainer.fit()
-        except Exception as exc:  # TrainingFailedError wraps the worker's exception
-            raise RunError(f"training failed: {exc}") from exc
-        if result.error:
-            raise RunError(f"training failed: {result.error}")
-        best_ckpt, best_metrics = _best(result, metric)
-        _export_best(best_ckpt, out)
-        summary = write_outputs(out, spec, data, result.return_value or {}, best_metrics, time.time() - started)
-        return summary
-    finally:
-        finish_tracking(spec, out, tracking, summary)
 
 
 def _print_estimate(spec: JobSpec) -> None:
@@ -208,16 +233,12 @@ def _print_estimate(spec: JobSpec) -> None:
               "see the suggestions above", flush=True)
 
 
-def _best(result, metric: str | None):
-    ranked = result.best_checkpoints or []
-    if metric and ranked:
-        scored = [(c, m) for c, m in ranked if m.get(metric) is not None]
-        if scored:
-            pick = max if higher_is_better(metric) else min
-            return pick(scored, key=lambda cm: cm[1][metric])
-    if result.checkpoint is None:
+def _best_kept(out: Path, metric: str) -> dict:
+    """The checkpoint_saved record of the best checkpoint Ray Train kept by `metric` (the latest when none is scored)."""
+    kept = kept_checkpoints(read_jsonl(RunDir(out).events_file))
+    if not kept:
         raise RunError("training finished without a checkpoint; check the worker logs above")
-    return result.checkpoint, result.metrics or {}
+    return best(kept, metric) or kept[-1]
 
 
 def _export_best(checkpoint, out: Path) -> None:

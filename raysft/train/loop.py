@@ -32,6 +32,7 @@ from raysft.model.load import load_model, load_tokenizer
 from raysft.train.counters import EarlyStopping, Throughput
 from raysft.train.evaluate import evaluate_loss, generate_answers
 from raysft.train.loss import token_loss, unwrap
+from raysft.train.retention import Retention
 from raysft.train.runlog import RunLog
 from raysft.train.rundata import WorkerInput, open_run_data
 from raysft.train.rowplan import StepPlan, collate_rows, rows_of, step_advice
@@ -94,6 +95,7 @@ class Trainer:
     run: WorkerInput
     session: Session
     log: RunLog
+    retention: Retention
     tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module
     params: list
@@ -148,9 +150,9 @@ def setup(run: WorkerInput, session: Session) -> Trainer:
         "constant_with_warmup" if t.lr_scheduler == "constant" else t.lr_scheduler,
         optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    trainer = Trainer(spec=spec, run=run, session=session, log=log, tokenizer=tokenizer, model=model, params=params,
-                      optimizer=optimizer, scheduler=scheduler, autocast=autocast, data=data, total_steps=total_steps,
-                      stopping=EarlyStopping.of(spec))
+    trainer = Trainer(spec=spec, run=run, session=session, log=log, retention=Retention(log, spec.checkpoint.keep_last),
+                      tokenizer=tokenizer, model=model, params=params, optimizer=optimizer, scheduler=scheduler,
+                      autocast=autocast, data=data, total_steps=total_steps, stopping=EarlyStopping.of(spec))
     trainer.state = _restore(trainer)
     log.event("info", "started", f"training {total_steps} steps on {session.world_size} worker(s), "
               f"{data.plan.accumulation_steps} accumulation step(s)",
@@ -286,7 +288,7 @@ def _evaluate_and_checkpoint(tr: Trainer) -> bool:
         # Sync point: under Ray Train every rank reports each checkpoint.
         tr.session.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
     uri = f"{tr.run.storage_path.rstrip('/')}/checkpoints/{name}"
-    tr.log.event("info", "checkpoint_saved", f"checkpoint at step {state.step}", {"step": state.step, "uri": uri, **report})
+    tr.retention.reported({"step": state.step, "uri": uri, **report}, tr.session.kept_checkpoints)
     return stop
 
 

@@ -7,12 +7,14 @@ calls they stand for:
     prepare_model(model, **kwargs)      ray.train.torch.prepare_model
     get_checkpoint()                    ray.train.get_checkpoint
     report(metrics, checkpoint=, checkpoint_dir_name=)   ray.train.report
+    kept_checkpoints()                  ray.train.get_all_reported_checkpoints
 
 `RaySession` (the default, what `raysft train` uses) forwards each to Ray Train unchanged. `LocalSession`
 runs the same loop in the calling process as the only worker, without Ray: the benchmarks use it to
 measure what Ray costs per step (benchmarks/bench_train.py, `ray_overhead`), and tests/train/test_loop.py to
 test `fit()` without a cluster. It persists each reported checkpoint to `<storage_path>/checkpoints/<name>` as
-Ray does, but keeps every one (no `keep_last` pruning) and resumes only from a checkpoint it is given.
+Ray does, but keeps every one (no `keep_last` pruning: all it has persisted is kept) and resumes only from a
+checkpoint it is given.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Session(Protocol):
                checkpoint_dir_name: str | None = None) -> None:
         """Hand metrics and a checkpoint to the runtime; under Ray every rank must call it (a sync point)."""
 
+    def kept_checkpoints(self) -> list[str]:
+        """Names of the checkpoints the runtime keeps, once it has taken in every report so far."""
+
 
 class RaySession:
     """The loop's runtime under Ray Train: every member forwards to `ray.train` (call inside a worker)."""
@@ -58,6 +63,13 @@ class RaySession:
     prepare_model = staticmethod(ray.train.torch.prepare_model)
     get_checkpoint = staticmethod(ray.train.get_checkpoint)
     report = staticmethod(ray.train.report)
+
+    @staticmethod
+    def kept_checkpoints() -> list[str]:
+        # COMMITTED: this run asks for no validation, so a registered checkpoint is final. Blocks until the
+        # controller has registered (and pruned after) this worker's latest report.
+        reported = ray.train.get_all_reported_checkpoints(ray.train.CheckpointConsistencyMode.COMMITTED)
+        return [Path(r.checkpoint.path).name for r in reported]
 
 
 class LocalSession:
@@ -92,3 +104,7 @@ class LocalSession:
             path = self.storage / "checkpoints" / (checkpoint_dir_name or f"checkpoint_{len(self.reports):06d}")
             shutil.copytree(checkpoint.path, path, dirs_exist_ok=True)
         self.reports.append({"metrics": dict(metrics), "checkpoint": str(path) if path else None})
+
+    def kept_checkpoints(self) -> list[str]:
+        root = self.storage / "checkpoints"
+        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []

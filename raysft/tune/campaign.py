@@ -37,7 +37,7 @@ from raysft.tune.report import (export_best, factor_effects, format_factor_table
                                 write_results_csv)
 from raysft.tune.space import (base_values, make_scheduler, make_searcher, num_samples, param_space, plain,
                                trial_count, trial_spec)
-from raysft.tune.trials import checkpoint_dir, prune_checkpoints, trial_outcome
+from raysft.tune.trials import checkpoint_dir, kept_on_storage, prune_checkpoints, trial_outcome
 
 __all__ = ["run_campaign", "load_campaign_spec", "write_campaign_outputs"]
 
@@ -64,9 +64,11 @@ def _run_trial(config: dict, *, base: dict, root: str, storage_path: str | None,
     if run.summary_file.exists():
         return  # it finished before the campaign was interrupted
     # run_training writes spec.yaml first: this trial ran before (the campaign was interrupted). It continues
-    # from its latest registered checkpoint; with none, it starts over without the earlier attempt's records.
+    # from its latest registered checkpoint; with none kept, it starts over without the earlier attempt's records.
+    # Nothing is pruned first: a checkpoint Ray registered just before the kill may not be in the events yet, and
+    # Ray's restore needs every checkpoint it registered (a leftover upload is saved over, or pruned at the end).
     resume = run.is_run()
-    if resume and not prune_checkpoints(checkpoint_dir(Path(root), trial_id, storage_path)):
+    if resume and not kept_on_storage(out, checkpoint_dir(Path(root), trial_id, storage_path)):
         shutil.rmtree(out)
         resume = False
     run_training(spec, resume=resume, callbacks=[TuneReportCallback()], tracking_parent=tracking_parent, run_name=trial_id)
@@ -78,13 +80,14 @@ def _trial_dirname(trial) -> str:
 
 class _PruneFinished(ray.tune.Callback):
     """Keeps disk bounded while a campaign runs: a trial ASHA stops is killed mid-run and can leave a
-    checkpoint Ray Train never registered; it is removed as soon as the trial ends."""
+    checkpoint its events do not name as kept; it is removed as soon as the trial ends."""
 
     def __init__(self, out: str, storage_path: str | None):
         self.out, self.storage_path = out, storage_path
 
     def _prune(self, trial) -> None:
-        prune_checkpoints(checkpoint_dir(Path(self.out), trial.trial_id, self.storage_path))
+        out = Path(self.out)
+        prune_checkpoints(out / "trials" / trial.trial_id, checkpoint_dir(out, trial.trial_id, self.storage_path))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._prune(trial)
@@ -182,8 +185,8 @@ def write_campaign_outputs(spec: JobSpec, out: Path, results, wall_time_s: float
     for result in results:
         trial_id = Path(result.path).name
         run_dir = checkpoint_dir(out, trial_id, storage)
-        prune_checkpoints(run_dir)  # a trial killed mid-upload after its on_trial_complete pruning
-        outcome = outcomes[trial_id] = trial_outcome(out / "trials" / trial_id, run_dir, tune.metric, tune.mode)
+        prune_checkpoints(out / "trials" / trial_id, run_dir)  # killed mid-upload after its on_trial_complete pruning
+        outcome = outcomes[trial_id] = trial_outcome(out / "trials" / trial_id, run_dir, tune.metric)
         best = outcome["best"] or {}
         if result.error:
             status = "error"

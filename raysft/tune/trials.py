@@ -1,25 +1,23 @@
 """One trial's outcome as its training run left it on disk: steps run, checkpoints kept, its best evaluation.
 
 Each trial is an ordinary training run in `trials/<id>/`; its Ray Train checkpoints live in
-`<checkpoint storage>/checkpoints/` (the trial directory unless checkpoint.storage_path is set). A trial that
-ASHA stops is killed mid-run, which can leave a checkpoint directory Ray Train never registered (uploaded,
-but not yet counted against keep_last); `prune_checkpoints` removes those so retention holds for every trial.
+`<checkpoint storage>/checkpoints/` (the trial directory unless checkpoint.storage_path is set), and its events
+say which of them Ray Train keeps (raysft.train.retention). A trial that ASHA stops is killed mid-run, which can
+leave a checkpoint directory the events do not name (uploaded, but not yet registered and counted against
+keep_last); `prune_checkpoints` removes those so retention holds for every trial.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow.fs
 
 from raysft.rundir import RunDir
+from raysft.train.retention import best, checkpoint_name_of, kept_checkpoints
 from raysft.train.runlog import read_jsonl
 
-__all__ = ["checkpoint_dir", "checkpoint_names", "prune_checkpoints", "trial_outcome"]
-
-# Ray Train's record of the checkpoints it registered for a run (what it resumes from and prunes by).
-_SNAPSHOT = "checkpoint_manager_snapshot.json"
+__all__ = ["checkpoint_dir", "checkpoint_names", "kept_on_storage", "prune_checkpoints", "trial_outcome"]
 
 
 def checkpoint_dir(out: Path, trial_id: str, storage_path: str | None) -> str:
@@ -42,28 +40,30 @@ def checkpoint_names(run_dir: str) -> list[str]:
                   if i.type == pyarrow.fs.FileType.Directory and Path(i.path).name.startswith("checkpoint_"))
 
 
-def prune_checkpoints(run_dir: str) -> list[str]:
-    """Delete checkpoint directories that Ray Train did not register; returns the names kept.
+def kept_on_storage(trial_dir: Path, run_dir: str) -> list[dict]:
+    """The checkpoint_saved records of the checkpoints the trial's events say are kept and storage still holds
+    (a trial killed between Ray's deletion and its record of it leaves one the events still name)."""
+    present = set(checkpoint_names(run_dir))
+    kept = kept_checkpoints(read_jsonl(RunDir(trial_dir).events_file))
+    return [c for c in kept if checkpoint_name_of(c["uri"]) in present]
 
-    Only call it for a run that is not running: a directory being uploaded is not registered yet.
+
+def prune_checkpoints(trial_dir: Path, run_dir: str) -> list[str]:
+    """Delete the checkpoint directories that the trial's events do not name as kept; returns the names kept.
+
+    Only call it for a trial that ended and will not run again: a directory being uploaded is not named yet, and
+    neither is one Ray registered a moment before the trial was killed (Ray's own record would then name a
+    deleted checkpoint, which only matters to a run that resumes).
     """
     fs, root = _fs(run_dir)
-    names = checkpoint_names(run_dir)
-    try:
-        with fs.open_input_stream(f"{root}/{_SNAPSHOT}") as f:
-            snapshot = json.loads(f.read())
-        registered = {r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]}
-    except FileNotFoundError:
-        registered = set()  # killed before its first checkpoint was registered: a resume starts from scratch
-    except (KeyError, TypeError, ValueError):
-        return names  # a snapshot layout this code does not know: keep everything rather than guess
-    for name in names:
-        if name not in registered:
+    kept = {checkpoint_name_of(c["uri"]) for c in kept_on_storage(trial_dir, run_dir)}
+    for name in checkpoint_names(run_dir):
+        if name not in kept:
             fs.delete_dir(f"{root}/{name}")
-    return [n for n in names if n in registered]
+    return sorted(kept)
 
 
-def trial_outcome(trial_dir: Path, run_dir: str, metric: str, mode: str) -> dict:
+def trial_outcome(trial_dir: Path, run_dir: str, metric: str) -> dict:
     """What a trial's training run left: steps, kept checkpoints, and its best evaluation among them.
 
     A trial is scored by its best evaluation whose checkpoint is still kept, so the score always names an
@@ -75,17 +75,11 @@ def trial_outcome(trial_dir: Path, run_dir: str, metric: str, mode: str) -> dict
     """
     run = RunDir(trial_dir)
     metrics = read_jsonl(run.metrics_file)
-    kept = set(checkpoint_names(run_dir))
-    saved = {}  # uri -> latest record; a resumed run re-saves the steps after its checkpoint
-    for event in read_jsonl(run.events_file):
-        if event["type"] == "checkpoint_saved":
-            saved[event["data"]["uri"]] = event["data"]
-    scored = [d for d in saved.values() if d.get(metric) is not None and Path(d["uri"]).name in kept]
-    pick = min if mode == "min" else max
+    kept = kept_on_storage(trial_dir, run_dir)
     return {
         "steps": max((m["step"] for m in metrics if "train_loss" in m), default=0),
         "checkpoints_kept": len(kept),
-        "best": pick(scored, key=lambda d: d[metric]) if scored else None,
+        "best": best(kept, metric),
         "evals": [m for m in metrics if m.get(metric) is not None],
         "summary": run.summary(),
     }

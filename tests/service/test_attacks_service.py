@@ -96,7 +96,7 @@ def feed(server, job_id, text):
     """Text the job printed, as the log follower hands it on: only signed event lines become records."""
     records = server.supervisor.records(job_id, text.split("\n"))
     if records:
-        server.supervisor.take(job_id, records, (2, "eval_loss"))
+        server.supervisor.take(job_id, records)
     return records
 
 

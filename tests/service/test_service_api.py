@@ -228,7 +228,7 @@ def test_watch_streams_live_events_resumes_without_gaps_and_ends_after_the_termi
     for step in (1, 2):
         line = {"seq": step, "time": "2026-01-01T00:00:00+00:00", "level": "info", "type": "metrics", "message": "m",
                 "data": {"step": step}}
-        job, events = offline_server.store.update("live-1", lambda j, c: take_training_events(j, c, [line], 3, "eval_loss"))
+        job, events = offline_server.store.update("live-1", lambda j, c: take_training_events(j, c, [line]))
         appended_at[events[0].sequence] = time.time()
     offline_server.store.update("live-1", lambda j, c: [transition(j, JobState.SUCCEEDED, "done")])
     watcher.join(timeout=10)
@@ -262,7 +262,9 @@ def test_checkpoints_list_the_kept_ones_newest_first_with_the_best_marked(offlin
     saves = [{"seq": i, "time": "2026-01-01T00:00:00+00:00", "type": "checkpoint_saved", "message": "c",
               "data": {"step": i, "uri": f"/runs/ckpt-1/checkpoints/checkpoint_{i:06d}", "eval_loss": loss}}
              for i, loss in ((1, 3.0), (2, 1.0), (3, 2.0), (4, 2.5))]
-    offline_server.store.update("ckpt-1", lambda j, c: take_training_events(j, c, saves, 2, "eval_loss"))
+    pruned = {"seq": 5, "time": "2026-01-01T00:00:00+00:00", "type": "checkpoint_pruned", "message": "p",
+              "data": {"step": 1, "uri": "/runs/ckpt-1/checkpoints/checkpoint_000001"}}  # Ray keeps 2 and the latest
+    offline_server.store.update("ckpt-1", lambda j, c: take_training_events(j, c, saves + [pruned]))
     kept = stub.ListCheckpoints(jobs_pb2.ListCheckpointsRequest(job_id="ckpt-1"), metadata=AUTH).checkpoints
     assert [(c.step, c.is_best, c.metrics["eval_loss"]) for c in kept] == [(4, False, 2.5), (3, False, 2.0), (2, True, 1.0)]
     assert kept[0].uri == "/runs/ckpt-1/checkpoints/checkpoint_000004"

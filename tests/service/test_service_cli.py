@@ -92,7 +92,7 @@ def test_watch_exits_1_for_a_failed_job_and_0_for_a_successful_one(env, capsys):
     put_job(env, "cli-ok", JobState.RUNNING)
     save = {"seq": 1, "time": "2026-01-01T00:00:00+00:00", "type": "checkpoint_saved", "message": "checkpoint at step 3",
             "data": {"step": 3, "uri": "/runs/cli-ok/checkpoints/checkpoint_000003", "eval_loss": 1.25}}
-    env.store.update("cli-ok", lambda j, c: take_training_events(j, c, [save], 3, "eval_loss"))
+    env.store.update("cli-ok", lambda j, c: take_training_events(j, c, [save]))
     env.store.update("cli-ok", lambda j, c: [transition(j, JobState.SUCCEEDED, "the job finished")])
     code, out, _ = run(capsys, "jobs", "watch", "cli-ok", "--json")
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{") and "sequence" in line]

@@ -1,12 +1,12 @@
-"""Training events read from logs: signed lines, field checks, deduplication, progress, and checkpoint retention as
-Ray does it."""
+"""Training events read from logs: signed lines, field checks, deduplication, progress, and the checkpoints the run
+says Ray keeps."""
 
 import json
 
 import pytest
 
 from raysft.service.jobs.eventlines import LineSplitter, check_event, job_event_key, parse_event_line
-from raysft.service.jobs.events import MAX_TRAINING_EVENTS, best_step, retain, take_training_events, transition
+from raysft.service.jobs.events import MAX_TRAINING_EVENTS, best_step, take_training_events, transition
 from raysft.service.jobs.states import IllegalTransition, JobState
 from raysft.service.jobs.store import CheckpointRecord, JobRecord
 from raysft.train.runlog import EVENT_PREFIX, event_line
@@ -75,6 +75,8 @@ def test_only_lines_signed_with_the_jobs_key_and_starting_with_the_prefix_are_ev
     ({"type": "checkpoint_saved", "data": {"step": 1, "uri": "s3://attacker/ck"}}, "data.uri must lie under"),
     ({"type": "checkpoint_saved", "data": {"step": 1, "uri": "/r/checkpoints/../../etc"}}, "data.uri must lie under"),
     ({"type": "checkpoint_saved", "data": {"uri": "/r/checkpoints/c"}}, "needs data.step"),
+    ({"type": "checkpoint_pruned", "data": {"uri": "/r/checkpoints/c"}}, "needs data.step"),
+    ({"type": "checkpoint_pruned", "data": {"step": 1, "uri": "/elsewhere/c"}}, "data.uri must lie under"),
 ])
 def test_every_event_field_is_checked(change, problem):
     clean, why = check_event({**_record(1, "metrics", {"step": 1}), **change}, ckpt_prefix="/r/checkpoints/", now=1e9 * 1.8)
@@ -97,7 +99,7 @@ def test_a_missing_or_absurd_time_is_now_and_long_text_is_cut():
 def test_a_bad_event_becomes_a_warning_and_the_next_good_one_is_taken():
     job = _job()
     bad = {**_record(1, "metrics", {"step": 1, "train_loss": float("inf")})}
-    events = take_training_events(job, {}, [bad, _record(2, "metrics", {"step": 2, "train_loss": 1.5})], 2, "eval_loss")
+    events = take_training_events(job, {}, [bad, _record(2, "metrics", {"step": 2, "train_loss": 1.5})])
     assert [(e.type, e.level) for e in events] == [("event_rejected", "warning"), ("metrics", "info")]
     assert "finite" in events[0].message and job.progress["step"] == 2 and job.last_source_seq == 2
 
@@ -106,11 +108,11 @@ def test_events_past_the_cap_move_progress_but_are_not_stored():
     job = _job()
     job.last_sequence = MAX_TRAINING_EVENTS - 1
     records = [_record(s, "metrics", {"step": s}) for s in range(1, 5)]
-    events = take_training_events(job, {}, records, 2, "eval_loss")
+    events = take_training_events(job, {}, records)
     assert [e.type for e in events] == ["metrics", "events_truncated"]
     assert job.progress["step"] == 4
     job.last_sequence += len(events)
-    assert take_training_events(job, {}, [_record(5, "metrics", {"step": 5})], 2, "eval_loss") == []
+    assert take_training_events(job, {}, [_record(5, "metrics", {"step": 5})]) == []
     assert job.progress["step"] == 5
 
 
@@ -124,14 +126,14 @@ def test_duplicates_and_replayed_logs_are_taken_in_once_and_progress_follows():
     lines = [_line(1, "started", {"total_steps": 4}, second=0), _line(2, "metrics", {"step": 1, "epoch": 0.25, "train_loss": 2.5,
              "tokens_per_s": 100.0}, second=2), _line(3, "metrics", {"step": 2, "epoch": 0.5, "train_loss": 2.0, "tokens_per_s": 120.0}, second=4)]
     records = [parse(line) for line in lines + lines[1:]]  # Ray printed some twice
-    events = take_training_events(job, ckpts, records, keep_last=2, keep_best_by="eval_loss")
+    events = take_training_events(job, ckpts, records)
     assert [e.type for e in events] == ["started", "metrics", "metrics"]
     assert job.last_source_seq == 3
     assert job.progress["step"] == 2 and job.progress["total_steps"] == 4 and job.progress["train_loss"] == 2.0
     assert job.progress["eta_s"] == pytest.approx(4.0)  # 2 s per step since `started`, 2 steps left
     assert events[1].time == pytest.approx(events[0].time + 2)  # event time is when it happened on the worker
     # A server restart re-reads the whole log: nothing new comes of it.
-    assert take_training_events(job, ckpts, [parse(line) for line in lines], 2, "eval_loss") == []
+    assert take_training_events(job, ckpts, [parse(line) for line in lines]) == []
 
 
 def _saved(seq, step, eval_loss=None):
@@ -141,32 +143,45 @@ def _saved(seq, step, eval_loss=None):
     return parse(_line(seq, "checkpoint_saved", data))
 
 
-def test_retention_keeps_the_best_by_metric_plus_the_latest_like_ray():
+def _pruned(seq, step):
+    return parse(_line(seq, "checkpoint_pruned", {"step": step, "uri": f"/r/checkpoints/checkpoint_{step:06d}"}))
+
+
+def test_the_runs_pruned_events_mark_its_checkpoints_and_the_best_kept_one_is_named():
     job, ckpts = _job(), {}
-    events = take_training_events(job, ckpts, [_saved(1, 1, 2.0), _saved(2, 2, 1.0), _saved(3, 3, 3.0)], 2, "eval_loss")
-    # Keep 2 by lowest eval_loss: steps 2 (1.0) and 1 (2.0); step 3 is worst but the latest, so Ray keeps it too.
+    events = take_training_events(job, ckpts, [_saved(1, 1, 2.0), _saved(2, 2, 1.0), _saved(3, 3, 3.0)])
     assert [e.type for e in events] == ["checkpoint_saved"] * 3
     assert sorted(s for s, c in ckpts.items() if not c.pruned) == [1, 2, 3]
-    events = take_training_events(job, ckpts, [_saved(4, 4, 1.5)], 2, "eval_loss")
+    # Keep 2 by lowest eval_loss plus the latest: after step 4 Ray Train deleted 3 and 1, and the run says so.
+    events = take_training_events(job, ckpts, [_saved(4, 4, 1.5), _pruned(5, 3), _pruned(6, 1)])
     assert [(e.type, e.data.get("step")) for e in events] == [("checkpoint_saved", 4), ("checkpoint_pruned", 3),
-                                                              ("checkpoint_pruned", 1)]  # worst first
+                                                              ("checkpoint_pruned", 1)]
     assert sorted(s for s, c in ckpts.items() if not c.pruned) == [2, 4]
     assert best_step(list(ckpts.values()), "eval_loss") == 2
     assert ckpts[4].metrics == {"epoch": 1.0, "eval_loss": 1.5}
 
 
-def test_retention_without_validation_keeps_the_most_recent():
+def test_a_pruned_event_marks_only_the_checkpoint_it_names():
+    job, ckpts = _job(), {}
+    take_training_events(job, ckpts, [_saved(1, 2, 1.0)])
+    other = parse(_line(2, "checkpoint_pruned", {"step": 2, "uri": "/r/checkpoints/another_000002"}))
+    events = take_training_events(job, ckpts, [other, _pruned(3, 7)])  # another URI; a step never saved
+    assert [e.type for e in events] == ["checkpoint_pruned"] * 2 and not ckpts[2].pruned and list(ckpts) == [2]
+
+
+def test_the_best_kept_checkpoint_is_the_latest_without_validation_and_by_the_metrics_direction_with_it():
     ckpts = {s: CheckpointRecord("j", s, f"u{s}", {}, 0.0, report_index=s) for s in (1, 2, 3)}
-    assert [c.step for c in retain(ckpts, 2, "eval_loss")] == [1]
-    assert best_step(list(ckpts.values()), "eval_loss") == 3
+    ckpts[3].pruned = True
+    assert best_step(list(ckpts.values()), "eval_loss") == 2
     higher = {s: CheckpointRecord("j", s, "u", {"exact_match": m}, 0.0, report_index=s) for s, m in ((1, 0.9), (2, 0.5), (3, 0.7))}
-    assert [c.step for c in retain(higher, 1, "exact_match")] == [2]  # 1 is best, 3 is the latest
+    higher[2].pruned = True
     assert best_step(list(higher.values()), "exact_match") == 1
+    assert best_step([], "eval_loss") is None
 
 
 def test_a_terminal_job_takes_no_more_events():
     job = _job(JobState.SUCCEEDED)
-    assert take_training_events(job, {}, [parse(_line(1, "metrics", {"step": 1}))], 2, "eval_loss") == []
+    assert take_training_events(job, {}, [parse(_line(1, "metrics", {"step": 1}))]) == []
     assert job.last_source_seq == 0
 
 
@@ -183,7 +198,7 @@ def test_transition_records_times_and_refuses_illegal_moves():
 
 def test_training_events_of_a_starting_job_first_mark_it_running():
     job = _job(JobState.STARTING)
-    events = take_training_events(job, {}, [parse(_line(1, "started", {"total_steps": 3}))], 2, "eval_loss")
+    events = take_training_events(job, {}, [parse(_line(1, "started", {"total_steps": 3}))])
     assert [(e.type, e.data.get("to")) for e in events] == [("state_changed", "RUNNING"), ("started", None)]
     assert job.state == JobState.RUNNING and job.started_at is not None
 
@@ -194,12 +209,12 @@ def _steps(*seqs):
 
 def test_a_record_past_a_missing_seq_waits_until_the_line_turns_up_or_is_called_lost():
     job = _job()
-    take_training_events(job, {}, _steps(1, 2), 2, "eval_loss")
-    assert take_training_events(job, {}, _steps(4, 5), 2, "eval_loss") == []  # 3 lost on its way, perhaps
+    take_training_events(job, {}, _steps(1, 2))
+    assert take_training_events(job, {}, _steps(4, 5)) == []  # 3 lost on its way, perhaps
     assert (job.last_source_seq, job.progress["step"]) == (2, 2)
-    events = take_training_events(job, {}, _steps(1, 2, 3, 4, 5), 2, "eval_loss")  # the log read again has it
+    events = take_training_events(job, {}, _steps(1, 2, 3, 4, 5))  # the log read again has it
     assert [e.data["step"] for e in events] == [3, 4, 5]
-    events = take_training_events(job, {}, _steps(7, 8), 2, "eval_loss", cross_gap=lambda missing: missing == 6)
+    events = take_training_events(job, {}, _steps(7, 8), cross_gap=lambda missing: missing == 6)
     assert [(e.type, e.level) for e in events] == [("events_missing", "warning"), ("metrics", "info"), ("metrics", "info")]
     assert events[0].data == {"first": 6, "last": 6} and "training events 6–6 never reached the server" in events[0].message
     assert (job.last_source_seq, job.progress["step"]) == (8, 8)
@@ -207,11 +222,11 @@ def test_a_record_past_a_missing_seq_waits_until_the_line_turns_up_or_is_called_
 
 def test_a_new_attempts_first_record_may_have_any_seq():
     job = _job()
-    assert [e.data["step"] for e in take_training_events(job, {}, _steps(41, 42), 2, "eval_loss")] == [41, 42]
+    assert [e.data["step"] for e in take_training_events(job, {}, _steps(41, 42))] == [41, 42]
 
 
 def test_a_rejected_record_holds_its_place_and_is_reported_once_when_the_log_is_read_again():
     job = _job()
     records = _steps(1) + [_record(2, "metrics", {"step": 2, "train_loss": float("nan")})] + _steps(3)
-    assert [e.type for e in take_training_events(job, {}, records, 2, "eval_loss")] == ["metrics", "event_rejected", "metrics"]
-    assert take_training_events(job, {}, records, 2, "eval_loss") == [] and job.last_source_seq == 3
+    assert [e.type for e in take_training_events(job, {}, records)] == ["metrics", "event_rejected", "metrics"]
+    assert take_training_events(job, {}, records) == [] and job.last_source_seq == 3

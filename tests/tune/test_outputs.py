@@ -58,38 +58,40 @@ def test_live_table_shows_state_config_and_metrics():
     assert lines[3].split() == ["t2", "PENDING", "1e-05", "16", "-", "-", "-"]
 
 
-def _checkpoints(root: Path, steps, registered) -> Path:
-    run = root / "checkpoints"
+def _checkpoints(trial: Path, steps, events=()) -> Path:
+    """Checkpoint directories of `steps` under trial/checkpoints, and the trial's events: ("saved" | "pruned", step)."""
+    run = trial / "checkpoints"
     for s in steps:
         (run / f"checkpoint_{s:06d}" / "adapter").mkdir(parents=True)
-    if registered is not None:
-        results = [{"checkpoint_dir_name": f"checkpoint_{s:06d}", "metrics": {}} for s in registered]
-        (run / "checkpoint_manager_snapshot.json").write_text(json.dumps({"checkpoint_results": results}))
+    trial.mkdir(parents=True, exist_ok=True)
+    lines = [{"type": f"checkpoint_{kind}", "data": {"step": s, "uri": str(run / f"checkpoint_{s:06d}")}}
+             for kind, s in events]
+    (trial / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
     return run
 
 
-def test_pruning_keeps_exactly_the_checkpoints_ray_train_registered(tmp_path):
-    run = _checkpoints(tmp_path / "a", [2, 4, 6], registered=[4])  # 6: uploaded, then the trial was killed
-    assert prune_checkpoints(str(run)) == ["checkpoint_000004"]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_000004", "checkpoint_manager_snapshot.json"]
-    run = _checkpoints(tmp_path / "b", [2], registered=None)  # killed before the first registration
-    assert prune_checkpoints(str(run)) == [] and not (run / "checkpoint_000002").exists()
-    run = _checkpoints(tmp_path / "c", [2, 4], registered=[4])
-    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps({"another_layout": []}))
-    assert prune_checkpoints(str(run)) == ["checkpoint_000002", "checkpoint_000004"]  # unknown layout: keep all
-    assert prune_checkpoints(str(tmp_path / "missing")) == []
+def test_pruning_keeps_exactly_the_checkpoints_the_trials_events_name_as_kept(tmp_path):
+    # 2: Ray Train deleted it (the run recorded so) but the trial was killed mid-delete; 6: uploaded, then killed.
+    run = _checkpoints(tmp_path / "a", [2, 4, 6], [("saved", 2), ("saved", 4), ("pruned", 2)])
+    assert prune_checkpoints(tmp_path / "a", str(run)) == ["checkpoint_000004"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_000004"]
+    run = _checkpoints(tmp_path / "b", [2])  # killed before the first checkpoint was registered
+    assert prune_checkpoints(tmp_path / "b", str(run)) == [] and not (run / "checkpoint_000002").exists()
+    run = _checkpoints(tmp_path / "c", [4], [("saved", 2), ("saved", 4)])  # 2 deleted before its pruned event
+    assert prune_checkpoints(tmp_path / "c", str(run)) == ["checkpoint_000004"]
+    assert prune_checkpoints(tmp_path / "missing", str(tmp_path / "missing" / "checkpoints")) == []
 
 
 def test_a_trial_is_scored_by_its_best_kept_checkpoint(tmp_path):
     trial = tmp_path / "trial"
-    run = _checkpoints(trial, [4, 6], registered=[4, 6])
+    run = _checkpoints(trial, [4, 6])
     evals = {2: 1.0, 4: 1.5, 6: 1.2}  # step 2 was best but its checkpoint was pruned
     events = [{"type": "checkpoint_saved", "data": {"step": s, "uri": str(run / f"checkpoint_{s:06d}"), "eval_loss": v}}
               for s, v in evals.items()]
     (trial / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     metrics = [{"step": s, "train_loss": 2.0} for s in range(1, 8)] + [{"step": s, "eval_loss": v} for s, v in evals.items()]
     (trial / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    outcome = trial_outcome(trial, str(run), "eval_loss", "min")
+    outcome = trial_outcome(trial, str(run), "eval_loss")
     assert outcome["best"]["step"] == 6 and outcome["best"]["eval_loss"] == 1.2
     assert outcome["steps"] == 7 and outcome["checkpoints_kept"] == 2 and outcome["summary"] is None
     assert [m["step"] for m in outcome["evals"]] == [2, 4, 6]
@@ -136,7 +138,7 @@ def test_a_campaign_refuses_a_spec_without_tune_and_an_occupied_output_dir(tmp_p
 
 def test_best_from_a_trial_asha_stopped_is_still_a_run_output_dir(tmp_path):
     trial_dir = tmp_path / "trials" / "t1"
-    run = _checkpoints(trial_dir, [4], registered=[4])
+    run = _checkpoints(trial_dir, [4], [("saved", 4)])
     (run / "checkpoint_000004" / "adapter" / "adapter_config.json").write_text("{}")
     (trial_dir / "spec.yaml").write_text(yaml.safe_dump({"model": {"name_or_path": "m", "method": "qlora"},
                                                          "data": {"train": ["t.jsonl"]}}))

@@ -87,7 +87,7 @@ def check_event(record: dict, *, ckpt_prefix: str, now: float) -> tuple[Optional
     info, warning or error (default info); `message` text, cut to MAX_TEXT characters; `time` epoch seconds
     (from the record's ISO time; now when it is missing, unreadable, before 2020 or over a day ahead); `data`
     at most 64 keys of JSON scalars (finite numbers, integers within ±MAX_SEQ, text cut to MAX_TEXT); `step`,
-    `total_steps`, `best_step` non-negative 32-bit integers; a checkpoint's `uri` under `ckpt_prefix`.
+    `total_steps`, `best_step` non-negative 32-bit integers; a saved or pruned checkpoint's `uri` under `ckpt_prefix`.
     """
     seq, kind = record.get("seq"), record.get("type")
     level, message, data = record.get("level", "info"), record.get("message", ""), record.get("data") or {}
@@ -116,10 +116,10 @@ def _steps_problem(kind: str, data: dict, ckpt_prefix: str) -> str:
         value = data.get(name)
         if value is not None and not (_is_int(value) and 0 <= value <= _MAX_STEP):
             return f"data.{name} must be an integer in 0..{_MAX_STEP} (got {_shown(value)})"
-    if kind == "checkpoint_saved":
+    if kind in ("checkpoint_saved", "checkpoint_pruned"):
         uri = data.get("uri")
         if data.get("step") is None:
-            return "a checkpoint_saved event needs data.step"
+            return f"a {kind} event needs data.step"
         # `..` after the prefix would climb out of it; a URI is compared as text, never resolved.
         if not (isinstance(uri, str) and uri.startswith(ckpt_prefix) and ".." not in uri[len(ckpt_prefix):].split("/")):
             return f"data.uri must lie under the job's checkpoint storage {ckpt_prefix} (got {_shown(uri)})"

@@ -1,24 +1,26 @@
-"""What events do to a job: state transitions, training events taken in, checkpoint retention.
+"""What events do to a job: state transitions, training events taken in, the checkpoints they list.
 
 Pure functions over store records: the supervisor calls them inside one `Store.update` transaction, so a
 job's state, progress, checkpoints and events always change together. Training event records come from the
 job's log (raysft.service.jobs.eventlines reads and verifies them); each is checked field by field here before it
 counts, and carries `seq`, increasing within the run, so anything at or below the highest `seq` taken in is a
 duplicate (re-reading the logs after a server restart repeats them all).
+
+Which checkpoints are kept is Ray Train's decision, recorded by the run itself (raysft.train.retention): a
+`checkpoint_saved` event lists a checkpoint and a `checkpoint_pruned` event marks it pruned; nothing here ranks them.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional
 
-from raysft.config import higher_is_better
 from raysft.service.jobs.eventlines import MAX_TEXT, check_event, checkpoint_prefix, record_seq
 from raysft.service.jobs.states import JobState, check_transition
 from raysft.service.jobs.store import CheckpointRecord, JobRecord, NewEvent
+from raysft.train.retention import best
 
-__all__ = ["transition", "take_training_events", "retain", "best_step", "MAX_TRAINING_EVENTS"]
+__all__ = ["transition", "take_training_events", "best_step", "MAX_TRAINING_EVENTS"]
 
 MAX_TRAINING_EVENTS = 20_000  # per job: a 100k-step run logging every 5th step; later ones only move progress
 
@@ -41,8 +43,8 @@ def transition(job: JobRecord, to: JobState, reason: str, *, level: str = "info"
                     {"from": old.value, "to": to.value, "reason": reason})
 
 
-def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], records: list[dict],
-                         keep_last: int, keep_best_by: str, *, now: Optional[float] = None,
+def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], records: list[dict], *,
+                         now: Optional[float] = None,
                          cross_gap: Callable[[int], bool] = lambda missing: False) -> list[NewEvent]:
     """Take in training event records: update progress and checkpoints, and return the events to store.
 
@@ -84,7 +86,7 @@ def take_training_events(job: JobRecord, ckpts: dict[int, CheckpointRecord], rec
             _rejected(job, out, problem, now)
             job.last_source_seq = seq
         else:
-            _take(job, ckpts, out, clean, keep_last, keep_best_by)
+            _take(job, ckpts, out, clean)
     return out
 
 
@@ -93,8 +95,7 @@ def _rejected(job: JobRecord, out: list[NewEvent], problem: str, now: float) -> 
                                 {"reason": problem[:MAX_TEXT]}, now))
 
 
-def _take(job: JobRecord, ckpts: dict[int, CheckpointRecord], out: list[NewEvent], record: dict,
-          keep_last: int, keep_best_by: str) -> None:
+def _take(job: JobRecord, ckpts: dict[int, CheckpointRecord], out: list[NewEvent], record: dict) -> None:
     if job.state == JobState.STARTING:  # training is under way before the status poll noticed
         out.append(transition(job, JobState.RUNNING, "the Ray job is running"))
     job.last_source_seq = record["seq"]
@@ -105,9 +106,8 @@ def _take(job: JobRecord, ckpts: dict[int, CheckpointRecord], out: list[NewEvent
         step = data["step"]
         metrics = {k: v for k, v in data.items() if k not in ("step", "uri")}
         ckpts[step] = CheckpointRecord(job.id, step, data["uri"], metrics, when, False, len(ckpts))
-        for gone in retain(ckpts, keep_last, keep_best_by):
-            _bounded(job, out, NewEvent("info", "checkpoint_pruned", f"checkpoint at step {gone.step} pruned "
-                                        f"(keep_last {keep_last})", {"step": gone.step, "uri": gone.uri}, when))
+    elif kind == "checkpoint_pruned" and data["step"] in ckpts and ckpts[data["step"]].uri == data["uri"]:
+        ckpts[data["step"]].pruned = True
 
 
 def _bounded(job: JobRecord, out: list[NewEvent], event: NewEvent) -> None:
@@ -142,45 +142,10 @@ def _progress(p: dict, kind: str, data: dict, when: Optional[float]) -> None:
         p["eta_s"] = 0.0
 
 
-def _score(c: CheckpointRecord, metric: Optional[str], higher_better: bool) -> tuple:
-    # Ray Train's ranking: worst first; NaN or a missing score below everything; ties go to the later report.
-    value = c.metrics.get(metric) if metric else None
-    if not isinstance(value, (int, float)) or math.isnan(value):
-        return (False, -math.inf, c.report_index)
-    return (True, value if higher_better else -value, c.report_index)
-
-
-def _ranking(ckpts: dict[int, CheckpointRecord], keep_best_by: str) -> tuple[Optional[str], bool]:
-    # Ray ranks by the metric only when the run has one (validation data); else by recency.
-    alive = [c for c in ckpts.values() if not c.pruned]
-    metric = keep_best_by if any(keep_best_by in c.metrics for c in alive) else None
-    return metric, higher_is_better(keep_best_by)
-
-
-def retain(ckpts: dict[int, CheckpointRecord], keep_last: int, keep_best_by: str) -> list[CheckpointRecord]:
-    """Mark the checkpoints Ray Train deletes after the latest save as pruned, and return them.
-
-    Mirrors Ray Train's CheckpointManager with CheckpointConfig(num_to_keep=keep_last, score attribute
-    keep_best_by when reported): all but the best `keep_last` go, except the latest, which is always kept.
-    """
-    alive = [c for c in ckpts.values() if not c.pruned]
-    if len(alive) <= keep_last:
-        return []
-    metric, higher = _ranking(ckpts, keep_best_by)
-    ranked = sorted(alive, key=lambda c: _score(c, metric, higher) if metric else (c.report_index,))
-    latest = max(alive, key=lambda c: c.report_index)
-    gone = [c for c in ranked[:-keep_last] if c is not latest]
-    for c in gone:
-        c.pruned = True
-    return gone
-
-
 def best_step(ckpts: list[CheckpointRecord], keep_best_by: str) -> Optional[int]:
     """The step of the best kept checkpoint by `keep_best_by`, or of the latest when none reports it."""
-    by_step = {c.step: c for c in ckpts if not c.pruned}
-    if not by_step:
+    kept = sorted((c for c in ckpts if not c.pruned), key=lambda c: c.report_index)
+    if not kept:
         return None
-    metric, higher = _ranking(by_step, keep_best_by)
-    if metric is None:
-        return max(by_step.values(), key=lambda c: c.report_index).step
-    return max(by_step.values(), key=lambda c: _score(c, metric, higher)[:2] + (-c.report_index,)).step
+    chosen = best([{"step": c.step, **c.metrics} for c in kept], keep_best_by)
+    return chosen["step"] if chosen else kept[-1].step

@@ -186,17 +186,16 @@ class Supervisor:
         """Follow the job's current attempt; True when the job went back to QUEUED for its next one."""
         job = self.store.get_job(job_id)
         try:
-            spec = job.spec.model
+            job.spec.model  # noqa: B018 (parsing is the check: a spec this server cannot read never reaches Ray)
         except SpecError as exc:  # stored by an older server whose spec rules differed
             failure = failures.bad_stored_spec(str(exc))  # `exc` is unbound after the except block
             self.store.update(job_id, lambda j, c: _fail(j, failure))
             return False
-        keep = (spec.checkpoint.keep_last, spec.checkpoint.keep_best_by)
         if not await self._submitted(job_id):
             return False
         attempt = self.store.get_job(job_id).attempt
         ray_id = ray_submission_id(job_id, attempt)
-        tail = asyncio.create_task(self._tail(job_id, ray_id, keep))
+        tail = asyncio.create_task(self._tail(job_id, ray_id))
         stop_sent, unreachable_since = False, None
         try:
             while not self._stopping.is_set():
@@ -222,7 +221,7 @@ class Supervisor:
                 unreachable_since = None
                 seen = from_ray_status(info.status)
                 if seen.terminal:
-                    logs = await self._drain(tail, job_id, ray_id, keep)
+                    logs = await self._drain(tail, job_id, ray_id)
                     return self._finish(job_id, attempt, ray_id, info, logs)
                 if seen == JobState.RUNNING and job.state == JobState.STARTING:
                     self.store.update(job_id, lambda j, c: [transition(j, JobState.RUNNING, "the Ray job is running")]
@@ -303,7 +302,7 @@ class Supervisor:
         key = self.event_key(job_id)
         return [r for r in (parse_event_line(line, key) for line in lines) if r is not None]
 
-    async def _tail(self, job_id: str, ray_id: str, keep: tuple) -> None:
+    async def _tail(self, job_id: str, ray_id: str) -> None:
         seen_gap = 0  # the first missing seq of a gap met once: met again on a read from the log's start, it is crossed
         while not self._stopping.is_set():
             lines = LineSplitter()
@@ -311,7 +310,7 @@ class Supervisor:
                 async with contextlib.aclosing(self.runner.tail(ray_id)) as stream:
                     async for chunk in stream:
                         records = self.records(job_id, lines.feed(chunk))
-                        missing = records and await asyncio.to_thread(self.take, job_id, records, keep, seen_gap)
+                        missing = records and await asyncio.to_thread(self.take, job_id, records, seen_gap)
                         if missing:  # a line lost on its way, perhaps: read the log again from its start
                             log.info("job %s: training event %d is missing from the log; reading it again", job_id, missing)
                             seen_gap = missing
@@ -324,8 +323,8 @@ class Supervisor:
                 log.debug("job %s: log follower interrupted (%s); reconnecting", job_id, exc)
                 await asyncio.sleep(1.0)
 
-    def take(self, job_id: str, records: list[dict], keep: tuple, cross_gap_at: Optional[int] = None) -> int:
-        """Take a job's event records into the store; keep = (checkpoint.keep_last, checkpoint.keep_best_by).
+    def take(self, job_id: str, records: list[dict], cross_gap_at: Optional[int] = None) -> int:
+        """Take a job's event records into the store.
 
         Returns the first missing seq when records past a gap were held back (0 when none were): only a gap
         at `cross_gap_at` is crossed, or every gap with `cross_gap_at` -1 (the whole log of an ended attempt).
@@ -333,7 +332,7 @@ class Supervisor:
         worker_times: list[float] = []
 
         def change(job: JobRecord, ckpts: dict[int, CheckpointRecord]) -> list[NewEvent]:
-            new = take_training_events(job, ckpts, records, *keep, cross_gap=lambda seq: cross_gap_at in (seq, -1))
+            new = take_training_events(job, ckpts, records, cross_gap=lambda seq: cross_gap_at in (seq, -1))
             # Events of worker records carry the worker's time; the server's own (a rejection) carry none or now.
             worker_times[:] = [e.time for e in new if e.time is not None and e.type not in ("event_rejected", "events_missing")]
             return new
@@ -346,7 +345,7 @@ class Supervisor:
         held = not job.state.terminal and any((record_seq(r) or 0) > job.last_source_seq for r in records)
         return job.last_source_seq + 1 if held else 0
 
-    async def _drain(self, tail: asyncio.Task, job_id: str, ray_id: str, keep: tuple) -> str:
+    async def _drain(self, tail: asyncio.Task, job_id: str, ray_id: str) -> str:
         """Take in every event of an ended attempt; returns its whole log ("" when Ray no longer has it)."""
         await asyncio.sleep(0.3)  # a last pass of the follower (the dashboard reads the log every 0.1 s)
         tail.cancel()
@@ -356,7 +355,7 @@ class Supervisor:
             return ""
         records = self.records(job_id, text.splitlines())
         if records:
-            self.take(job_id, records, keep, cross_gap_at=-1)  # the whole log: what it lacks is lost
+            self.take(job_id, records, cross_gap_at=-1)  # the whole log: what it lacks is lost
         return text
 
     def _finish(self, job_id: str, attempt: int, ray_id: str, info: RayJobInfo, logs: str) -> bool:
