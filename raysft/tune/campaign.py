@@ -120,10 +120,31 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
         raysft.data.errors.DataError, raysft.model.load.ModelError: bad data or model path.
     """
     started = time.time()
+    spec = _prepared(spec, resume)
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        RunDir(out).spec_file.write_text(spec_to_yaml(spec), encoding="utf-8")
+    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table.
+    connect_ray(log_to_driver=False)
+    # One parent tracking run for the campaign (reopened on --resume); each trial's run is its child.
+    tracking = start_tracking(spec, out)
+    tuner = _tuner(spec, resume, tracking_parent=(tracking or {}).get("runs", {}))
+    summary = None
+    try:
+        summary = write_campaign_outputs(spec, out, tuner.fit(), time.time() - started, resume)
+        return summary
+    finally:
+        finish_tracking(spec, out, tracking, summary)
+
+
+def _prepared(spec: JobSpec, resume: bool) -> JobSpec:
+    """The campaign's spec once its output_dir, model and data are checked and its data encoded (RunError, DataError,
+    ModelError otherwise): absolute paths, the template date and the cache dir every trial shares."""
     if spec.tune is None:
         raise RunError("the spec has no tune section; add tune: {search_space: {...}} or run `raysft train`")
     spec = fix_template_date(with_absolute_paths(spec, Path.cwd()))  # every trial encodes with the campaign's day
-    tune, out = spec.tune, Path(spec.output_dir)
+    out = Path(spec.output_dir)
     experiment = out / "tune"
     if resume and not ray.tune.Tuner.can_restore(str(experiment)):
         raise RunError(f"{out} holds no campaign state to resume (tune/); start one with `raysft tune SPEC`")
@@ -136,45 +157,35 @@ def run_campaign(spec: JobSpec, *, resume: bool = False) -> dict:
     data, _ = prepare_run_data(spec, before_encode=lambda: connect_ray(log_to_driver=False))
     print(f"[raysft] data: {data.split('train')['rows']} train / {data.split('validation')['rows']} validation "
           f"examples, cached in {data.path}", flush=True)
+    return spec
 
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        RunDir(out).spec_file.write_text(spec_to_yaml(spec), encoding="utf-8")
-    # Trials' own output goes to their trials/<id>/ files; the console shows the trial table.
-    connect_ray(log_to_driver=False)
-    storage = spec.checkpoint.storage_path
+
+def _tuner(spec: JobSpec, resume: bool, tracking_parent: dict) -> ray.tune.Tuner:
+    """The campaign's Tuner: restored from output_dir/tune on resume, else new, one `_run_trial` per trial."""
+    tune, out, storage = spec.tune, Path(spec.output_dir), spec.checkpoint.storage_path
     base = spec.model_dump(mode="json", exclude_unset=True, exclude={"tune"})
-    # One parent tracking run for the campaign (reopened on --resume); each trial's run is its child.
-    tracking = start_tracking(spec, out)
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_run_trial, base=base, root=str(out), storage_path=storage, cwd=os.getcwd(),
-                                 tracking_parent=(tracking or {}).get("runs", {})),
+                                 tracking_parent=tracking_parent),
         ray.tune.PlacementGroupFactory([{"memory": _TRIAL_MEMORY}]))
     if resume:
         print(f"[raysft] resuming the campaign in {out}", flush=True)
-        tuner = ray.tune.Tuner.restore(str(experiment), trainable=trainable)
-    else:
-        cap, need, have = _concurrency(spec)
-        print(f"[raysft] campaign: {trial_count(spec)} trials ({tune.search} search, scheduler {tune.scheduler}), "
-              f"{cap} at a time: each trial's workers need {need}, the cluster has {have}", flush=True)
-        tuner = ray.tune.Tuner(
-            trainable,
-            param_space=param_space(spec),
-            tune_config=ray.tune.TuneConfig(
-                metric=tune.metric, mode=tune.mode, search_alg=make_searcher(spec, cap),
-                scheduler=make_scheduler(spec, out / _STOPS), num_samples=num_samples(spec),
-                time_budget_s=tune.time_budget_s, reuse_actors=False, trial_dirname_creator=_trial_dirname),
-            run_config=ray.tune.RunConfig(
-                name="tune", storage_path=str(out), verbose=0,
-                callbacks=[LiveTable(list(tune.search_space), tune.metric, tune.mode, trial_count(spec)),
-                           _PruneFinished(str(out), storage)]),
-        )
-    summary = None
-    try:
-        summary = write_campaign_outputs(spec, out, tuner.fit(), time.time() - started, resume)
-        return summary
-    finally:
-        finish_tracking(spec, out, tracking, summary)
+        return ray.tune.Tuner.restore(str(out / "tune"), trainable=trainable)
+    cap, need, have = _concurrency(spec)
+    print(f"[raysft] campaign: {trial_count(spec)} trials ({tune.search} search, scheduler {tune.scheduler}), "
+          f"{cap} at a time: each trial's workers need {need}, the cluster has {have}", flush=True)
+    return ray.tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=ray.tune.TuneConfig(
+            metric=tune.metric, mode=tune.mode, search_alg=make_searcher(spec, cap),
+            scheduler=make_scheduler(spec, out / _STOPS), num_samples=num_samples(spec),
+            time_budget_s=tune.time_budget_s, reuse_actors=False, trial_dirname_creator=_trial_dirname),
+        run_config=ray.tune.RunConfig(
+            name="tune", storage_path=str(out), verbose=0,
+            callbacks=[LiveTable(list(tune.search_space), tune.metric, tune.mode, trial_count(spec)),
+                       _PruneFinished(str(out), storage)]),
+    )
 
 
 def write_campaign_outputs(spec: JobSpec, out: Path, results, wall_time_s: float, resumed: bool) -> dict:
