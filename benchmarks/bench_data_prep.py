@@ -106,7 +106,7 @@ def _prep(spec: dict, cpus: int, cache: Path) -> dict:
     import ray.data
 
     from raysft.config import load_spec
-    from raysft.train.launcher import connect_ray
+    from raysft.local_ray.connect import connect_ray
     from raysft.train.rundata import prepare_run_data
 
     job = load_spec({**spec, "data": {**spec["data"], "cache_dir": str(cache)}})

@@ -343,7 +343,7 @@ def run(quick: bool = True, workdir: str | Path | None = None) -> dict:
     """
     import ray
 
-    from raysft.train.launcher import connect_ray
+    from raysft.local_ray.connect import connect_ray
 
     # One core per training process (Ray's default of one CPU per worker): a single-threaded process's CPU
     # time is not inflated by OpenMP threads spinning at barriers when other jobs take the cores, so the

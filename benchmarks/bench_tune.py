@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `raysft`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysft.local_ray import use_token_auth
-from raysft.service.ray.cluster import LocalRayCluster
+from raysft.local_ray.cluster import LocalRayCluster
 
 __all__ = ["run"]
 

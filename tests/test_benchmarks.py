@@ -92,7 +92,7 @@ def test_run_py_writes_every_contract_key_even_for_skipped_sections(tmp_path, ca
 
 @pytest.mark.integration
 def test_training_figures_on_ray_compare_packing_padding_and_in_process(tmp_path):
-    from raysft.train.launcher import connect_ray
+    from raysft.local_ray.connect import connect_ray
 
     w = bench_train.make_workload(tmp_path, examples=80, hidden_size=32, layers=1)
     connect_ray(log_to_driver=False)

@@ -81,7 +81,8 @@ def cmd_data_preview(args) -> int:
 
 def cmd_data_prepare(args) -> int:
     """Encode the spec's data into the cache (or find it there) and print the entry: one JSON object with --json."""
-    from raysft.train.launcher import connect_ray, fix_template_date
+    from raysft.local_ray.connect import connect_ray
+    from raysft.train.launcher import fix_template_date
     from raysft.train.rundata import prepare_run_data
 
     spec = fix_template_date(spec_from(args))

@@ -8,7 +8,8 @@ events and checkpoints across restarts. The API is raysft/service/v1/jobs.proto.
     operations.py  the job operations (create, cancel, resume, delete, follow) over the store and Ray
     api/           transports: gRPC servicer and interceptors, HTTP app and console, proto <-> spec
     jobs/          the job domain and its store
-    ray/           the Ray adapter: runner, embedded cluster, supervisor, failure classification
+    ray/           the Ray adapter: Ray Jobs runner, supervisor, failure classification
+                   (the embedded cluster it may start is raysft.local_ray.cluster)
     v1/            the proto and its generated code
 
 `from raysft.service import JobClient` imports the client only.

@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 
 from raysft.service.client import is_loopback
 from raysft.service.jobs.admission import Admission
-from raysft.service.ray.cluster import LocalRayCluster
+from raysft.local_ray.cluster import LocalRayCluster
 from raysft.service.jobs.auth import Authenticator
 from raysft.service.api.interceptors import AuthInterceptor, ErrorInterceptor
 from raysft.service.operations import Jobs

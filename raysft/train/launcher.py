@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import ray
@@ -21,7 +20,7 @@ from ray.train.torch import TorchTrainer
 from raysft.config import JobSpec, score_order, spec_to_yaml, with_absolute_paths
 from raysft.data.cache import CachedData
 from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
-from raysft.local_ray import free_port
+from raysft.local_ray.connect import connect_ray
 from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, WEIGHT_DIRS, RunDir
 from raysft.train.loop import checkpoint_name, train_loop_per_worker
@@ -31,46 +30,11 @@ from raysft.train.runlog import RunLog, read_jsonl
 from raysft.train.rundata import WorkerInput, prepare_run_data
 from raysft.train.tracking import finish_tracking, start_tracking
 
-__all__ = ["RunError", "connect_ray", "run_training", "load_run_spec", "continued_spec", "fix_template_date", "holds_run"]
+__all__ = ["RunError", "run_training", "load_run_spec", "continued_spec", "fix_template_date", "holds_run"]
 
 
 class RunError(RuntimeError):
     """A run cannot start or did not finish; the message says why and what to do."""
-
-
-def connect_ray(**kwargs) -> None:
-    """Connect to RAY_ADDRESS when set (a cluster, or the job's cluster under `ray job submit`), else start
-    a local Ray: the embedded default. Token authentication is left to Ray's defaults: a local start creates
-    ~/.ray/auth_token when needed and clients on this machine read it.
-
-    The local Ray runs its dashboard, and its processes are told the dashboard's address: Ray Train's
-    placement-group cleaner asks the State API whether a run's controller is alive, and without an answer every
-    run ends waiting 12 s for the cleaner to give up (and a stopped Tune trial's CPUs never return). A local Ray
-    is not the machine's "current" cluster, so the State API would otherwise ask whichever cluster that is.
-    A dashboard that fails to start (its port taken in the meantime, a crash) costs those seconds, not the run.
-    """
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS") or None
-    try:
-        if address:
-            ray.init(address=address, logging_level="warning", **kwargs)
-        else:
-            # "local": always a fresh instance; a bare ray.init() would attach to any cluster someone else
-            # started on this machine.
-            # include_dashboard=None: the full dashboard, but a failure to start it is logged, not raised.
-            port = free_port()
-            context = ray.init(address="local", include_dashboard=None, dashboard_host="127.0.0.1",
-                               dashboard_port=port,
-                               runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
-                               logging_level="warning", **kwargs)
-            if not context.dashboard_url:
-                warnings.warn(f"the local Ray's dashboard did not start on 127.0.0.1:{port} (see the Ray log "
-                              "above); training goes on, and each run ends ~12 s later than it would with it",
-                              stacklevel=2)
-    except ConnectionError as exc:
-        raise RunError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}: {exc}; start it with "
-                       "`ray start --head` or unset RAY_ADDRESS to run locally") from None
 
 
 def load_run_spec(run_dir: str | Path) -> JobSpec:

@@ -29,7 +29,8 @@ from raysft.config import JobSpec, spec_to_yaml, with_absolute_paths
 from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, RunDir
 from raysft.train.rundata import cache_dir_of, prepare_run_data
-from raysft.train.launcher import RunError, connect_ray, fix_template_date, run_training
+from raysft.local_ray.connect import connect_ray
+from raysft.train.launcher import RunError, fix_template_date, run_training
 from raysft.train.runlog import read_jsonl
 from raysft.train.tracking import finish_tracking, start_tracking
 from raysft.tune.console import LiveTable

@@ -28,7 +28,7 @@ from raysft.service.ray import supervisor as supervisor_module
 from raysft.cli import service_main as main
 from raysft.service.jobs.auth import OPERATOR
 from raysft.service.client import JobClient, content_request_id, spec_message
-from raysft.service.ray.cluster import trusted_state
+from raysft.local_ray.cluster import trusted_state
 from raysft.service.jobs.errors import MAX_VIOLATIONS, Unavailable
 from raysft.service.ray.runner import JobVanished, RayJobInfo, RayJobsRunner, ray_submission_id
 from raysft.service.server import create_server

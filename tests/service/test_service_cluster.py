@@ -7,9 +7,9 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 
 from raysft.local_ray import free_port
-from raysft.service.ray import cluster as cluster_module
-from raysft.service.ray.cluster import LocalRayCluster
-from raysft.service.ray.runner import ray_auth_token
+from raysft.local_ray import cluster as cluster_module
+from raysft.local_ray.cluster import LocalRayCluster
+from raysft.local_ray import ray_auth_token
 
 pytestmark = pytest.mark.integration
 

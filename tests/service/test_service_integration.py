@@ -24,7 +24,7 @@ from ray.job_submission import JobSubmissionClient
 from raysft.local_ray import free_port
 from raysft.model.tiny import init_tiny
 from raysft.service.client import JobClient, JobServiceError
-from raysft.service.ray.runner import ray_auth_token
+from raysft.local_ray import ray_auth_token
 from raysft.service.server import LEADER_HEALTH
 from raysft.service.jobs.states import JobState
 from raysft.service.jobs.store import JobRecord, NewEvent, Store

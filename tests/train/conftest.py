@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from raysft.model.tiny import init_tiny
-from raysft.train.launcher import connect_ray
+from raysft.local_ray.connect import connect_ray
 
 TICKETS = Path(__file__).resolve().parents[2] / "examples/data/tickets_train.jsonl"
 

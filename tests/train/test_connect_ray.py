@@ -6,8 +6,8 @@ import socket
 import pytest
 import ray
 
-from raysft.train import launcher
-from raysft.train.launcher import connect_ray
+from raysft.local_ray import connect
+from raysft.local_ray.connect import connect_ray
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def test_a_dashboard_that_cannot_start_costs_a_warning_not_the_run(monkeypatch):
     with socket.socket() as taken:  # the port free_port chose is taken before Ray binds it
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        monkeypatch.setattr(launcher, "free_port", lambda: taken.getsockname()[1])
+        monkeypatch.setattr(connect, "free_port", lambda: taken.getsockname()[1])
         with pytest.warns(UserWarning, match="dashboard did not start"):
             connect_ray()
     try:

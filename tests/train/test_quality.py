@@ -11,7 +11,8 @@ import ray
 
 from raysft.config import load_spec
 from raysft.model.tiny import init_tiny
-from raysft.train.launcher import connect_ray, run_training
+from raysft.local_ray.connect import connect_ray
+from raysft.train.launcher import run_training
 from raysft.train.exact_match import score_model
 
 pytestmark = pytest.mark.integration

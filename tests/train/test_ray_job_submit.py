@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from raysft.model.tiny import init_tiny
-from raysft.service.ray.cluster import LocalRayCluster
+from raysft.local_ray.cluster import LocalRayCluster
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

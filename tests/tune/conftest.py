@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from raysft.model.tiny import init_tiny
-from raysft.service.ray.cluster import LocalRayCluster
+from raysft.local_ray.cluster import LocalRayCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -29,10 +28,11 @@ from typing import AsyncIterator, Optional
 
 import yaml
 
+from raysft.local_ray import ray_auth_token
 from raysft.service.jobs.errors import Unavailable
 from raysft.train.runlog import EVENT_KEY_ENV
 
-__all__ = ["RayJobsRunner", "RayJobInfo", "JobVanished", "SubmitRejected", "ray_auth_token", "ray_submission_id"]
+__all__ = ["RayJobsRunner", "RayJobInfo", "JobVanished", "SubmitRejected", "ray_submission_id"]
 
 _SPEC_FILE = "job_spec.yaml"
 
@@ -61,14 +61,6 @@ class RayJobInfo:
 def ray_submission_id(job_id: str, attempt: int) -> str:
     """The Ray submission id of a job's attempt: the job id, then `<job id>-a2`, `-a3`, ... (Ray never reuses one)."""
     return job_id if attempt <= 1 else f"{job_id}-a{attempt}"
-
-
-def ray_auth_token() -> Optional[str]:
-    """The Ray cluster token this process would use, or None."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    return path.read_text().strip() if path.is_file() else None
 
 
 class RayJobsRunner:

@@ -31,8 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from raysft.local_ray import free_port
-from raysft.service.ray.runner import ray_auth_token
+from raysft.local_ray import free_port, ray_auth_token
 
 __all__ = ["LocalRayCluster", "trusted_state"]
 

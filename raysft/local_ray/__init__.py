@@ -1,12 +1,15 @@
-"""Small facts about Ray on this machine that the launcher, the job service, the benchmarks and the tests share."""
+"""Ray on this machine, below train/ and the service: small facts the launcher, the job service, the benchmarks and
+the tests share (this module imports no Ray), how a run connects (`connect`), and the embedded cluster `raysft serve`
+starts (`cluster`)."""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
+from typing import Optional
 
-__all__ = ["free_port", "use_token_auth"]
+__all__ = ["free_port", "use_token_auth", "ray_auth_token"]
 
 
 def free_port() -> int:
@@ -28,3 +31,11 @@ def use_token_auth() -> None:
         from ray._private.authentication.authentication_token_setup import generate_and_save_token
 
         generate_and_save_token()
+
+
+def ray_auth_token() -> Optional[str]:
+    """The Ray cluster token this process would use, or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    return path.read_text().strip() if path.is_file() else None
