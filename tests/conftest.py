@@ -1,4 +1,5 @@
-"""Shared fixtures: a tokenizer trained on local text (nothing downloads) and chat conversations.
+"""Shared fixtures: a tokenizer trained on local text (nothing downloads), chat conversations, the session's one tiny
+model, and the session's one Ray cluster.
 
 Every Ray cluster the tests start, and this process, use token authentication, stated here before anything
 imports ray. Left unset, Ray 2.60 switches a process to token mode for good the first time it starts a local
@@ -6,6 +7,7 @@ cluster (as `raysft train` does), after which that process refuses the calls of 
 without tokens: the mode must be the same for the whole session.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +20,15 @@ from raysft.local_ray import free_port, use_token_auth
 
 use_token_auth()  # before anything imports ray
 
+import ray  # noqa: E402
+
+from raysft.model.tiny import init_tiny  # noqa: E402
 from raysft.model.tokenizer import train_tokenizer  # noqa: E402
+from raysft.local_ray.cluster import LocalRayCluster  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKETS = ROOT / "examples/data/tickets_train.jsonl"
+BIN = Path(sys.executable).parent
 
 CONVERSATIONS = [
     [
@@ -79,3 +89,66 @@ def mlflow_uri(tmp_path_factory):
     yield uri
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tests' tiny random Llama: 2 layers of 64 (4 heads), a 512-token tokenizer trained on the ticket data.
+
+    64 wide is the narrowest whose linear layers hold whole 64-element 4-bit blocks (bitsandbytes' CPU kernels misread
+    partial ones), so QLoRA tests run on it too. Built once (~1 s) in a directory of its own, which a server can be given
+    as an allowed root; tests only read it (copy it to change it).
+    """
+    return init_tiny(tmp_path_factory.mktemp("tiny") / "model", TICKETS, vocab_size=512, hidden_size=64, layers=2, heads=4)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """The session's 2-CPU Ray cluster, started by the first test that asks for it (through `ray_address`).
+
+    It is `raysft serve`'s embedded one (`ray start --head --block` with a dashboard, its processes given RAY_ADDRESS)
+    rather than `ray.init()`'s: Ray Train frees a run's (or an ASHA-stopped trial's) worker placement group through its
+    PlacementGroupCleaner, which asks the State API of the cluster RAY_ADDRESS names whether the run's controller is
+    alive, and other Ray clusters run on this machine. Subprocess drivers (`python -m raysft.tune`, `ray job submit`)
+    reach it the same way. Its processes inherit RAY_TRAIN_ENABLE_PRINT_PATCH=0 (each worker line would be echoed
+    twice) and raysft's bin directory on PATH (a Ray job's entrypoint is `raysft train ...`); this process keeps its own
+    environment.
+    """
+    with pytest.MonkeyPatch.context() as env:  # read once, by `ray start`
+        env.setenv("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        env.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        cluster = LocalRayCluster(tmp_path_factory.mktemp("ray") / "cluster.json", num_cpus=2, num_gpus=0)
+        cluster.start(timeout_s=120)
+    yield cluster
+    cluster.stop(grace_s=5)  # a test cluster: no need to let it drain (up to 30 s)
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_cluster):
+    """The session cluster's GCS address, with this process connected to it for the module.
+
+    The module hands the cluster back as it found it: every CPU free and no placement group left (tests that count on
+    2 free CPUs follow it), and this process disconnected (a module that starts a Ray of its own finds none connected).
+    """
+    if ray.is_initialized():  # an earlier module's own Ray, left connected
+        ray.shutdown()
+    ray.init(address=ray_cluster.gcs_address, configure_logging=False)
+    try:
+        yield ray_cluster.gcs_address
+        _until_idle(timeout_s=60)
+    finally:
+        ray.shutdown()
+
+
+def _until_idle(timeout_s: float) -> None:
+    """Wait for the connected cluster to free every CPU and placement group (Ray frees them asynchronously)."""
+    deadline = time.time() + timeout_s
+    while True:
+        groups = [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+        free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+        if not groups and free == total:
+            return
+        if time.time() > deadline:
+            pytest.fail(f"this module left the session's Ray cluster busy after {timeout_s:g} s: {free:g} of {total:g} "
+                        f"CPUs free, placement groups {[(g['name'], g['state']) for g in groups]}; stop what it started")
+        time.sleep(0.5)

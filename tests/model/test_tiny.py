@@ -10,19 +10,19 @@ from raysft.data.errors import DataError
 from raysft.model.tiny import init_tiny
 
 
-def test_layout_and_config(tiny_dir):
-    names = {p.name for p in tiny_dir.iterdir()}
+def test_layout_and_config(tiny_model):
+    names = {p.name for p in tiny_model.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= names
-    config = json.loads((tiny_dir / "config.json").read_text())
+    config = json.loads((tiny_model / "config.json").read_text())
     assert config["hidden_size"] == 64 and config["num_hidden_layers"] == 2 and config["num_attention_heads"] == 4
     assert config["tie_word_embeddings"] is False
     # ~2.7x hidden, a multiple of the 64-element 4-bit block (bitsandbytes on CPU misreads partial blocks)
     assert config["intermediate_size"] == 192
 
 
-def test_loads_with_auto_classes_and_chat_template(tiny_dir):
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+def test_loads_with_auto_classes_and_chat_template(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     assert isinstance(model, LlamaForCausalLM)
     assert model.config.vocab_size == len(tokenizer)
     assert model.config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id

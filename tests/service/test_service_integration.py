@@ -22,7 +22,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ray.job_submission import JobSubmissionClient
 
 from raysft.local_ray import free_port
-from raysft.model.tiny import init_tiny
 from raysft.service.client import JobClient, JobServiceError
 from raysft.local_ray import ray_auth_token
 from raysft.service.server import LEADER_HEALTH
@@ -51,8 +50,8 @@ def _running(pid: int) -> bool:
 
 class Service:
     """`python -m raysft.service serve` in a child process: with its embedded Ray cluster, or on `ray` (a dashboard
-    URL); several with one `root` share its directories (`name` tells their logs apart). `base`: the tiny model,
-    made once by the module's server."""
+    URL); several with one `root` share its directories (`name` tells their logs apart). `base`: the session's tiny
+    model, whose directory the server is given as an allowed root."""
 
     def __init__(self, root: Path, db: str = "", ray: str = "", name: str = "server", base: str = ""):
         self.root, self.port, self.http_port, self.ray, self.name, self.base = root, free_port(), free_port(), ray, name, base
@@ -117,10 +116,11 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, tiny_model):
+    # Its own embedded Ray, not the session's cluster: the kill -9 tests re-attach a restarted server to it and the
+    # last test checks that SIGTERM stops it.
     root = tmp_path_factory.mktemp("service")
-    svc = Service(root)
-    svc.base = str(init_tiny(root / "base", DATA, vocab_size=300, hidden_size=32, layers=1))
+    svc = Service(root, base=str(tiny_model))
     svc.start()
     yield svc
     if svc.proc.poll() is None:

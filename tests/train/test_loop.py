@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from raysft.config import load_spec
-from raysft.model.tiny import init_tiny
 from raysft.train.loop import fit, setup
 from raysft.train.runlog import read_jsonl
 from raysft.train.rundata import WorkerInput, prepare_run_data
@@ -30,11 +29,6 @@ def train_file(tmp_path_factory):
     lines = (ROOT / "examples/data/tickets_train.jsonl").read_text(encoding="utf-8").splitlines()[:80]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, train_file):
-    return init_tiny(tmp_path_factory.mktemp("base"), train_file, vocab_size=512, hidden_size=64, layers=2)
 
 
 def _spec(base, train_file, out, **over):
@@ -72,9 +66,9 @@ def _global_batch_loss(trainer, step: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def reference(base, train_file, tmp_path_factory):
+def reference(tiny_model, train_file, tmp_path_factory):
     """Six steps from scratch, checkpoints at steps 2, 4 and 6."""
-    spec = _spec(base, train_file, tmp_path_factory.mktemp("ref") / "out")
+    spec = _spec(tiny_model, train_file, tmp_path_factory.mktemp("ref") / "out")
     trainer, session = _setup(spec)
     first_loss = _global_batch_loss(trainer, 0)
     result = fit(trainer)
@@ -101,9 +95,9 @@ def test_fit_trains_from_the_global_batch_mean_loss_and_records_where_it_stands(
     assert [r["metrics"]["step"] for r in reference["session"].reports] == [2, 4, 6]
 
 
-def test_a_resume_continues_at_the_next_step_and_names_what_the_spec_changed(reference, base, train_file, tmp_path):
+def test_a_resume_continues_at_the_next_step_and_names_what_the_spec_changed(reference, tiny_model, train_file, tmp_path):
     ref_out = Path(reference["spec"].output_dir)
-    spec = _spec(base, train_file, tmp_path / "resumed", **{"checkpoint.keep_last": 3})
+    spec = _spec(tiny_model, train_file, tmp_path / "resumed", **{"checkpoint.keep_last": 3})
     trainer, _ = _setup(spec, checkpoint=ref_out / "checkpoints/checkpoint_000004")
     assert (trainer.state.step, trainer.state.rows_consumed) == (4, 16)
     result = fit(trainer)
@@ -123,8 +117,8 @@ def test_a_resume_continues_at_the_next_step_and_names_what_the_spec_changed(ref
                                                "3 in this run); training continues with this run's value")
 
 
-def test_early_stopping_stops_at_the_step_its_patience_names(base, train_file, tmp_path):
-    spec = _spec(base, train_file, tmp_path / "out", **{"train.max_steps": 40, "eval.every_steps": 1,
+def test_early_stopping_stops_at_the_step_its_patience_names(tiny_model, train_file, tmp_path):
+    spec = _spec(tiny_model, train_file, tmp_path / "out", **{"train.max_steps": 40, "eval.every_steps": 1,
                                                         "eval.early_stopping": "{patience: 2, min_delta: 100.0}"})
     trainer, session = _setup(spec)
     result = fit(trainer)
@@ -136,9 +130,9 @@ def test_early_stopping_stops_at_the_step_its_patience_names(base, train_file, t
     assert stop[0]["message"].startswith("early stop at step 3: eval_loss has not improved for 2 evaluation(s)")
 
 
-def test_the_spec_setting_trust_remote_code_loads_the_models_own_tokenizer_code(base, train_file, tmp_path, monkeypatch):
+def test_the_spec_setting_trust_remote_code_loads_the_models_own_tokenizer_code(tiny_model, train_file, tmp_path, monkeypatch):
     custom = tmp_path / "custom"
-    shutil.copytree(base, custom)
+    shutil.copytree(tiny_model, custom)
     config = json.loads((custom / "tokenizer_config.json").read_text())
     config["auto_map"] = {"AutoTokenizer": [None, "tokenization_tickets.TicketsTokenizer"]}
     (custom / "tokenizer_config.json").write_text(json.dumps(config))

@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import ray
 
 from raysft.config import load_spec
 from raysft.model.tiny import init_tiny
-from raysft.local_ray.connect import connect_ray
 from raysft.train.launcher import run_training
 from raysft.train.exact_match import score_model
 
@@ -37,13 +35,12 @@ TASKS = {
 
 
 @pytest.fixture(scope="module")
-def bases(tmp_path_factory):
-    """One tiny random base per task (its tokenizer trained on the task's train file; ~1 s each), one local Ray."""
-    connect_ray(num_cpus=2, configure_logging=False)  # the embedded default, dashboard included
+def bases(tmp_path_factory, ray_address):
+    """One tiny random base per task (its tokenizer trained on the task's train file; ~1 s each), sized for the task:
+    the floors below were measured on these, not on the session's smaller tiny model. Trained on the session's Ray."""
     root = tmp_path_factory.mktemp("base")
-    yield {name: str(init_tiny(root / name, ROOT / task.train, vocab_size=1024, hidden_size=128, layers=2))
-           for name, task in TASKS.items()}
-    ray.shutdown()
+    return {name: str(init_tiny(root / name, ROOT / task.train, vocab_size=1024, hidden_size=128, layers=2))
+            for name, task in TASKS.items()}
 
 
 # Each task once and each method once: the four pairs cost CI 3.5 minutes for what two of them show.

@@ -9,33 +9,26 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysft.model.tiny import init_tiny
-from raysft.local_ray.cluster import LocalRayCluster
-
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def ray_head(tmp_path, monkeypatch):
-    """A Ray head started the way a user starts one (`ray start --head`, raysft's environment on PATH)."""
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    # Ray 2.60 heads use token auth whenever ~/.ray/auth_token exists, but the job CLI only sends the token
-    # in token mode: state it for both (the token itself comes from tests/conftest.py, as on a user's machine).
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+def ray_head(ray_cluster, ray_address, monkeypatch):
+    """The session's Ray head, started the way a user starts one (`ray start --head`, raysft's commands on its PATH),
+    and the environment the job CLI runs in. Ray 2.60 heads use token auth whenever ~/.ray/auth_token exists, but the
+    job CLI only sends the token in token mode, which tests/conftest.py states for the session. `ray_address`: the
+    module leaves the cluster idle."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    cluster = LocalRayCluster(tmp_path / "cluster.json", num_cpus=2)
-    yield cluster.start(timeout_s=120), dict(os.environ)
-    cluster.stop(grace_s=5)  # a test cluster: no need to let it drain (up to 30 s)
+    return ray_cluster.address, dict(os.environ)
 
 
-def test_ray_job_submit_runs_raysft_train(ray_head, tmp_path):
+def test_ray_job_submit_runs_raysft_train(ray_head, tiny_model, tmp_path):
     address, env = ray_head
-    base = init_tiny(tmp_path / "base", ROOT / "examples/data/tickets_train.jsonl", vocab_size=400, hidden_size=32, layers=1)
     out = tmp_path / "run"
     spec = {
-        "model": {"name_or_path": str(base), "lora": {"rank": 4, "alpha": 8}},
+        "model": {"name_or_path": str(tiny_model), "lora": {"rank": 4, "alpha": 8}},
         "data": {"train": [str(ROOT / "examples/data/tickets_train.jsonl")], "max_seq_len": 128},
         "train": {"max_steps": 3, "micro_batch_size": 2, "global_batch_size": 2},
         "output_dir": str(out),

@@ -8,13 +8,11 @@ import random
 from pathlib import Path
 
 import pytest
-import ray
 from transformers import AutoTokenizer
 
 from raysft.config import load_spec
 from raysft.data.render import Renderer
 from raysft.model.tiny import init_tiny
-from raysft.local_ray.connect import connect_ray
 from raysft.train.launcher import run_training
 from raysft.train.exact_match import score_model
 
@@ -56,7 +54,7 @@ def _split() -> tuple[list[dict], list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def data_and_base(tmp_path_factory):
+def data_and_base(tmp_path_factory, ray_address):
     root = tmp_path_factory.mktemp("tools")
     train, test = _split()
     for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
@@ -67,13 +65,11 @@ def data_and_base(tmp_path_factory):
     rendered = [Renderer(probe).render(r["messages"], r["tools"], False) for r in train[:48]]
     corpus = [{"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]} for text in rendered]
     (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus), encoding="utf-8")
-    connect_ray(num_cpus=2, configure_logging=False)
     base = init_tiny(root / "base", root / "corpus.jsonl", vocab_size=1024, hidden_size=128, layers=2)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     tokenizer.chat_template = TEMPLATE.read_text(encoding="utf-8")
     tokenizer.save_pretrained(str(base))
-    yield root, str(base)
-    ray.shutdown()
+    return root, str(base)
 
 
 def test_lora_learns_to_emit_the_right_tool_call(data_and_base, tmp_path):

@@ -18,7 +18,7 @@ TRAIN = str(ROOT / "examples/data/tickets_train.jsonl")
 
 def _spec(base, out, tracking, steps, **sections):
     return load_spec({**sections,
-        "model": {"name_or_path": base, "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
+        "model": {"name_or_path": str(base), "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
         "data": {"train": [TRAIN], "validation_split": 0.1, "max_seq_len": 256},
         "train": {"max_steps": steps, "learning_rate": 1e-3, "micro_batch_size": 2, "global_batch_size": 4,
                   "warmup_ratio": 0.0, "log_every_steps": 1},
@@ -33,8 +33,9 @@ def _steps(client, run_id, key):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("ray_address")
 def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_same_run(
-        base, mlflow_uri, tmp_path, monkeypatch):
+        tiny_model, mlflow_uri, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -46,7 +47,7 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
     tracking = {"mlflow": {"experiment": "tracking-test", "tags": {"purpose": "test"}},
                 "tensorboard": {}, "wandb": {"project": "raysft-test", "mode": "offline"}}
     exact_match = {"generate": {"metric": "exact_match", "max_new_tokens": 4, "limit": 4}}
-    run_training(_spec(base, out, tracking, steps=4, eval=exact_match))
+    run_training(_spec(tiny_model, out, tracking, steps=4, eval=exact_match))
 
     client = MlflowClient(mlflow_uri)
     state = json.loads((out / TRACKING_FILE).read_text())
@@ -81,7 +82,7 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
     assert b"loss_curve.png" in (offline[1] / f"run-{wandb_id}.wandb").read_bytes()
 
     # Resume with a longer schedule: the same MLflow run goes on at step 5, no step appears twice.
-    run_training(_spec(base, out, tracking, steps=6, eval=exact_match), resume=True)
+    run_training(_spec(tiny_model, out, tracking, steps=6, eval=exact_match), resume=True)
     again = json.loads((out / TRACKING_FILE).read_text())
     assert again["runs"] == state["runs"]
     assert _steps(client, run.info.run_id, "train_loss") == [1, 2, 3, 4, 5, 6]
@@ -91,9 +92,10 @@ def test_a_run_logs_to_mlflow_tensorboard_and_wandb_and_a_resume_continues_the_s
 
 
 @pytest.mark.integration
-def test_an_unreachable_mlflow_server_is_a_warning_and_training_goes_on(base, tmp_path, capfd):
+@pytest.mark.usefixtures("ray_address")
+def test_an_unreachable_mlflow_server_is_a_warning_and_training_goes_on(tiny_model, tmp_path, capfd):
     dead = f"http://127.0.0.1:{free_port()}"
-    summary = run_training(_spec(base, tmp_path / "run", {"mlflow": {"tracking_uri": dead}}, steps=2))
+    summary = run_training(_spec(tiny_model, tmp_path / "run", {"mlflow": {"tracking_uri": dead}}, steps=2))
     assert summary["steps"] == 2 and (tmp_path / "run" / "adapter").is_dir()
     err = capfd.readouterr().out
     assert f"tracking.mlflow: cannot reach {dead}" in err and "training goes on without it" in err

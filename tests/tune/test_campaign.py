@@ -30,13 +30,13 @@ def _events(trial_dir: Path, kind: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def asha(ray_address, base_model, campaign_raw, tmp_path_factory):
+def asha(ray_address, tiny_model, campaign_raw, tmp_path_factory):
     """4 trials, 2 at a time: learning rate × (rank, epochs), ASHA with grace 2 and reduction factor 2."""
     out = tmp_path_factory.mktemp("asha") / "campaign"
     tune = {"search_space": {"train.learning_rate": {"grid": [3.0e-3, 1.0e-5]}, "model.lora.rank": {"choice": [4, 8]},
                              "train.epochs": {"choice": [0.1, 0.15]}},
             "search": "random", "num_samples": 2, "max_concurrent_trials": 2, "grace_period_steps": 2, "reduction_factor": 2}
-    raw = campaign_raw(base_model, out, tune, train={"max_steps": None})
+    raw = campaign_raw(tiny_model, out, tune, train={"max_steps": None})
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
         summary = run_campaign(load_spec(raw))
@@ -113,11 +113,11 @@ def test_best_is_an_output_dir_that_eval_and_export_accept(asha, train_file, tmp
     assert (tmp_path / "merged" / "config.json").is_file()
 
 
-def test_one_at_a_time_waits_for_resources_and_reports_each_factor(ray_address, base_model, campaign_raw, tmp_path):
+def test_one_at_a_time_waits_for_resources_and_reports_each_factor(ray_address, tiny_model, campaign_raw, tmp_path):
     # Each trial needs both CPUs (2 workers), so trials run one after another: the others wait as PENDING.
     tune = {"search_space": {"train.learning_rate": {"choice": [1.0e-5]}, "model.lora.rank": {"choice": [4]}},
             "search": "one_at_a_time", "scheduler": "none", "max_concurrent_trials": 2}
-    raw = campaign_raw(base_model, tmp_path / "oat", tune, train={"max_steps": 4}, scaling={"num_workers": 2})
+    raw = campaign_raw(tiny_model, tmp_path / "oat", tune, train={"max_steps": 4}, scaling={"num_workers": 2})
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
         summary = run_campaign(load_spec(raw))
@@ -144,13 +144,13 @@ def _tune_cli(args: list[str], ray_address: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "raysft.tune", *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def test_a_killed_campaign_resumes_without_rerunning_finished_trials(ray_address, base_model, campaign_raw, tmp_path):
+def test_a_killed_campaign_resumes_without_rerunning_finished_trials(ray_address, tiny_model, campaign_raw, tmp_path):
     out = tmp_path / "campaign"
     tune = {"search_space": {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "model.lora.rank": {"choice": [4, 8]}},
             "search": "optuna", "scheduler": "none", "num_samples": 2, "max_concurrent_trials": 1}
     spec_file = tmp_path / "spec.yaml"
     # 40 steps (~3 s of training each) leave time to kill the driver in the middle of the second trial.
-    raw = campaign_raw(base_model, out, tune, train={"max_steps": 40}, eval={"every_steps": 4})
+    raw = campaign_raw(tiny_model, out, tune, train={"max_steps": 40}, eval={"every_steps": 4})
     spec_file.write_text(yaml.safe_dump(raw))
     driver = _tune_cli([str(spec_file)], ray_address, tmp_path / "first.log")
     # Kill the driver once the first trial finished and Tune has a result (a registered checkpoint) of the second.

@@ -11,13 +11,13 @@ from raysft.tune.campaign import run_campaign
 pytestmark = pytest.mark.integration
 
 
-def test_a_campaign_is_one_parent_run_with_a_child_run_per_trial(ray_address, base_model, campaign_raw, mlflow_uri, tmp_path):
+def test_a_campaign_is_one_parent_run_with_a_child_run_per_trial(ray_address, tiny_model, campaign_raw, mlflow_uri, tmp_path):
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "campaign"
     tune = {"search_space": {"train.learning_rate": {"grid": [3.0e-3, 1.0e-4]}}, "search": "grid", "scheduler": "none",
             "max_concurrent_trials": 2}
-    raw = campaign_raw(base_model, out, tune, train={"max_steps": 2},
+    raw = campaign_raw(tiny_model, out, tune, train={"max_steps": 2},
                        tracking={"mlflow": {"tracking_uri": mlflow_uri, "experiment": "campaign-test"}})
     with contextlib.redirect_stdout(io.StringIO()):
         summary = run_campaign(load_spec(raw))
