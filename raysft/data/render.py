@@ -128,14 +128,16 @@ class Renderer:
         Raises:
             TemplateRejected: the template refuses the conversation.
         """
-        chat = _alias_reasoning_fields([self._prepare(m) for m in messages])
+        chat = _alias_reasoning_fields([self.template_message(m) for m in messages])
         try:
             return self._compiled.render(messages=chat, tools=tools or None, documents=None,
                                          add_generation_prompt=generation_prompt, **self._context)
         except _RENDER_ERRORS as e:
             raise TemplateRejected(_one_line(e)) from None
 
-    def _prepare(self, message: dict) -> dict:
+    def template_message(self, message: dict) -> dict:
+        """`message` as this template reads it: no `weight`; tool-call arguments as text or mapping, as the template
+        expects; reasoning in its own field where the template has one, else inlined as <think>...</think>."""
         out = {k: v for k, v in message.items() if k != "weight"}
         if message["role"] != "assistant":
             return out

@@ -76,7 +76,7 @@ def tokenizer_for(family: str) -> PreTrainedTokenizerFast:
 
 def _served(tokenizer, messages, tools=None) -> list[int]:
     renderer = Renderer(tokenizer)
-    prepared = [renderer._prepare(m) for m in messages]
+    prepared = [renderer.template_message(m) for m in messages]
     try:
         text = tokenizer.apply_chat_template(prepared, tools=tools, add_generation_prompt=True, tokenize=False)
     except Exception:

@@ -181,7 +181,7 @@ def test_a_seq_of_2_63_is_refused_and_the_job_can_still_be_cancelled_and_deleted
     assert events_of(stub, job.id)[-1].type == "event_rejected"
     assert stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job.id), metadata=AUTH).state == jobs_pb2.CANCELLING
     # what the follower does once Ray stopped the job's first attempt
-    server.supervisor._finish(job.id, 1, ray_submission_id(job.id, 1), RayJobInfo("STOPPED", "stopped", None), "")
+    server.supervisor.finish_attempt(job.id, 1, ray_submission_id(job.id, 1), RayJobInfo("STOPPED", "stopped", None), "")
     assert stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), metadata=AUTH).state == jobs_pb2.CANCELLED
     stub.DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job.id), metadata=AUTH)
     code, _, _ = refused(lambda: stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), metadata=AUTH))

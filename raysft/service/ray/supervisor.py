@@ -222,7 +222,7 @@ class Supervisor:
                 seen = from_ray_status(info.status)
                 if seen.terminal:
                     logs = await self._drain(tail, job_id, ray_id)
-                    return self._finish(job_id, attempt, ray_id, info, logs)
+                    return self.finish_attempt(job_id, attempt, ray_id, info, logs)
                 if seen == JobState.RUNNING and job.state == JobState.STARTING:
                     self.store.update(job_id, lambda j, c: [transition(j, JobState.RUNNING, "the Ray job is running")]
                                  if j.state == JobState.STARTING and j.attempt == attempt else [])
@@ -358,7 +358,7 @@ class Supervisor:
             self.take(job_id, records, cross_gap_at=-1)  # the whole log: what it lacks is lost
         return text
 
-    def _finish(self, job_id: str, attempt: int, ray_id: str, info: RayJobInfo, logs: str) -> bool:
+    def finish_attempt(self, job_id: str, attempt: int, ray_id: str, info: RayJobInfo, logs: str) -> bool:
         """Store how an attempt ended; True when the job was queued for its next attempt."""
         ended = from_ray_status(info.status)
         if ended == JobState.SUCCEEDED:
