@@ -164,7 +164,9 @@ class RayJobsRunner:
         if attempt > 1:
             entrypoint += " --continue-run" + (f" --from-step {int(from_step)}" if from_step is not None else "")
         with tempfile.TemporaryDirectory(prefix="raysft-job-") as tmp:
-            (Path(tmp) / _SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+            # dict(): a job's StoredSpec is a dict subclass, which yaml's safe dumper refuses to represent.
+            text = yaml.safe_dump(dict(spec), sort_keys=False, allow_unicode=True)
+            (Path(tmp) / _SPEC_FILE).write_text(text, encoding="utf-8")
             try:
                 client.submit_job(entrypoint=entrypoint, submission_id=ray_submission_id(job_id, attempt),
                                   runtime_env={"working_dir": tmp, "env_vars": env},
