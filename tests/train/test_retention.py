@@ -93,7 +93,7 @@ def test_a_local_session_keeps_every_checkpoint_it_persisted(tmp_path):
 
 
 @pytest.mark.integration
-def test_the_record_matches_what_ray_train_keeps_on_storage(local_ray, tmp_path):
+def test_the_record_matches_what_ray_train_keeps_on_storage(ray_address, tmp_path):
     losses = [2.0, 1.0, 3.0, 1.5, 0.5]
 
     def report_losses(config):  # nested: pickled by value, as the workers cannot import this test module
