@@ -229,7 +229,9 @@ def cuda_loss_memory(vocabs=(151_936, 32_000), tokens: int = 4096) -> dict:
 
 
 def packed_attention(repeats: int = 3, width: int = 2048, examples: int = 16) -> dict:
-    """Step time of one packed row (16 examples of 128 tokens) under each attention implementation on this CPU."""
+    """Step time of one packed row (16 examples of 128 tokens) under each attention implementation on this CPU,
+    interleaved (one step of each in turn, so a change in the machine's load hits them all): median wall and CPU
+    seconds."""
     import torch
 
     from raysft.model.attention import register_packed_sdpa
@@ -237,21 +239,26 @@ def packed_attention(repeats: int = 3, width: int = 2048, examples: int = 16) ->
     torch.set_num_threads(2)
     register_packed_sdpa()
     batch = packed_batch([[(width // examples, 8)] * examples], 1000)
-    out = {"tokens": width, "examples_per_row": examples}
+    out, models = {"tokens": width, "examples_per_row": examples, "repeats": repeats}, {}
     for attn in ("sdpa", "packed_sdpa", "eager", "flex_attention"):
         model = _model(1000, attn=attn, max_len=width)
         try:
-            _step(model, batch, "new")
+            _step(model, batch, "new")  # warm-up
+            models[attn] = model
         except Exception as exc:  # flex attention: no backward on the CPU in torch 2.13
             out[attn] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-            continue
-        steps = []
-        for _ in range(repeats):
-            started = time.perf_counter()
+    wall: dict[str, list[float]] = {a: [] for a in models}
+    cpu: dict[str, list[float]] = {a: [] for a in models}
+    for _ in range(repeats):
+        for attn, model in models.items():
+            started, cpu_started = time.perf_counter(), time.process_time()
             _step(model, batch, "new")
-            steps.append(time.perf_counter() - started)
-        out[attn] = {"step_s": round(median(steps), 4)}
+            wall[attn].append(time.perf_counter() - started)
+            cpu[attn].append(time.process_time() - cpu_started)
+    for attn in models:
+        out[attn] = {"step_s": round(median(wall[attn]), 4), "step_cpu_s": round(median(cpu[attn]), 4)}
     out["packed_sdpa_speedup_vs_sdpa"] = round(out["sdpa"]["step_s"] / out["packed_sdpa"]["step_s"], 3)
+    out["packed_sdpa_cpu_speedup_vs_sdpa"] = round(out["sdpa"]["step_cpu_s"] / out["packed_sdpa"]["step_cpu_s"], 3)
     return out
 
 

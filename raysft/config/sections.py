@@ -104,9 +104,9 @@ class ModelSpec(Section):
     """Allow model code from the model repository (off: only architectures transformers ships)."""
     attn_implementation: Literal["auto", "sdpa", "packed_sdpa", "flex_attention", "flash_attention_2", "eager"] = "auto"
     """Attention kernel. auto: flash_attention_2 on a GPU with `flash-attn` installed and 16-bit weights
-    (varlen over packed rows, no mask); else sdpa. packed_sdpa: sdpa per packed example, so the blocks packing
-    masks are never computed (same loss and gradients). flex_attention (a block mask from the packed examples)
-    has no backward on the CPU; eager materialises every T x T score matrix."""
+    (varlen over packed rows, no mask); packed_sdpa on the CPU; else sdpa. packed_sdpa: sdpa per packed example, so
+    the blocks packing masks are never computed (same loss and gradients as sdpa). flex_attention (a block mask from
+    the packed examples) has no backward on the CPU; eager materialises every T x T score matrix."""
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -6,8 +6,10 @@ computes every block of the T x T scores, masked ones included. ``packed_sdpa`` 
 batch and calls SDPA with ``is_causal=True`` on each segment instead: a row of k examples of length n costs
 k * n^2 instead of (k * n)^2, with the same result (each query sees exactly the keys it saw before).
 
-Anything else (a 2D padding mask, a KV cache in generation, query length != key length) goes to transformers'
-own sdpa mask and attention, unchanged.
+Anything else goes to transformers' own sdpa mask and attention, unchanged, so packed_sdpa's result is always sdpa's:
+a 2D padding mask, a KV cache in generation, query length != key length, a sliding-window or chunked layer (its mask
+is more than causal-per-segment; Mistral, Gemma 3, Phi-3), and attention-logit soft-capping (Gemma 2), which sdpa
+refuses by name.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-__all__ = ["PACKED_SDPA", "register_packed_sdpa"]
+__all__ = ["PACKED_SDPA", "packed_sdpa_forward", "register_packed_sdpa"]
 
 PACKED_SDPA = "packed_sdpa"
 
 
 def _packed_sdpa_mask(*args, **kwargs):
-    """No mask for a full causal pass without a padding mask (segments come from the position ids), else sdpa's."""
+    """No mask for a full causal pass without a padding mask or a window (segments come from the position ids), else
+    sdpa's."""
     no_padding = kwargs.get("attention_mask") is None
     full_pass = kwargs.get("q_offset", 0) == 0 and kwargs.get("q_length") == kwargs.get("kv_length")
-    if no_padding and full_pass:
+    if no_padding and full_pass and kwargs.get("local_size") is None:  # local_size: a sliding window or chunk
         return None
     return sdpa_mask(*args, **kwargs)
 
@@ -48,12 +51,13 @@ def _segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
 def packed_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """transformers attention function: (B, H, T, D) query/key/value -> ((B, T, H, D) output, None)."""
     position_ids = kwargs.get("position_ids")
-    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
+    if (attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]
+            or kwargs.get("softcap") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     n_rep = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
-    position_ids = position_ids.reshape(query.shape[0], -1)
+    position_ids = position_ids.reshape(-1, query.shape[2]).expand(query.shape[0], -1)  # (1, T) when not given
     rows = []
     # split/unbind, not slicing: a slice's backward allocates a full-size zero gradient per segment. 4D and
     # contiguous: otherwise CPU SDPA takes its math kernel (bmm + softmax over the segment), slower than the full mask.

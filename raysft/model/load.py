@@ -252,9 +252,10 @@ def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.
     """The transformers attention implementation `model.attn_implementation` means on `device`.
 
     auto takes flash_attention_2 where it runs (CUDA, `flash-attn` installed, 16-bit weights: the packed
-    rows then need no mask at all), else sdpa. packed_sdpa (`raysft.model.attention`, SDPA per packed segment) is
-    explicit only: its CPU speedup is not yet consistent across measurements (benchmarks/README.md). flex_attention is never auto's pick: on the CPU it has no
-    backward (torch 2.13), and on a GPU it has not been measured against sdpa (benchmarks/README.md).
+    rows then need no mask at all); on the CPU packed_sdpa (`raysft.model.attention`, SDPA per packed segment, the
+    same result as sdpa: 2.7x faster per step on packed rows there, benchmarks/README.md); else sdpa (packed_sdpa
+    has not been measured against it on a GPU). flex_attention is never auto's pick: on the CPU it has no
+    backward (torch 2.13), and on a GPU it has not been measured against sdpa.
 
     Raises:
         ModelError: flash_attention_2 without CUDA or without `flash-attn`; flex_attention to train on a CPU.
@@ -265,7 +266,7 @@ def resolve_attn_implementation(choice: str, device: torch.device, dtype: torch.
     if choice == "auto":
         if flash and dtype in (torch.bfloat16, torch.float16):
             return "flash_attention_2"
-        return "sdpa"
+        return register_packed_sdpa() if device.type == "cpu" else "sdpa"
     if choice == PACKED_SDPA:
         return register_packed_sdpa()
     if choice == "flash_attention_2" and not flash:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -18,6 +19,7 @@ from benchmarks.bench_loss import full_logits_loss  # noqa: E402
 from raysft.config import ModelSpec  # noqa: E402
 from raysft.data.packing import collate  # noqa: E402
 from raysft.data.template import encode_dataset  # noqa: E402
+from raysft.model.attention import packed_sdpa_forward  # noqa: E402
 from raysft.model.load import ModelError, load_model, resolve_attn_implementation  # noqa: E402
 from raysft.train import loss as loss_module  # noqa: E402
 from raysft.train.loss import token_loss  # noqa: E402
@@ -131,7 +133,8 @@ def test_qlora_on_real_4bit_layers_gives_the_same_loss_and_gradients(chat_tokeni
 
 def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_tokenizer, tmp_path):
     cpu = torch.device("cpu")
-    assert resolve_attn_implementation("auto", cpu, torch.float32) == "sdpa"
+    assert resolve_attn_implementation("auto", cpu, torch.float32) == "packed_sdpa"  # sdpa's result, faster on the CPU
+    assert resolve_attn_implementation("auto", torch.device("cuda"), torch.float32) == "sdpa"
     assert resolve_attn_implementation("packed_sdpa", cpu, torch.float32) == "packed_sdpa"
     assert resolve_attn_implementation("eager", cpu, torch.float32) == "eager"
     assert resolve_attn_implementation("flex_attention", cpu, torch.float32, trainable=False) == "flex_attention"
@@ -144,15 +147,20 @@ def test_attn_implementation_resolves_per_device_and_reaches_the_model(chat_toke
     assert model.config._attn_implementation == "eager"
 
 
-def test_packed_sdpa_gives_the_loss_and_gradients_of_sdpa_on_packed_and_padded_batches(chat_tokenizer):
-    """Per-segment SDPA skips the masked blocks of a packed row; every query must still see exactly the same keys."""
+@pytest.mark.parametrize("arch", ["llama", "mistral-window-16"])
+def test_packed_sdpa_gives_the_loss_and_gradients_of_sdpa_on_packed_and_padded_batches(chat_tokenizer, arch):
+    """Per-segment SDPA skips the masked blocks of a packed row; every query must still see exactly the same keys,
+    also in a sliding-window layer whose window (16) is shorter than the examples (its mask is sdpa's)."""
     resolve_attn_implementation("packed_sdpa", torch.device("cpu"), torch.float32)
     torch.manual_seed(0)
-    model = _llama(len(chat_tokenizer), "full")
+    model = _llama(len(chat_tokenizer), "full") if arch == "llama" else MistralForCausalLM(MistralConfig(
+        vocab_size=len(chat_tokenizer), sliding_window=16, attn_implementation="sdpa", **SHAPE)).train()
     gen = torch.Generator().manual_seed(1)
     examples = [{"input_ids": ids, "labels": ids} for ids in
                 (torch.randint(0, len(chat_tokenizer), (n,), generator=gen).tolist() for n in (40, 7, 90, 33, 61, 1, 25))]
-    for batch in (collate([examples[:3], examples[3:]], pad_id=0, packed=True), collate(examples, pad_id=0, packed=False)):
+    same_length = torch.randint(0, len(chat_tokenizer), (2, 30), generator=gen)  # no position ids: (1, T) inside
+    for batch in (collate([examples[:3], examples[3:]], pad_id=0, packed=True), collate(examples, pad_id=0, packed=False),
+                  {"input_ids": same_length, "labels": same_length, "num_trained_tokens": None}):
         batch.pop("num_trained_tokens")
         results = []
         for impl in ("sdpa", "packed_sdpa"):
@@ -165,6 +173,22 @@ def test_packed_sdpa_gives_the_loss_and_gradients_of_sdpa_on_packed_and_padded_b
         assert loss_packed == pytest.approx(loss_sdpa, rel=1e-6)
         for a, b in zip(grads_sdpa, grads_packed):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_sdpa_cannot_run_refuses_packed_sdpa_too():
+    """Gemma 2 caps its attention logits, which SDPA cannot: transformers refuses packed_sdpa for it as it refuses
+    sdpa, naming eager, so the cap is never silently dropped (packed_sdpa also hands any `softcap` to sdpa, which
+    raises, for remote-code models that do not declare it)."""
+    config = Gemma2Config(vocab_size=100, head_dim=16, attn_implementation="eager", **SHAPE)
+    assert config.attn_logit_softcapping
+    model = Gemma2ForCausalLM(config)
+    for impl in ("sdpa", resolve_attn_implementation("packed_sdpa", torch.device("cpu"), torch.float32)):
+        with pytest.raises(ValueError, match='does not support an attention implementation through .*"eager"'):
+            model.set_attn_implementation(impl)
+    q = torch.zeros(1, 4, 9, 16)
+    with pytest.raises(ValueError, match="does not support `softcap`"):
+        packed_sdpa_forward(model.model.layers[0].self_attn, q, q, q, None, position_ids=torch.arange(9)[None],
+                            softcap=50.0)
 
 
 def _ddp_worker(rank, world, out_dir):
