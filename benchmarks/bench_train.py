@@ -192,7 +192,7 @@ def raysft_local(w: Workload, out: Path, *, threads: int) -> dict:
     started = time.time()
     data, _ = prepare_run_data(spec, use_ray=False)
     config = {"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(out), storage_path=str(out),
-                                 data_dir=str(data.path))}
+                                 cache_dir=data.cache_dir, data_key=data.key)}
     with contextlib.redirect_stdout(io.StringIO()), StepCpuClock(psutil.Process, out / "events.jsonl") as clock:
         train_loop_per_worker(config, LocalSession(out))
     return _record(plan_tokens(w, spec), _step_ends(out), started, clock)

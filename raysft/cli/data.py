@@ -89,7 +89,7 @@ def cmd_data_prepare(args) -> int:
     warn(spec)
     entry, hit = prepare_run_data(spec, before_encode=connect_ray, announce=not args.json)
     train = entry.split("train")
-    report = {"cache_dir": str(entry.path), "cache_hit": hit, "key": entry.key, "rows": train["rows"],
+    report = {"cache_dir": entry.location, "cache_hit": hit, "key": entry.key, "rows": train["rows"],
               "tokens": train["tokens"], "trained_tokens": train["trained_tokens"],
               "trained_fraction": entry.encoding["train"]["trained_fraction"],
               "padding_efficiency": entry.manifest["padding_efficiency"], "validation_rows": entry.split("validation")["rows"],

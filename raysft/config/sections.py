@@ -150,16 +150,8 @@ class DataSpec(Section):
     starts, then written into the run's spec.yaml and checkpoints, so a resume or a later eval encodes the same tokens."""
     cache_dir: Optional[Name] = None
     """Where the encoded data is cached (Parquet shards + manifest, one folder per cache key). Unset: `.raysft-cache`
-    beside output_dir, so runs in one folder share it; on a multi-node cluster a path every node sees (a URI is
-    refused: the entry is published by renaming a folder, which object stores cannot do atomically)."""
-
-    @field_validator("cache_dir")
-    @classmethod
-    def _cache_dir_is_a_path(cls, value: Optional[str]) -> Optional[str]:
-        if value and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
-            raise CrossFieldError([Violation("", "is a URI; the encoded cache needs a directory every node mounts "
-                                                 "(local, NFS, a shared volume): set it to one, or leave it unset")])
-        return value
+    beside output_dir, so runs in one folder share it; on a multi-node cluster a path every node sees, or a URI that
+    pyarrow's filesystems open (`s3://bucket/prefix`, `gs://...`): an entry is committed by writing its manifest last."""
 
     @field_validator("train", mode="before")
     @classmethod

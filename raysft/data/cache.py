@@ -1,46 +1,53 @@
 """The encoded cache: a spec's data, templated and tokenised once, as Parquet shards plus a manifest.
 
-Layout of one entry, `<data.cache_dir>/<key>/`:
-    manifest.json                   written last: key and what went into it, rows, tokens, per-example lengths and
-                                    target counts (what the step plan needs), `order` (example -> stored row),
+`data.cache_dir` is a local path or any URI pyarrow's filesystems open (`s3://`, `gs://`, `file://`, ...); every
+read and write goes through that filesystem. Layout of one entry, `<data.cache_dir>/<key>/`:
+    manifest.json                   the commit marker, written last: key and what went into it, `attempt` (the
+                                    folder below holding the shards), rows, tokens, per-example lengths and target
+                                    counts (what the step plan needs), `order` (example -> stored row),
                                     composition and encoding counts
-    train/piece-<n>.parquet         int32 `input_ids` and `labels` lists, one encoded example per Parquet row, for
+    attempt-<id>/train/piece-<n>.parquet
+                                    int32 `input_ids` and `labels` lists, one encoded example per Parquet row, for
                                     the records of input piece n (`raysft.data.sources`)
-    validation/piece-<n>.parquet    the same for the validation split
-    conversations/piece-<n>.parquet held-out conversations (`vpos`, JSON) for generation eval (workers read the
+    attempt-<id>/validation/piece-<n>.parquet
+                                    the same for the validation split
+    attempt-<id>/conversations/piece-<n>.parquet
+                                    held-out conversations (`vpos`, JSON) for generation eval (workers read the
                                     first `eval.generate.limit`)
 
-An entry is built in `<cache_dir>/.partial-<key>-<random>/` and renamed into place only after its manifest is
-written, so a job killed half-way leaves a partial folder that is never read (and is removed a day later, by
-the next job that writes to the cache), and two jobs building the same key
-at once both end up using one complete entry. The key hashes everything that shapes the rows (see `cache_key`): a
-changed file, tokenizer, chat template or data setting is a new key, never a silent reuse.
+Object stores cannot rename a folder, so an entry is committed by its manifest alone: each build writes its shards
+into a fresh attempt folder, then the manifest naming it as one object (a single PUT is atomic on S3 and GCS; a
+local file is written beside and renamed). An entry without a manifest is never read, so a job killed half-way
+leaves an attempt folder nobody reads, removed once untouched for STALE_PARTIAL_S by the next job that builds into
+the cache. Two jobs building one key at once both finish: a builder that finds a manifest already written keeps
+that entry and drops its own attempt; when both write, the last manifest wins and the other attempt is swept like
+a killed one (a run that already opened it reads it for that long). The key hashes everything that shapes the
+rows (see `cache_key`): a changed file, tokenizer, chat template or data setting is a new key, never a silent reuse.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
 from raysft.data.errors import DataError
-from raysft.data.sources import identity
+from raysft.data.shards import ExampleStore, open_shard
+from raysft.data.sources import identity, open_path, shown
 
-__all__ = ["CACHE_FORMAT", "CachedData", "ExampleStore", "cache_key", "default_cache_dir", "entry_dir", "open_entry",
-           "publish_entry", "new_partial_dir", "remove_stale_partials"]
+__all__ = ["CACHE_FORMAT", "STALE_PARTIAL_S", "Attempt", "CachedData", "cache_key",
+           "default_cache_dir", "discard_attempt", "new_attempt", "open_entry", "publish_entry",
+           "remove_stale_attempts"]
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Bumped whenever encoding or the entry layout changes: older entries then simply miss."""
 
 # Files of a tokenizer directory that change its tokens or its chat template (weights are not hashed: they never
@@ -50,7 +57,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "chat_template.json", "generation_config.json")
 _HASH_CHUNK = 1 << 20
 STALE_PARTIAL_S = 24 * 3600
-"""A `.partial-*` folder untouched this long was left by a killed job."""
+"""An attempt folder no manifest names, untouched this long, was left by a killed job (or lost a race)."""
+_MANIFEST = "manifest.json"
+_ATTEMPT = "attempt-"
 
 
 def default_cache_dir(output_dir: str) -> Path:
@@ -99,74 +108,157 @@ def cache_key(data, seed: int, tokenizer_dir: str, chat_template: str) -> tuple[
     return hashlib.sha256(blob).hexdigest()[:32], inputs
 
 
-def entry_dir(cache_dir: str | Path, key: str) -> Path:
-    return Path(cache_dir) / key
-
-
-def new_partial_dir(cache_dir: str | Path, key: str) -> Path:
-    """A fresh folder to build an entry in; checks that the cache dir is writable.
+def _cache_fs(cache_dir: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of `data.cache_dir` and the cache's path in it.
 
     Raises:
-        DataError: the cache dir cannot be created or written.
+        DataError: the URI's filesystem cannot be opened (unknown scheme, missing credentials).
     """
-    root = Path(cache_dir)
-    if "://" in str(cache_dir):
-        raise DataError(f"data.cache_dir: {cache_dir} is a URI; this version caches on a file system path only "
-                        "(on a multi-node cluster use a path every node mounts)")
-    partial = root / f".partial-{key}-{uuid.uuid4().hex[:8]}"
     try:
-        partial.mkdir(parents=True)
+        return open_path(str(cache_dir))
+    except DataError as exc:
+        raise DataError(f"data.cache_dir: {exc}") from None
+
+
+def _listing(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[pafs.FileInfo]:
+    return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
+
+
+def _reason(exc: OSError) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _read_manifest(fs: pafs.FileSystem, entry: str, cache_dir: str | Path) -> Optional[dict]:
+    """The manifest of the entry folder `entry`; None when there is none yet, or it does not parse.
+
+    Raises:
+        DataError: the cache cannot be reached or read (at once: a miss would wait for the same error to write).
+    """
+    try:
+        with fs.open_input_stream(f"{entry}/{_MANIFEST}") as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # not a directory: a file, which new_attempt reports
+        return None
     except OSError as exc:
-        raise DataError(f"data.cache_dir: cannot write to {root} ({exc.strerror}); choose a writable folder") from None
-    remove_stale_partials(root)
-    return partial
+        raise DataError(f"data.cache_dir: cannot read {shown(str(cache_dir))} ({_reason(exc)}); check the path or URI and the "
+                        "credentials for it") from None
 
 
-def remove_stale_partials(root: Path, older_than_s: float = STALE_PARTIAL_S) -> list[Path]:
-    """Delete the `.partial-*` folders of `root` untouched for `older_than_s` (left by killed jobs; a live job
-    writes into its folder far more often than that). Returns what was removed."""
-    removed, now = [], time.time()
-    for p in root.glob(".partial-*"):
-        try:
-            newest = max([p.stat().st_mtime] + [f.stat().st_mtime for f in p.rglob("*")])
-        except OSError:  # removed meanwhile (published or swept by another job)
+@dataclass(frozen=True)
+class Attempt:
+    """One build of an entry: its shards go under `dir` (`<cache>/<key>/attempt-<id>` in `fs`), read by nobody
+    until `publish_entry` writes the manifest naming it."""
+
+    cache_dir: str
+    key: str
+    fs: pafs.FileSystem = field(repr=False)
+    dir: str
+
+    @property
+    def name(self) -> str:
+        return self.dir.rsplit("/", 1)[1]
+
+
+def new_attempt(cache_dir: str | Path, key: str) -> Attempt:
+    """A fresh attempt folder to build the entry of `key` in; checks that the cache is writable and sweeps what
+    killed jobs left there.
+
+    Raises:
+        DataError: the cache dir cannot be opened, created or written.
+    """
+    fs, root = _cache_fs(cache_dir)
+    attempt = Attempt(str(cache_dir), key, fs, f"{root}/{key}/{_ATTEMPT}{uuid.uuid4().hex[:12]}")
+    try:
+        fs.create_dir(attempt.dir)
+        # A first object: a read-only or unreachable cache fails here, before any worker starts, and the attempt
+        # has a modification time for the sweep before its first shard (object stores keep none for folders).
+        with fs.open_output_stream(f"{attempt.dir}/started"):
+            pass
+    except OSError as exc:
+        raise DataError(f"data.cache_dir: cannot write to {shown(str(cache_dir))} ({_reason(exc)}); choose a writable folder or "
+                        "bucket") from None
+    remove_stale_attempts(cache_dir)
+    return attempt
+
+
+def discard_attempt(attempt: Attempt) -> None:
+    """Delete an attempt no manifest names (a failed build, or one another job published first)."""
+    _remove(attempt.fs, attempt.dir)
+
+
+def _remove(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_dir(path)
+    except OSError:  # gone already (swept or discarded by another job)
+        pass
+
+
+def remove_stale_attempts(cache_dir: str | Path, older_than_s: float = STALE_PARTIAL_S) -> list[str]:
+    """Delete the attempt folders of the cache that no manifest names and that nothing was written to for
+    `older_than_s` (a live build writes far more often than that). Returns their paths in the cache's filesystem.
+
+    Costs a listing and a manifest read per key, and a listing per unnamed attempt: run once per build, not per hit.
+    """
+    fs, root = _cache_fs(cache_dir)
+    removed, now_ns = [], time.time_ns()
+    for entry in _listing(fs, root):
+        if entry.type != pafs.FileType.Directory:
             continue
-        if now - newest > older_than_s:
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+        named = (_read_manifest(fs, entry.path, cache_dir) or {}).get("attempt")
+        for attempt in _listing(fs, entry.path):
+            if (attempt.type != pafs.FileType.Directory or not attempt.base_name.startswith(_ATTEMPT)
+                    or attempt.base_name == named):
+                continue
+            written = [i.mtime_ns for i in _listing(fs, attempt.path, recursive=True) if i.mtime_ns]
+            if written and now_ns - max(written) > older_than_s * 1e9:
+                _remove(fs, attempt.path)
+                removed.append(attempt.path)
     return removed
 
 
-def publish_entry(partial: Path, manifest: dict) -> Path:
-    """Write the manifest into `partial`, then move it into place as the entry of `manifest["key"]`.
+def publish_entry(attempt: Attempt, manifest: dict) -> "CachedData":
+    """Commit `attempt` as the entry of its key: write the manifest, naming the attempt, last.
 
-    The manifest is written last (to a temporary name, then renamed) and the folder is renamed after it: an entry
-    folder is complete or absent. When another job published the same key first, its entry is kept and this one
-    discarded (both were built from the same inputs).
+    When another job published the key first, its entry is kept and this attempt dropped (both were built from the
+    same inputs).
     """
-    tmp = partial / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest), encoding="utf-8")
-    os.replace(tmp, partial / "manifest.json")
-    final = entry_dir(partial.parent, manifest["key"])
-    try:
-        os.rename(partial, final)
-    except OSError:  # published meanwhile (rename onto a non-empty folder fails)
-        shutil.rmtree(partial, ignore_errors=True)
-        if open_entry(final.parent, manifest["key"]) is None:
-            raise
-    return final
+    found = open_entry(attempt.cache_dir, attempt.key)
+    if found is not None:
+        discard_attempt(attempt)
+        return found
+    manifest = {**manifest, "attempt": attempt.name}
+    fs, target, blob = attempt.fs, f"{attempt.dir.rsplit('/', 1)[0]}/{_MANIFEST}", json.dumps(manifest).encode()
+    if isinstance(fs, pafs.LocalFileSystem):  # a local file can be read half-written: write beside, then rename
+        tmp = f"{attempt.dir}/{_MANIFEST}.tmp"
+        with fs.open_output_stream(tmp) as f:
+            f.write(blob)
+        fs.move(tmp, target)
+    else:  # one object upload: it appears whole or not at all
+        with fs.open_output_stream(target) as f:
+            f.write(blob)
+    return CachedData(attempt.cache_dir, fs, attempt.dir, manifest)
 
 
 @dataclass
 class CachedData:
     """One complete cache entry, as its manifest describes it (no rows are loaded)."""
 
-    path: Path
+    cache_dir: str
+    """The `data.cache_dir` it lies in: a local path or a URI."""
+    fs: pafs.FileSystem = field(repr=False)
+    shards_dir: str
+    """Its attempt folder in `fs`: the manifest's shard files are relative to it."""
     manifest: dict = field(repr=False)
 
     @property
     def key(self) -> str:
         return self.manifest["key"]
+
+    @property
+    def location(self) -> str:
+        """`<cache_dir>/<key>` as the console, events and `raysft data prepare` name the entry (a URI without its
+        credentials or options: `sources.shown`)."""
+        return os.path.join(shown(self.cache_dir), self.key)
 
     @property
     def composition(self) -> dict:
@@ -188,11 +280,11 @@ class CachedData:
         """{"rows", "tokens", "trained_tokens", "lengths", "targets", "shards": [{"file", "rows"}]} of a split."""
         return self.manifest["splits"][name]
 
-    def examples(self, name: str) -> "ExampleStore":
+    def examples(self, name: str) -> ExampleStore:
         """The encoded examples of split `name`, read from their shards on demand."""
         s = self.split(name)
-        return ExampleStore([self.path / sh["file"] for sh in s["shards"]], [sh["rows"] for sh in s["shards"]],
-                            s["order"])
+        return ExampleStore(self.fs, [f"{self.shards_dir}/{sh['file']}" for sh in s["shards"]],
+                            [sh["rows"] for sh in s["shards"]], s["order"])
 
     def validation_conversations(self, limit: Optional[int] = None) -> list[dict]:
         """The first `limit` held-out conversations ({"messages", "tools"}), or all of them, in selection order.
@@ -200,7 +292,7 @@ class CachedData:
         Reads each shard's positions and only the conversations below `limit`."""
         found = []
         for file in self.manifest["validation_conversation_files"]:
-            f = pq.ParquetFile(self.path / file, memory_map=True)
+            f = open_shard(self.fs, f"{self.shards_dir}/{file}")
             for g in range(f.num_row_groups):
                 vpos = f.read_row_group(g, columns=["vpos"]).column("vpos").to_numpy()
                 keep = np.flatnonzero(vpos < limit) if limit is not None else np.arange(len(vpos))
@@ -211,71 +303,19 @@ class CachedData:
 
 
 def open_entry(cache_dir: str | Path, key: str) -> Optional[CachedData]:
-    """The complete entry of `key`, or None (absent, half-written, or of another format)."""
-    path = entry_dir(cache_dir, key)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The complete entry of `key`, or None (no manifest yet, a shard missing, or of another format).
+
+    Raises:
+        DataError: the cache dir cannot be opened or read.
+    """
+    fs, root = _cache_fs(cache_dir)
+    manifest = _read_manifest(fs, f"{root}/{key}", cache_dir)
+    if not manifest or manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
         return None
-    if manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
-        return None
+    shards_dir = f"{root}/{key}/{manifest['attempt']}"
+    present = {i.path for i in _listing(fs, shards_dir, recursive=True)}  # one listing, not a request per shard
     shards = [sh["file"] for s in manifest["splits"].values() for sh in s["shards"]]
     shards += manifest["validation_conversation_files"]
-    if not all((path / f).is_file() for f in shards):
+    if not all(f"{shards_dir}/{f}" in present for f in shards):
         return None
-    return CachedData(path, manifest)
-
-
-class ExampleStore:
-    """Encoded examples by index, read from Parquet shards one row group at a time.
-
-    Holds the shards' metadata and the last few decoded row groups only: a worker's data memory is a few of its
-    micro batches' row groups, whatever the dataset's size. Files are memory-mapped, so the page cache, not the
-    process, holds what was read.
-
-    Args:
-        files: the shard files.
-        rows: rows in each shard.
-        order: example i is stored row order[i] of the shards taken in turn.
-    """
-
-    _KEEP = 8  # decoded row groups kept (each `_ROW_GROUP` examples)
-
-    def __init__(self, files: list[Path], rows: list[int], order: list[int]):
-        self.files, self.order = files, order
-        self.starts = [0]
-        for n in rows:
-            self.starts.append(self.starts[-1] + n)
-        self._readers: dict[int, tuple[pq.ParquetFile, list[int]]] = {}
-        self._groups: OrderedDict = OrderedDict()
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def _reader(self, shard: int):
-        if shard not in self._readers:
-            f = pq.ParquetFile(self.files[shard], memory_map=True)
-            starts = [0]
-            for g in range(f.num_row_groups):
-                starts.append(starts[-1] + f.metadata.row_group(g).num_rows)
-            self._readers[shard] = (f, starts)
-        return self._readers[shard]
-
-    def __getitem__(self, i: int) -> dict:
-        if not 0 <= i < len(self):
-            raise IndexError(f"example {i} of {len(self)}")
-        i = self.order[i]
-        shard = bisect.bisect_right(self.starts, i) - 1
-        f, starts = self._reader(shard)
-        j = i - self.starts[shard]
-        g = bisect.bisect_right(starts, j) - 1
-        key = (shard, g)
-        if key not in self._groups:
-            t = f.read_row_group(g, columns=["input_ids", "labels"])
-            self._groups[key] = (t.column("input_ids").combine_chunks(), t.column("labels").combine_chunks())
-            if len(self._groups) > self._KEEP:
-                self._groups.popitem(last=False)
-        self._groups.move_to_end(key)
-        ids, labels = self._groups[key]
-        k = j - starts[g]
-        return {"input_ids": ids[k].values.to_numpy().tolist(), "labels": labels[k].values.to_numpy().tolist()}
+    return CachedData(str(cache_dir), fs, shards_dir, manifest)

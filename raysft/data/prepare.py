@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import tee
@@ -27,9 +26,10 @@ from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raysft.data.cache import CachedData, cache_key, new_partial_dir, open_entry, publish_entry
+from raysft.data.cache import CachedData, cache_key, discard_attempt, new_attempt, open_entry, publish_entry
 from raysft.data.errors import DataError
 from raysft.data.pipeline import Selection, select_rows
 from raysft.data.records import RecordError, to_conversation, tools_of
@@ -161,14 +161,16 @@ def _plan(selection: Selection, index: _RowIndex, file_pieces: list[list[dict]])
 # ---------------------------------------------------------------------------------------------- pass 2: encode
 
 
-def _encode_pieces(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, out_dir: str,
-                   n_train: int) -> pa.Table:
-    """Encode the chosen records of each piece in `batch` into a shard per split; a summary row per shard."""
-    return pa.concat_tables([_encode_piece(row, tokenizer, settings, date, Path(out_dir), n_train)
+def _encode_pieces(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, fs: pafs.FileSystem,
+                   out_dir: str, n_train: int) -> pa.Table:
+    """Encode the chosen records of each piece in `batch` into a shard per split under `out_dir` (a path in `fs`);
+    a summary row per shard."""
+    return pa.concat_tables([_encode_piece(row, tokenizer, settings, date, fs, out_dir, n_train)
                              for row in batch.to_pylist()] or [_SUMMARY.empty_table()])
 
 
-def _encode_piece(task: dict, tokenizer, settings: dict, date, out_dir: Path, n_train: int) -> pa.Table:
+def _encode_piece(task: dict, tokenizer, settings: dict, date, fs: pafs.FileSystem, out_dir: str,
+                  n_train: int) -> pa.Table:
     entries = defaultdict(list)  # key -> [(seq, vpos)]
     for key, seq, vpos in zip(task["keys"], task["seqs"], task["vpos"]):
         entries[key].append((seq, vpos))
@@ -188,9 +190,9 @@ def _encode_piece(task: dict, tokenizer, settings: dict, date, out_dir: Path, n_
     pid, summaries = task["piece_id"], []
     for name, shard in splits.items():
         if shard.stats["examples"]:
-            summaries.append(shard.write(out_dir, f"{name}/piece-{pid:07d}.parquet", pid, name, task["source"]))
+            summaries.append(shard.write(fs, out_dir, f"{name}/piece-{pid:07d}.parquet", pid, name, task["source"]))
     if conversations.seq:
-        summaries.append(conversations.write(out_dir, f"conversations/piece-{pid:07d}.parquet", pid, "conversations",
+        summaries.append(conversations.write(fs, out_dir, f"conversations/piece-{pid:07d}.parquet", pid, "conversations",
                                              task["source"]))
     return pa.Table.from_pylist(summaries, schema=_SUMMARY)
 
@@ -212,7 +214,7 @@ class _Shard:
         self.seq.append(vpos)
         self.texts.append(json.dumps(item, ensure_ascii=False))
 
-    def write(self, out_dir: Path, file: str, pid: int, split: str, source: str) -> dict:
+    def write(self, fs: pafs.FileSystem, out_dir: str, file: str, pid: int, split: str, source: str) -> dict:
         lengths = np.array([len(x) for x in self.ids], np.int32)
         if self.texts:
             table = pa.table({"vpos": pa.array(self.seq, pa.int64()), "conversation": self.texts})
@@ -222,8 +224,9 @@ class _Shard:
             table = pa.table({"input_ids": pa.ListArray.from_arrays(offsets, values(self.ids)),
                               "labels": pa.ListArray.from_arrays(offsets, values(self.labels))})
         if table.num_rows:
-            (out_dir / file).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, out_dir / file, row_group_size=_ROW_GROUP, compression="zstd")
+            path = f"{out_dir}/{file}"
+            fs.create_dir(path.rsplit("/", 1)[0])
+            pq.write_table(table, path, filesystem=fs, row_group_size=_ROW_GROUP, compression="zstd")
         targets = [int(np.count_nonzero(x[1:] != _IGNORE_INDEX)) for x in self.labels]
         return {"piece": pid, "split": split, "file": file if table.num_rows else "", "seq": self.seq,
                 "sub": self.sub, "lengths": lengths.tolist(), "targets": targets,
@@ -296,7 +299,7 @@ def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: st
         return found, True
     paths = _input_paths(data)
     file_pieces = [pieces(p) for p in paths]
-    partial = new_partial_dir(cache_dir, key)
+    attempt = new_attempt(cache_dir, key)
     try:
         if before_encode:
             before_encode()
@@ -309,11 +312,12 @@ def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: st
         plan = _plan(selection, index, file_pieces)
         date = data.template_date or datetime.date.today()
         settings = {"max_seq_len": data.max_seq_len, "loss_on": data.loss_on, "on_too_long": data.on_too_long}
-        kwargs = {"tokenizer": tokenizer, "settings": settings, "date": date, "out_dir": str(partial),
-                  "n_train": plan.n_train}
+        kwargs = {"tokenizer": tokenizer, "settings": settings, "date": date, "fs": attempt.fs,
+                  "out_dir": attempt.dir, "n_train": plan.n_train}
         summaries = _run(_Encoder, plan.tasks, use_ray, actor_kwargs=kwargs)
         manifest = build_manifest(key, inputs, summaries.to_pylist(), plan.sources, data, selection.skipped_invalid,
                                   date, tokenizer.eos_token, plan.n_validation_conversations)
-        return CachedData(publish_entry(partial, manifest), manifest), False
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)  # gone already when published
+        return publish_entry(attempt, manifest), False
+    except BaseException:
+        discard_attempt(attempt)  # a failed or interrupted build leaves nothing to sweep
+        raise

@@ -9,6 +9,7 @@ in its file (byte offset of its line, or row number) and orders the file's recor
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Iterator, Optional
 
 import pyarrow as pa
@@ -18,10 +19,19 @@ import pyarrow.parquet as pq
 from raysft.data.errors import DataError
 from raysft.data.records import BOM, SNIFF_BYTES, first_char, iter_json_array_bytes, parse_line
 
-__all__ = ["identity", "open_path", "pieces", "read_piece"]
+__all__ = ["identity", "open_path", "pieces", "read_piece", "shown"]
 
 _PIECE_BYTES = 8 << 20  # JSON Lines bytes per piece: enough pieces to keep every CPU busy on a large file
 _ARROW_FILE_ROWS = 1 << 40  # a save_to_disk key is file ordinal * this + row in the file
+
+
+def shown(location: str) -> str:
+    """A path or URI as messages, events and the console print it: a URI loses its user info (`key:secret@`) and
+    query string (pyarrow options, which may carry keys too); the job's own processes keep the URI as given."""
+    if "://" not in location:
+        return location
+    u = urllib.parse.urlsplit(location)
+    return urllib.parse.urlunsplit((u.scheme, u.netloc.rpartition("@")[2], u.path, "", ""))
 
 
 def open_path(path: str) -> tuple[pafs.FileSystem, str]:
@@ -37,7 +47,7 @@ def open_path(path: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(path)
     except (OSError, ValueError) as e:  # ArrowInvalid, ArrowIOError
-        raise DataError(f"{path}: cannot be opened ({e}); check the URI and the credentials for it") from None
+        raise DataError(f"{shown(path)}: cannot be opened ({e}); check the URI and the credentials for it") from None
 
 
 def _info(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
@@ -45,9 +55,9 @@ def _info(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
     try:
         info = fs.get_file_info(p)
     except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e}); check the URI and the credentials for it") from None
+        raise DataError(f"{shown(path)}: cannot be read ({e}); check the URI and the credentials for it") from None
     if info.type == pafs.FileType.NotFound:
-        raise DataError(f"{path}: no such file or directory; check the path (relative paths resolve against the "
+        raise DataError(f"{shown(path)}: no such file or directory; check the path (relative paths resolve against the "
                         "current directory)")
     return fs, p, info
 

@@ -150,8 +150,8 @@ def _prepare(spec: JobSpec) -> CachedData:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     RunDir(out).spec_file.write_text(spec_to_yaml(spec), encoding="utf-8")
     if hit:
-        RunLog(out, enabled=True).event("info", "data_cache_hit", f"encoded data reused from {data.path}",
-                                        {"cache_dir": str(data.path), "key": data.key, "rows": train_split["rows"]})
+        RunLog(out, enabled=True).event("info", "data_cache_hit", f"encoded data reused from {data.location}",
+                                        {"cache_dir": data.location, "key": data.key, "rows": train_split["rows"]})
     return data
 
 
@@ -169,8 +169,8 @@ def _trainer(spec: JobSpec, data: CachedData, from_step: int | None, tracking: d
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": WorkerInput(spec=spec.model_dump(mode="json"), output_dir=str(Path(spec.output_dir)),
-                                              storage_path=storage, data_dir=str(data.path), resume_from=resume_from,
-                                              tracking=tracking)},
+                                              storage_path=storage, cache_dir=data.cache_dir, data_key=data.key,
+                                              resume_from=resume_from, tracking=tracking)},
         scaling_config=ScalingConfig(num_workers=spec.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=spec.scaling.resources_per_worker),
         run_config=RunConfig(

@@ -27,7 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from raysft.config import JobSpec, spec_to_yaml
-from raysft.data.cache import ExampleStore
+from raysft.data.shards import ExampleStore
 from raysft.model.load import load_model, load_tokenizer
 from raysft.train.counters import EarlyStopping, Throughput
 from raysft.train.evaluate import evaluate_loss, generate_answers
@@ -141,7 +141,7 @@ def setup(run: WorkerInput, session: Session) -> Trainer:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
 
-    data = _open_data(spec, run.data_dir, session.world_size)
+    data = _open_data(spec, run, session.world_size)
     total_steps = data.plan.total_steps(t.epochs, t.max_steps)
     warmup = t.warmup_steps if t.warmup_steps is not None else math.ceil(t.warmup_ratio * total_steps)
     if advice := step_advice(data.plan, t.epochs, t.max_steps):
@@ -160,10 +160,10 @@ def setup(run: WorkerInput, session: Session) -> Trainer:
     return trainer
 
 
-def _open_data(spec: JobSpec, data_dir: str, world_size: int) -> RunData:
+def _open_data(spec: JobSpec, run: WorkerInput, world_size: int) -> RunData:
     """The cache entry's examples and this run's step plan (rows, steps, accumulation) from its manifest."""
     t, d = spec.train, spec.data
-    data = open_run_data(data_dir)
+    data = open_run_data(run.cache_dir, run.data_key)
     lengths, targets = data.split("train")["lengths"], data.split("train")["targets"]
     plan = StepPlan(rows_of(lengths, d.max_seq_len, d.packing), t.global_batch_size, t.micro_batch_size, world_size, t.seed)
     gen = spec.eval.generate

@@ -157,7 +157,7 @@ def _prepared(spec: JobSpec, resume: bool) -> JobSpec:
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"cache_dir": str(cache_dir_of(spec))})})
     data, _ = prepare_run_data(spec, before_encode=lambda: connect_ray(log_to_driver=False))
     print(f"[raysft] data: {data.split('train')['rows']} train / {data.split('validation')['rows']} validation "
-          f"examples, cached in {data.path}", flush=True)
+          f"examples, cached in {data.location}", flush=True)
     return spec
 
 

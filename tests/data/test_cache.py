@@ -4,7 +4,7 @@ integration tests."""
 
 import json
 import os
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +40,7 @@ def test_cached_examples_equal_the_in_memory_pipeline_and_a_second_prepare_hits(
     assert entry.split("train")["lengths"] == [len(e["input_ids"]) for e in expected.train]
     assert entry.validation_conversations(limit=3) == expected.validation_conversations[:3]
     again, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
-    assert hit and again.path == entry.path
+    assert hit and again.location == entry.location
 
 
 @pytest.mark.parametrize("change", [
@@ -75,17 +75,14 @@ def test_a_half_written_entry_is_never_used(setup, chat_tokenizer):
     spec, tok_dir, tmp = setup
     entry, _ = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
     expected = [entry.examples("train")[i] for i in range(3)]
-    # A job killed before publishing leaves only a partial folder: nothing to open under the key.
-    shutil.move(entry.path, tmp / "cache" / f".partial-{entry.key}-dead")
+    # A job killed before publishing leaves an attempt folder without a manifest: nothing to open under the key.
+    os.remove(Path(entry.location) / "manifest.json")
     assert open_entry(tmp / "cache", entry.key) is None
-    # A folder under the key without its manifest, or with a shard missing, is not an entry either.
-    shutil.copytree(tmp / "cache" / f".partial-{entry.key}-dead", entry.path)
-    os.remove(entry.path / "manifest.json")
-    assert open_entry(tmp / "cache", entry.key) is None
-    shutil.rmtree(entry.path)
     rebuilt, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
     assert not hit and [rebuilt.examples("train")[i] for i in range(3)] == expected
-    os.remove(rebuilt.path / rebuilt.split("train")["shards"][-1]["file"])
+    assert rebuilt.shards_dir != entry.shards_dir  # the half-written attempt is never read
+    # A manifest whose attempt lost a shard is not an entry either.
+    os.remove(Path(rebuilt.shards_dir) / rebuilt.split("train")["shards"][-1]["file"])
     assert open_entry(tmp / "cache", entry.key) is None
 
 
@@ -155,20 +152,27 @@ def test_every_format_split_into_many_pieces_gives_the_in_memory_pipelines_rows(
     assert entry.validation_conversations(limit=5) == expected.validation_conversations[:5]
 
 
-def test_stale_partial_folders_are_swept_and_fresh_ones_kept(setup, chat_tokenizer):
+def test_stale_attempts_are_swept_and_fresh_or_published_ones_kept(setup, chat_tokenizer):
     spec, tok_dir, tmp = setup
     cache = tmp / "cache"
-    stale, live = cache / ".partial-abc-dead", cache / ".partial-abc-live"
-    for p in (stale, live):
+    first, _ = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, cache, use_ray=False)
+    # Attempts no manifest names: under a key never published, and one that lost the race for a published key.
+    stale, live, lost = cache / "abc" / "attempt-dead", cache / "abc" / "attempt-live", Path(first.location) / "attempt-lost"
+    for p in (stale, live, lost):
         (p / "train").mkdir(parents=True)
         (p / "train" / "piece-0000000.parquet").write_bytes(b"half")
     old = os.path.getmtime(stale) - 2 * 24 * 3600
-    for p in (stale / "train" / "piece-0000000.parquet", stale / "train", stale):
-        os.utime(p, (old, old))
-    entry, hit = prepare_cached(spec.data, 0, chat_tokenizer, tok_dir, cache, use_ray=False)
-    assert not hit and entry.path.is_dir()
-    assert not stale.exists() and live.exists()  # a job still writing is not disturbed
-    assert sorted(p.name for p in cache.iterdir()) == sorted([entry.key, live.name])
+    for p in (stale, lost):
+        for f in (p / "train" / "piece-0000000.parquet", p / "train", p):
+            os.utime(f, (old, old))
+    for f in Path(first.shards_dir).rglob("*"):  # the published attempt is kept however old
+        os.utime(f, (old, old))
+    entry, hit = prepare_cached(spec.data.model_copy(update={"max_seq_len": 65}), 0, chat_tokenizer, tok_dir, cache,
+                                use_ray=False)
+    assert not hit and Path(entry.shards_dir).is_dir()
+    assert not stale.exists() and not lost.exists() and live.exists()  # a job still writing is not disturbed
+    assert open_entry(cache, first.key) is not None
+    assert sorted(p.name for p in cache.iterdir()) == sorted([first.key, entry.key, "abc"])
 
 
 def test_uri_inputs_read_through_pyarrow_filesystems_and_bad_uris_name_themselves(setup, chat_tokenizer):

@@ -254,3 +254,17 @@ def test_tracking_cannot_write_to_a_path_the_client_picks(tmp_path):
     ok = parse_spec({"model": {"name_or_path": "org/model"}, "data": {"train": str(tmp_path / "t.jsonl")},
                      "tracking": {"tensorboard": {}, "mlflow": {"tracking_uri": "http://mlflow:5000"}}})
     assert policy.apply(ok, "job-1")["tracking"]["mlflow"]["tracking_uri"] == "http://mlflow:5000"
+
+
+def test_a_cache_uri_is_storage_under_an_allowed_prefix_with_the_job_id(roots):
+    # Like a local cache_dir, a URI gets the job id (every storage field becomes <storage>/<job id>); one outside the
+    # prefixes, or carrying pyarrow options (an endpoint of the client's choosing), is refused like any storage URI.
+    data, _, tmp = roots
+    policy = PathPolicy([data], tmp / "runs", ("s3://bucket/cache",))
+    assert policy.apply(_spec(data={"cache_dir": "s3://bucket/cache/team-a"}), "j")["data"]["cache_dir"] == \
+        "s3://bucket/cache/team-a/j"
+    for uri, says in (("s3://other/cache", "not under a storage prefix"),
+                      ("s3://bucket/cache?endpoint_override=127.0.0.1:9", "no query strings")):
+        with pytest.raises(InvalidArgument) as err:
+            policy.apply(_spec(data={"cache_dir": uri}), "j")
+        assert _fields(err) == ["data.cache_dir"] and says in str(err.value)

@@ -46,7 +46,7 @@ def _spec(base, train_file, out, **over):
 def _setup(spec, checkpoint=None):
     data, _ = prepare_run_data(spec, use_ray=False, announce=False)
     run = WorkerInput(spec=spec.model_dump(mode="json"), output_dir=spec.output_dir, storage_path=spec.output_dir,
-                      data_dir=str(data.path))
+                      cache_dir=data.cache_dir, data_key=data.key)
     session = LocalSession(spec.output_dir, checkpoint=checkpoint)
     return setup(run, session), session
 
