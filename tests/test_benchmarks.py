@@ -91,15 +91,9 @@ def test_run_py_writes_every_contract_key_even_for_skipped_sections(tmp_path, ca
 
 
 @pytest.mark.integration
-def test_training_figures_on_ray_compare_packing_padding_and_in_process(tmp_path):
-    from raysft.local_ray.connect import connect_ray
-
+def test_training_figures_on_ray_compare_packing_padding_and_in_process(ray_address, tmp_path):
     w = bench_train.make_workload(tmp_path, examples=80, hidden_size=32, layers=1)
-    connect_ray(log_to_driver=False)
-    try:
-        throughput, overhead = bench_train.train_throughput(w, 1, threads=1, workdir=tmp_path)
-    finally:
-        ray.shutdown()
+    throughput, overhead = bench_train.train_throughput(w, 1, threads=1, workdir=tmp_path)
     packed, unpacked, hf = throughput["raysft_packed"], throughput["raysft_unpacked"], throughput["hf_trainer"]
     # Same examples, one epoch each: packing takes fewer, fuller steps; padding wastes about half of a batch.
     assert packed["steps"] < unpacked["steps"] == hf["steps"]
@@ -109,18 +103,17 @@ def test_training_figures_on_ray_compare_packing_padding_and_in_process(tmp_path
     assert overhead["time_to_first_step_s"]["ray"] > 0 and overhead["time_to_first_step_s"]["in_process"] > 0
 
 
-def test_gpu_benchmark_is_skipped_without_cuda_and_its_figures_come_from_real_runs(tmp_path):
+@pytest.mark.integration
+def test_gpu_benchmark_is_skipped_without_cuda_and_its_figures_come_from_real_runs(ray_address, tmp_path):
     from benchmarks import bench_gpu
 
     assert bench_gpu.run() == {"skipped": "no CUDA device on this machine"}
     assert bench_gpu.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert bench_gpu.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12 and bench_gpu.peak_bf16_flops("cpu") is None
-    # The same code on a tiny shape on the CPU: both methods train, and the estimate covers the same spec.
-    try:  # run_training starts the local Ray
-        result = bench_gpu.run(quick=True, shape={"hidden_size": 64, "layers": 1, "heads": 2}, use_gpu=False,
-                               workdir=tmp_path)
-    finally:
-        ray.shutdown()
+    # The same code on a tiny shape on the CPU, on the session's Ray: both methods train, and the estimate covers
+    # the same spec.
+    result = bench_gpu.run(quick=True, shape={"hidden_size": 64, "layers": 1, "heads": 2}, use_gpu=False,
+                           workdir=tmp_path)
     for method in ("lora", "qlora"):
         figures = result[method]
         assert figures["steps"] == 12 and figures["tokens_per_s"] > 0
