@@ -116,8 +116,9 @@ def _rss_child(vocab: int, path: str, tokens: int) -> dict:
         before = _status_kb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (Linux >= 4.0)
         _step(model, batch, path)
-        peak = max(peak, _status_kb("VmHWM"))
-        increases.append(round((_status_kb("VmHWM") - before) / 1024, 1))
+        step_peak = _status_kb("VmHWM")
+        peak = max(peak, step_peak)
+        increases.append(round((step_peak - before) / 1024, 1))
     out = {"attn": attn, "step_peak_increase_mb": increases[0], "second_step_peak_increase_mb": increases[1],
            "model_rss_mb": round(before / 1024, 1)}
     if path == "new":

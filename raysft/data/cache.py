@@ -140,8 +140,8 @@ def _read_manifest(fs: pafs.FileSystem, entry: str, cache_dir: str | Path) -> Op
     except (FileNotFoundError, NotADirectoryError, ValueError):  # not a directory: a file, which new_attempt reports
         return None
     except OSError as exc:
-        raise DataError(f"data.cache_dir: cannot read {shown(str(cache_dir))} ({_reason(exc)}); check the path or URI and the "
-                        "credentials for it") from None
+        raise DataError(f"data.cache_dir: cannot read {shown(str(cache_dir))} ({_reason(exc)}); check the path or URI "
+                        "and the credentials for it") from None
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ def new_attempt(cache_dir: str | Path, key: str) -> Attempt:
         with fs.open_output_stream(f"{attempt.dir}/started"):
             pass
     except OSError as exc:
-        raise DataError(f"data.cache_dir: cannot write to {shown(str(cache_dir))} ({_reason(exc)}); choose a writable folder or "
-                        "bucket") from None
+        raise DataError(f"data.cache_dir: cannot write to {shown(str(cache_dir))} ({_reason(exc)}); choose a writable "
+                        "folder or bucket") from None
     remove_stale_attempts(cache_dir)
     return attempt
 

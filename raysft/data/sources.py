@@ -57,8 +57,8 @@ def _info(path: str) -> tuple[pafs.FileSystem, str, pafs.FileInfo]:
     except OSError as e:
         raise DataError(f"{shown(path)}: cannot be read ({e}); check the URI and the credentials for it") from None
     if info.type == pafs.FileType.NotFound:
-        raise DataError(f"{shown(path)}: no such file or directory; check the path (relative paths resolve against the "
-                        "current directory)")
+        raise DataError(f"{shown(path)}: no such file or directory; check the path (relative paths resolve against "
+                        "the current directory)")
     return fs, p, info
 
 
