@@ -24,9 +24,10 @@ token of the next.
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["collate", "count_targets", "pack"]
 
@@ -108,6 +109,8 @@ def collate(
         ``attention_mask`` (B, T) long, 0 on padding; packed batches carry none (see the module docstring: call
         the model with ``use_cache=False``). Pop ``num_trained_tokens`` before ``model(**batch)``.
     """
+    import torch  # here, not above: the cache's encode actors import this module for `pack` alone
+
     rows = _rows(examples, packed)
     width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
     if pad_to_multiple_of:

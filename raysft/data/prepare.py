@@ -2,8 +2,8 @@
 
 Two passes over the input pieces (`raysft.data.sources`), each a Ray Data `map_batches` over every CPU the
 cluster has; the driver never holds a conversation or a token row:
-1. index: each task reads and validates one piece and returns a row per record: its file, key, validity and (when
-   the split is stratified) stratum. That index, a few bytes a row, is all the driver keeps.
+1. index (`raysft.data.index`): each task reads and validates one piece and returns a row per record: its file,
+   key, validity and (when the split is stratified) stratum. That index, a few bytes a row, is all the driver keeps.
 2. The driver selects on the index (`raysft.data.pipeline.select_rows`: split, weights and mix, exactly as the
    in-memory pipeline by `train.seed`) and numbers the chosen rows in their final order (`seq`).
 3. encode: each actor deserialises the tokenizer once, re-reads its pieces keeping only the chosen records,
@@ -16,8 +16,8 @@ order whichever task finished first and however many there were.
 from __future__ import annotations
 
 import datetime
-import functools
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import tee
@@ -30,87 +30,21 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysft.data.cache import CachedData, cache_key, discard_attempt, new_attempt, open_entry, publish_entry
-from raysft.data.errors import DataError
+from raysft.data.index import RowIndex, index_pieces
 from raysft.data.pipeline import Selection, select_rows
-from raysft.data.records import RecordError, to_conversation, tools_of
+from raysft.data.records import to_conversation, tools_of
 from raysft.data.sources import pieces, read_piece
-from raysft.data.split import stratum_of
 from raysft.data.template import chat_template_of, count_result, encode_each, new_counts
 from raysft.data.manifest import build_manifest
+from raysft.data.udf import gather, reports_data_errors
 
 __all__ = ["prepare_cached"]
 
 _ROW_GROUP = 128  # examples per Parquet row group: what a worker decodes to read one example
 _IGNORE_INDEX = -100
-_INDEX = pa.schema([("file", pa.int32()), ("key", pa.int64()), ("valid", pa.bool_()), ("stratum", pa.string())])
 _SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa.string()),
                       ("seq", pa.list_(pa.int64())), ("sub", pa.list_(pa.int32())), ("lengths", pa.list_(pa.int32())),
                       ("targets", pa.list_(pa.int32())), ("stats", pa.string())])
-
-
-def _reports_data_errors(fn):
-    """A Ray Data UDF that returns a DataError as a one-row `data_error` table: raised inside a task, Ray keeps
-    only its traceback text, and the user must see the one line naming the input and the fix."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DataError as exc:
-            return pa.table({"data_error": [str(exc)]})
-    return wrapper
-
-
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    for t in tables:
-        if "data_error" in t.column_names:
-            raise DataError(t.column("data_error")[0].as_py())
-    return pa.concat_tables(tables)
-
-
-# ----------------------------------------------------------------------------------------------- pass 1: index
-
-
-@_reports_data_errors
-def _index_pieces(batch: pa.Table) -> pa.Table:
-    """Validate the records of each piece in `batch`: (file, key, valid, stratum) per record."""
-    out = []
-    for row in batch.to_pylist():
-        piece, by = json.loads(row["piece"]), row["stratify_by"]
-        keys, valid, strata = [], [], []
-        for key, value in read_piece(piece):
-            try:
-                conv = to_conversation(value)
-            except RecordError:
-                conv = None
-            keys.append(key)
-            valid.append(conv is not None)
-            strata.append(stratum_of({"messages": conv, "record": value}, by) if by and conv is not None else None)
-        out.append(pa.table({"file": pa.array([row["file"]] * len(keys), pa.int32()), "key": pa.array(keys, pa.int64()),
-                             "valid": pa.array(valid, pa.bool_()), "stratum": pa.array(strata, pa.string())}))
-    return pa.concat_tables(out) if out else _INDEX.empty_table()
-
-
-class _RowIndex:
-    """Every valid record of the inputs as one global row number (file-major, in file order)."""
-
-    def __init__(self, table: pa.Table, paths: list[str]):
-        table = table.sort_by([("file", "ascending"), ("key", "ascending")])
-        files = table.column("file").to_numpy()
-        valid = table.column("valid").to_numpy(zero_copy_only=False)
-        self.invalid = np.bincount(files[~valid], minlength=len(paths))
-        kept = table.filter(pa.array(valid))
-        self.file = kept.column("file").to_numpy()
-        self.key = kept.column("key").to_numpy()
-        self.strata = kept.column("stratum").combine_chunks()
-        self.bounds = np.searchsorted(self.file, np.arange(len(paths) + 1))
-        self.ids = {p: i for i, p in enumerate(paths)}
-
-    def read(self, path: str) -> tuple[list[int], int]:
-        i = self.ids[path]
-        return list(range(self.bounds[i], self.bounds[i + 1])), int(self.invalid[i])
-
-    def stratum(self, row: int) -> str:
-        return self.strata[row].as_py()
 
 
 # ------------------------------------------------------------------------------------------ the driver's plan
@@ -127,7 +61,7 @@ class _Plan:
     n_validation_conversations: int
 
 
-def _plan(selection: Selection, index: _RowIndex, file_pieces: list[list[dict]]) -> _Plan:
+def _plan(selection: Selection, index: RowIndex, file_pieces: list[list[dict]]) -> _Plan:
     """Number the selection's rows (per split, grouped by source in order of appearance, as `prepare_data`
     encodes them) and route each entry to the piece holding its record."""
     rows, seqs, vpos, sources = [], [], [], {}
@@ -237,9 +171,13 @@ class _Encoder:
     """The Ray Data actor: one tokenizer per process, many pieces."""
 
     def __init__(self, **kwargs):
+        # Off in this process: each call tokenises the few pieces of one conversation, where the tokenizers
+        # library's thread pool costs more than it gives (one 8 MiB piece: 4.15 s with it, 3.66 s without), and
+        # the pool already runs an actor per CPU.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
         self.kwargs = kwargs
 
-    @_reports_data_errors
+    @reports_data_errors
     def __call__(self, batch: pa.Table) -> pa.Table:
         return _encode_pieces(batch, **self.kwargs)
 
@@ -253,19 +191,23 @@ def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[di
     if not tables:
         return pa.table({})
     if not use_ray:
-        return _concat([fn(**actor_kwargs)(t) if actor_kwargs is not None else fn(t) for t in tables])
+        return gather([fn(**actor_kwargs)(t) if actor_kwargs is not None else fn(t) for t in tables])
     import ray
     import ray.data
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_arrow(tables)
+    # One operator, so nothing to reserve CPUs for: with reservation on (Ray Data's default), the index pass ran
+    # one task at a time on 2 CPUs, held back by its budget, which takes twice as long.
+    ds.context.op_resource_reservation_enabled = False
     common = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": 1}
     if actor_kwargs is not None:
-        ds = ds.map_batches(fn, fn_constructor_kwargs=actor_kwargs, concurrency=(1, max(1, min(cpus, len(tables)))),
+        # Every actor from the start: an autoscaling pool began with one, and the rest started pieces later.
+        ds = ds.map_batches(fn, fn_constructor_kwargs=actor_kwargs, concurrency=max(1, min(cpus, len(tables))),
                             **common)
     else:
         ds = ds.map_batches(fn, **common)
-    return _concat(ray.get(ds.to_arrow_refs()))
+    return gather(ray.get(ds.to_arrow_refs()))
 
 
 def _input_paths(data) -> list[str]:
@@ -307,7 +249,7 @@ def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: st
         index_tasks = [pa.table({"file": [f], "piece": [json.dumps(pc)],
                                  "stratify_by": [data.stratify_by if p in stratified else None]})
                        for f, (p, ps) in enumerate(zip(paths, file_pieces)) for pc in ps]
-        index = _RowIndex(_run(_index_pieces, index_tasks, use_ray), paths)
+        index = RowIndex(_run(index_pieces, index_tasks, use_ray), paths)
         selection = select_rows(data, seed, index.read, index.stratum)
         plan = _plan(selection, index, file_pieces)
         date = data.template_date or datetime.date.today()

@@ -4,6 +4,8 @@ integration tests."""
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,13 @@ def test_uri_inputs_read_through_pyarrow_filesystems_and_bad_uris_name_themselve
         with pytest.raises(DataError, match=f"^{uri}: {why}") as err:
             prepare_cached(bad, 0, chat_tokenizer, tok_dir, tmp / "cache", use_ray=False)
         assert "\n" not in str(err.value)
+
+
+def test_the_processes_ray_data_starts_import_only_what_their_pass_needs():
+    # Each index task and encode actor imports its function's module: torch (~1 s) in either, or transformers in an
+    # index task, made every preparation wait that long per process before its first piece.
+    code = ("import sys\nimport raysft.data.index\nindex = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+            "import raysft.data.prepare\nprint(index, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "False"]
