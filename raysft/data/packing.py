@@ -109,7 +109,8 @@ def collate(
         ``attention_mask`` (B, T) long, 0 on padding; packed batches carry none (see the module docstring: call
         the model with ``use_cache=False``). Pop ``num_trained_tokens`` before ``model(**batch)``.
     """
-    import torch  # here, not above: the cache's encode actors import this module for `pack` alone
+    import torch  # here, not above: the cache's manifest needs only `pack`, and its encode actors import the
+    # manifest, so a module-level torch cost each of them a second before its first piece
 
     rows = _rows(examples, packed)
     width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
