@@ -128,7 +128,19 @@ class Renderer:
         Raises:
             TemplateRejected: the template refuses the conversation.
         """
-        chat = _alias_reasoning_fields([self.template_message(m) for m in messages])
+        return self.render_prepared(self.prepare(messages), tools, generation_prompt)
+
+    def prepare(self, messages: Sequence[dict]) -> list[dict]:
+        """`messages` as the template is given them (`template_message`, reasoning aliased): each message on its
+        own, so the prepared messages of a conversation serve every prefix of it (`render_prepared(chat[:i])`)."""
+        return _alias_reasoning_fields([self.template_message(m) for m in messages])
+
+    def render_prepared(self, chat: Sequence[dict], tools: Optional[list], generation_prompt: bool) -> str:
+        """`render` of messages `prepare` already made template-ready.
+
+        Raises:
+            TemplateRejected: the template refuses the conversation.
+        """
         try:
             return self._compiled.render(messages=chat, tools=tools or None, documents=None,
                                          add_generation_prompt=generation_prompt, **self._context)

@@ -303,8 +303,9 @@ class _Encoder:
                 "(Qwen2.5/Qwen3, Llama 3.1+, Mistral, DeepSeek-R1) or remove the tool turns")
         trained = _trained_turns(messages, loss_on)
         try:
-            turns = [self.turn(messages, tools, i) for i in trained]
-            full = self.r.render(messages, tools, False)
+            chat = self.r.prepare(messages)  # once: every render below is of a prefix of it
+            turns = [self.turn(messages, tools, i, chat) for i in trained]
+            full = self.r.render_prepared(chat, tools, False)
         except TemplateRejected as e:
             return EncodeResult([], "template_rejected", 0, 0, error=e.message)
         flags = {"eos_appended": any(t.eos for t in turns), "reasoning": any(t.reasoning for t in turns),
@@ -317,13 +318,15 @@ class _Encoder:
             pieces, split = self._pieces(messages, turns, full)
         return self._assemble(pieces, max_seq_len, on_too_long, split, flags)
 
-    def turn(self, messages: Sequence[dict], tools, i: int) -> _Turn:
-        """The serving prompt and the rendered answer (through its end-of-turn token) of assistant message i."""
-        prompt = self.r.render(messages[:i], tools, True)
-        done = self.r.render(messages[: i + 1], tools, False)
+    def turn(self, messages: Sequence[dict], tools, i: int, chat: Optional[list[dict]] = None) -> _Turn:
+        """The serving prompt and the rendered answer (through its end-of-turn token) of assistant message i;
+        `chat` is `messages` as the renderer prepared them, when the caller has them already."""
+        chat = self.r.prepare(messages) if chat is None else chat
+        prompt = self.r.render_prepared(chat[:i], tools, True)
+        done = self.r.render_prepared(chat[: i + 1], tools, False)
         start = self._shared(prompt, done)
         rest = done[start:]
-        cut, eos = self._end_of_turn(messages, tools, i, rest, start)
+        cut, eos = self._end_of_turn(messages, tools, i, rest, start, chat)
         answer = rest[:cut]
         reasoning, _ = split_reasoning(messages[i])
         if prompt[start:].endswith(_OPEN_THINK) and reasoning.strip() and reasoning.strip() not in answer:
@@ -338,7 +341,7 @@ class _Encoder:
 
     def _shared(self, prompt: str, done: str) -> int:
         """Where the answer starts in `done`: after the text it shares with the serving prompt."""
-        n = next((k for k, (a, b) in enumerate(zip(prompt, done)) if a != b), min(len(prompt), len(done)))
+        n = _common_prefix(prompt, done)
         if n < len(prompt):
             # The prompt goes on with text the rendered turn lacks (DeepSeek-R1's "<think>\n"): back off to the end
             # of the last special token, so a first answer character that equals the prompt's is not lost.
@@ -346,7 +349,7 @@ class _Encoder:
             n = max(ends, default=n)
         return n
 
-    def _end_of_turn(self, messages, tools, i: int, rest: str, start: int) -> tuple[int, bool]:
+    def _end_of_turn(self, messages, tools, i: int, rest: str, start: int, chat: list[dict]) -> tuple[int, bool]:
         """(length of the answer in `rest`, whether EOS must be appended); `rest` is the render after the prompt.
 
         The end-of-turn text is what the template writes right after the content, found by rendering the content
@@ -356,8 +359,8 @@ class _Encoder:
         content = messages[i].get("content")
         if isinstance(content, str) and content.strip():
             sentinel = "\ue000raysft-end\ue000"
-            probe = [*messages[:i], {**messages[i], "content": content + sentinel}]
-            rendered = self.r.render(probe, tools, False)
+            probe = chat[:i] + self.r.prepare([{**messages[i], "content": content + sentinel}])
+            rendered = self.r.render_prepared(probe, tools, False)
             at = rendered.find(sentinel, start)
             if at >= 0:
                 tail = rendered[at + len(sentinel):]
@@ -415,7 +418,7 @@ class _Encoder:
             status = "dropped_too_long" if "dropped_too_long" in statuses else "dropped_no_target"
             return EncodeResult([], status, total, 0, split, **flags)
         n_tokens = sum(len(e["input_ids"]) for e in kept)
-        n_trained = sum(label != _IGNORE_INDEX for e in kept for label in e["labels"])
+        n_trained = sum(len(e["labels"]) - e["labels"].count(_IGNORE_INDEX) for e in kept)
         status = "truncated" if "truncated" in statuses else "ok"
         return EncodeResult(kept, status, n_tokens, n_trained, split, **flags)
 
@@ -448,9 +451,24 @@ def _fit(input_ids, labels, max_seq_len: int, on_too_long: OnTooLong):
         if on_too_long != "truncate":
             raise ValueError(f"on_too_long={on_too_long!r}: use 'drop' or 'truncate'")
         input_ids, labels, status = input_ids[:max_seq_len], labels[:max_seq_len], "truncated"
-    if all(label == _IGNORE_INDEX for label in labels):
+    if labels.count(_IGNORE_INDEX) == len(labels):
         return None, "dropped_no_target"
     return {"input_ids": input_ids, "labels": labels}, status
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of `a` and `b`, by comparisons in C: a render of a conversation's prefix
+    usually is a prefix of the next render, and this runs several times per conversation."""
+    if b.startswith(a):
+        return len(a)
+    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]; a[:hi + 1] != b[:hi + 1]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if b.startswith(a[:mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -3,6 +3,8 @@
 The real templates of other model families are tested in test_chat_families.py."""
 
 import copy
+import os
+import random
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -14,6 +16,7 @@ from raysft.data.template import (
     encode_conversation,
     encode_dataset,
     encode_final_turn,
+    _common_prefix,
 )
 
 
@@ -229,3 +232,17 @@ def test_prefix_space_tokenizer_gets_no_space_inside_the_chat(metaspace_tokenize
         assert example["input_ids"] == metaspace_tokenizer(rendered, add_special_tokens=False)["input_ids"]
         expected = [m["content"] + "<|im_end|>" for m in conversation if m["role"] == "assistant"]
         assert _labelled_spans(metaspace_tokenizer, example) == expected
+
+
+def test_the_answer_starts_where_the_prompt_and_the_render_stop_agreeing():
+    # The encoder finds where an answer starts by the common prefix of the serving prompt and the rendered turn;
+    # every split point of a render, and renders that diverge early, late or never, must give the exact length.
+    rng = random.Random(0)
+    pairs = [("", ""), ("abc", ""), ("", "abc"), ("abc", "abc"), ("abc", "abcdef"), ("abcdef", "abc"),
+             ("<|im_start|>assistant\n<think>\n", "<|im_start|>assistant\nHello<|im_end|>")]
+    for _ in range(300):
+        base = "".join(rng.choice("ab<|>\n") for _ in range(rng.randint(0, 60)))
+        pairs.append((base + "".join(rng.choice("ab") for _ in range(rng.randint(0, 5))),
+                      base + "".join(rng.choice("ab") for _ in range(rng.randint(0, 5)))))
+    for a, b in pairs:
+        assert _common_prefix(a, b) == len(os.path.commonprefix([a, b])), (a, b)
