@@ -6,12 +6,13 @@ read and write goes through that filesystem. Layout of one entry, `<data.cache_d
                                     folder below holding the shards), rows, tokens, per-example lengths and target
                                     counts (what the step plan needs), `order` (example -> stored row),
                                     composition and encoding counts
-    attempt-<id>/train/piece-<n>.parquet
+    attempt-<id>/train/part-<n>.parquet
                                     int32 `input_ids` and `labels` lists, one encoded example per Parquet row, for
-                                    the records of input piece n (`raysft.data.sources`)
-    attempt-<id>/validation/piece-<n>.parquet
+                                    part n: the records one encode task took from one input piece
+                                    (`raysft.data.sources`), parts numbered in piece order
+    attempt-<id>/validation/part-<n>.parquet
                                     the same for the validation split
-    attempt-<id>/conversations/piece-<n>.parquet
+    attempt-<id>/conversations/part-<n>.parquet
                                     held-out conversations (`vpos`, JSON) for generation eval (workers read the
                                     first `eval.generate.limit`)
 

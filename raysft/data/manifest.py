@@ -1,7 +1,7 @@
 """A cache entry's manifest, from the summaries the encode tasks return (`raysft.data.prepare`).
 
 Per split: rows, tokens, trained tokens, per-example lengths and target counts in final order, the shards in
-piece order and `order` (final position -> stored row across those shards); plus composition, encoding counts
+part order and `order` (final position -> stored row across those shards); plus composition, encoding counts
 and the key with what went into it.
 """
 
@@ -33,7 +33,7 @@ def padding_efficiency(lengths: list[int], max_seq_len: int, packing: bool) -> f
 
 
 def _split_entry(mine: list[dict]) -> dict:
-    """Rows, lengths, targets and order of one split from its shards' summaries (sorted by piece)."""
+    """Rows, lengths, targets and order of one split from its shards' summaries (sorted by part)."""
     shards = [s for s in mine if s["file"]]
     base = np.cumsum([0] + [len(s["seq"]) for s in shards])
     seq = np.concatenate([np.asarray(s["seq"], np.int64) for s in shards] or [np.zeros(0, np.int64)])
@@ -71,7 +71,7 @@ def build_manifest(key: str, inputs: dict, summaries: list[dict], sources: dict[
     Raises:
         DataError: no train example is left after encoding.
     """
-    summaries = sorted(summaries, key=lambda s: s["piece"])
+    summaries = sorted(summaries, key=lambda s: s["part"])
     splits, composition, encoding = {}, {}, {}
     for split in _SPLITS:
         mine = [s for s in summaries if s["split"] == split]

@@ -6,9 +6,12 @@ cluster has; the driver never holds a conversation or a token row:
    key, validity and (when the split is stratified) stratum. That index, a few bytes a row, is all the driver keeps.
 2. The driver selects on the index (`raysft.data.pipeline.select_rows`: split, weights and mix, exactly as the
    in-memory pipeline by `train.seed`) and numbers the chosen rows in their final order (`seq`).
-3. encode: each actor deserialises the tokenizer once, re-reads its pieces keeping only the chosen records,
-   templates and tokenises each once (a weighted copy reuses it), and writes a Parquet shard per split (int32
-   lists, in piece order) plus a summary: per-example seq, length and target count, and encoding counts.
+3. encode: the chosen records, in piece order, are cut into tasks of equal size, a multiple of the CPUs in number,
+   so the actors finish together (a task per piece leaves the last round to a few of them: 100 pieces on 64 CPUs
+   take two rounds, the second on 36 CPUs while 28 wait). Each actor deserialises the tokenizer once, re-reads the
+   pieces of its tasks keeping only their records, templates and tokenises each once (a weighted copy reuses it),
+   and writes a Parquet shard per part (the records one task takes from one piece) and split (int32 lists) plus a
+   summary: per-example seq, length and target count, and encoding counts.
 The manifest's `order` maps final example positions to stored rows, so the entry reads back in the selection's
 order whichever task finished first and however many there were.
 """
@@ -42,7 +45,7 @@ __all__ = ["prepare_cached"]
 
 _ROW_GROUP = 128  # examples per Parquet row group: what a worker decodes to read one example
 _IGNORE_INDEX = -100
-_SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa.string()),
+_SUMMARY = pa.schema([("part", pa.int64()), ("split", pa.string()), ("file", pa.string()),
                       ("seq", pa.list_(pa.int64())), ("sub", pa.list_(pa.int32())), ("lengths", pa.list_(pa.int32())),
                       ("targets", pa.list_(pa.int32())), ("stats", pa.string())])
 
@@ -53,7 +56,8 @@ _SUMMARY = pa.schema([("piece", pa.int64()), ("split", pa.string()), ("file", pa
 @dataclass
 class _Plan:
     tasks: list[pa.Table]
-    """One row per piece with chosen records: piece id, piece, source path, keys, seqs and validation positions."""
+    """One table per encode task, a row per part: part number, piece, source path, keys, seqs and validation
+    positions."""
     n_train: int
     """seq < n_train is a train entry; the rest are validation, numbered after."""
     sources: dict[str, list[str]]
@@ -61,9 +65,9 @@ class _Plan:
     n_validation_conversations: int
 
 
-def _plan(selection: Selection, index: RowIndex, file_pieces: list[list[dict]]) -> _Plan:
+def _plan(selection: Selection, index: RowIndex, file_pieces: list[list[dict]], cpus: int) -> _Plan:
     """Number the selection's rows (per split, grouped by source in order of appearance, as `prepare_data`
-    encodes them) and route each entry to the piece holding its record."""
+    encodes them), route each entry to the piece holding its record and cut them into tasks for `cpus` actors."""
     rows, seqs, vpos, sources = [], [], [], {}
     for split, pairs in (("train", selection.train), ("validation", selection.validation)):
         by_source: dict[str, list[int]] = defaultdict(list)  # source -> positions in `pairs`
@@ -85,25 +89,31 @@ def _plan(selection: Selection, index: RowIndex, file_pieces: list[list[dict]]) 
     order = np.lexsort((seq_a, piece_a))
     piece_a, key_a, seq_a, vpos_a = piece_a[order], key_a[order], seq_a[order], vpos_a[order]
     flat = [p for ps in file_pieces for p in ps]
-    cuts = np.searchsorted(piece_a, np.arange(len(flat) + 1))
-    tasks = [pa.table({"piece_id": [pid], "piece": [json.dumps(flat[pid])], "source": [flat[pid]["path"]],
-                       "keys": [key_a[a:b]], "seqs": [seq_a[a:b]], "vpos": [vpos_a[a:b]]})
-             for pid, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])) if b > a]
+    n_tasks = min(len(piece_a), -(-len(np.unique(piece_a)) // cpus) * cpus)  # about a piece each, a multiple of cpus
+    task_cuts = np.linspace(0, len(piece_a), n_tasks + 1).astype(np.int64)
+    part_cuts = np.union1d(task_cuts, np.flatnonzero(np.diff(piece_a)) + 1)  # a part: one task's run in one piece
+    rows: list[list[dict]] = [[] for _ in range(n_tasks)]
+    for part, (a, b) in enumerate(zip(part_cuts[:-1], part_cuts[1:])):
+        pid = int(piece_a[a])
+        rows[np.searchsorted(task_cuts, a, side="right") - 1].append(
+            {"part": part, "piece": json.dumps(flat[pid]), "source": flat[pid]["path"], "keys": key_a[a:b],
+             "seqs": seq_a[a:b], "vpos": vpos_a[a:b]})
+    tasks = [pa.Table.from_pylist(task) for task in rows]
     return _Plan(tasks, len(selection.train), sources, len(selection.validation))
 
 
 # ---------------------------------------------------------------------------------------------- pass 2: encode
 
 
-def _encode_pieces(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, fs: pafs.FileSystem,
+def _encode_parts(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, fs: pafs.FileSystem,
                    out_dir: str, n_train: int) -> pa.Table:
-    """Encode the chosen records of each piece in `batch` into a shard per split under `out_dir` (a path in `fs`);
+    """Encode the chosen records of each part in `batch` into a shard per split under `out_dir` (a path in `fs`);
     a summary row per shard."""
-    return pa.concat_tables([_encode_piece(row, tokenizer, settings, date, fs, out_dir, n_train)
+    return pa.concat_tables([_encode_part(row, tokenizer, settings, date, fs, out_dir, n_train)
                              for row in batch.to_pylist()] or [_SUMMARY.empty_table()])
 
 
-def _encode_piece(task: dict, tokenizer, settings: dict, date, fs: pafs.FileSystem, out_dir: str,
+def _encode_part(task: dict, tokenizer, settings: dict, date, fs: pafs.FileSystem, out_dir: str,
                   n_train: int) -> pa.Table:
     entries = defaultdict(list)  # key -> [(seq, vpos)]
     for key, seq, vpos in zip(task["keys"], task["seqs"], task["vpos"]):
@@ -121,18 +131,18 @@ def _encode_piece(task: dict, tokenizer, settings: dict, date, fs: pafs.FileSyst
                 split.add(seq, sub, example)
             if vpos >= 0:
                 conversations.add_conversation(vpos, item)
-    pid, summaries = task["piece_id"], []
+    part, summaries = task["part"], []
     for name, shard in splits.items():
         if shard.stats["examples"]:
-            summaries.append(shard.write(fs, out_dir, f"{name}/piece-{pid:07d}.parquet", pid, name, task["source"]))
+            summaries.append(shard.write(fs, out_dir, f"{name}/part-{part:07d}.parquet", part, name, task["source"]))
     if conversations.seq:
-        summaries.append(conversations.write(fs, out_dir, f"conversations/piece-{pid:07d}.parquet", pid, "conversations",
-                                             task["source"]))
+        summaries.append(conversations.write(fs, out_dir, f"conversations/part-{part:07d}.parquet", part,
+                                             "conversations", task["source"]))
     return pa.Table.from_pylist(summaries, schema=_SUMMARY)
 
 
 class _Shard:
-    """The examples (int32, columnar) or validation conversations one piece contributes to one split."""
+    """The examples (int32, columnar) or validation conversations one part contributes to one split."""
 
     def __init__(self):
         self.seq, self.sub, self.ids, self.labels, self.texts = [], [], [], [], []
@@ -148,7 +158,7 @@ class _Shard:
         self.seq.append(vpos)
         self.texts.append(json.dumps(item, ensure_ascii=False))
 
-    def write(self, fs: pafs.FileSystem, out_dir: str, file: str, pid: int, split: str, source: str) -> dict:
+    def write(self, fs: pafs.FileSystem, out_dir: str, file: str, part: int, split: str, source: str) -> dict:
         lengths = np.array([len(x) for x in self.ids], np.int32)
         if self.texts:
             table = pa.table({"vpos": pa.array(self.seq, pa.int64()), "conversation": self.texts})
@@ -162,7 +172,7 @@ class _Shard:
             fs.create_dir(path.rsplit("/", 1)[0])
             pq.write_table(table, path, filesystem=fs, row_group_size=_ROW_GROUP, compression="zstd")
         targets = [int(np.count_nonzero(x[1:] != _IGNORE_INDEX)) for x in self.labels]
-        return {"piece": pid, "split": split, "file": file if table.num_rows else "", "seq": self.seq,
+        return {"part": part, "split": split, "file": file if table.num_rows else "", "seq": self.seq,
                 "sub": self.sub, "lengths": lengths.tolist(), "targets": targets,
                 "stats": json.dumps({source: self.stats})}
 
@@ -179,10 +189,19 @@ class _Encoder:
 
     @reports_data_errors
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _encode_pieces(batch, **self.kwargs)
+        return _encode_parts(batch, **self.kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ running
+
+
+def _cpus(use_ray: bool) -> int:
+    """The CPUs the passes run on: the cluster's, or this process."""
+    if not use_ray:
+        return 1
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[dict] = None) -> pa.Table:
@@ -195,7 +214,6 @@ def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[di
     import ray
     import ray.data
 
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_arrow(tables)
     # One operator, so nothing to reserve CPUs for: with reservation on (Ray Data's default), the index pass ran
     # one task at a time on 2 CPUs, held back by its budget, which takes twice as long.
@@ -203,7 +221,7 @@ def _run(fn, tables: list[pa.Table], use_ray: bool, *, actor_kwargs: Optional[di
     common = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": 1}
     if actor_kwargs is not None:
         # Every actor from the start: an autoscaling pool began with one, and the rest started pieces later.
-        ds = ds.map_batches(fn, fn_constructor_kwargs=actor_kwargs, concurrency=max(1, min(cpus, len(tables))),
+        ds = ds.map_batches(fn, fn_constructor_kwargs=actor_kwargs, concurrency=min(_cpus(True), len(tables)),
                             **common)
     else:
         ds = ds.map_batches(fn, **common)
@@ -251,7 +269,7 @@ def prepare_cached(data, seed: int, tokenizer, tokenizer_dir: str, cache_dir: st
                        for f, (p, ps) in enumerate(zip(paths, file_pieces)) for pc in ps]
         index = RowIndex(_run(index_pieces, index_tasks, use_ray), paths)
         selection = select_rows(data, seed, index.read, index.stratum)
-        plan = _plan(selection, index, file_pieces)
+        plan = _plan(selection, index, file_pieces, _cpus(use_ray))
         date = data.template_date or datetime.date.today()
         settings = {"max_seq_len": data.max_seq_len, "loss_on": data.loss_on, "on_too_long": data.on_too_long}
         kwargs = {"tokenizer": tokenizer, "settings": settings, "date": date, "fs": attempt.fs,

@@ -104,17 +104,23 @@ def _entry_examples(entry, split):
     return [store[i] for i in range(len(store))]
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "saved"])
-def test_every_format_split_into_many_pieces_gives_the_in_memory_pipelines_rows(tmp_path, chat_tokenizer, monkeypatch, fmt):
+@pytest.mark.parametrize("fmt,cpus", [("jsonl", 1), ("json", 1), ("parquet", 1), ("saved", 1), ("jsonl", 3)])
+def test_every_format_split_into_many_pieces_gives_the_in_memory_pipelines_rows(tmp_path, chat_tokenizer, monkeypatch,
+                                                                                 fmt, cpus):
     # Pieces of 300 bytes: each file is read by many tasks, lines cross piece boundaries, and invalid records,
-    # blank lines, weights, a stratified split and a mix are all selected from the index alone.
+    # blank lines, weights, a stratified split and a mix are all selected from the index alone. The encode tasks
+    # are cut for `cpus` actors: tasks straddle pieces and pieces are split between tasks.
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    import raysft.data.prepare as prepare
     import raysft.data.sources as sources
 
     monkeypatch.setattr(sources, "_PIECE_BYTES", 300)
+    monkeypatch.setattr(prepare, "_cpus", lambda use_ray: cpus)
+    real_plan, plans = prepare._plan, []
+    monkeypatch.setattr(prepare, "_plan", lambda *args: plans.append(real_plan(*args)) or plans[-1])
     tok_dir = tmp_path / "tok"
     chat_tokenizer.save_pretrained(tok_dir)
     rows = [{"messages": [{"role": "user", "content": f"question {i} " + "x" * (i % 7)},
@@ -152,6 +158,9 @@ def test_every_format_split_into_many_pieces_gives_the_in_memory_pipelines_rows(
     assert entry.encoding["train"]["dropped_too_long"] == expected.encoding["train"]["dropped_too_long"] > 0
     assert entry.validation_conversations() == expected.validation_conversations
     assert entry.validation_conversations(limit=5) == expected.validation_conversations[:5]
+    # every actor gets the same share of the records to encode
+    shares = [sum(map(len, task.column("keys").to_pylist())) for task in plans[0].tasks]
+    assert len(shares) % cpus == 0 and max(shares) - min(shares) <= 1
 
 
 def test_stale_attempts_are_swept_and_fresh_or_published_ones_kept(setup, chat_tokenizer):
