@@ -106,7 +106,7 @@ def _plan(selection: Selection, index: RowIndex, file_pieces: list[list[dict]], 
 
 
 def _encode_parts(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.date, fs: pafs.FileSystem,
-                   out_dir: str, n_train: int) -> pa.Table:
+                  out_dir: str, n_train: int) -> pa.Table:
     """Encode the chosen records of each part in `batch` into a shard per split under `out_dir` (a path in `fs`);
     a summary row per shard."""
     return pa.concat_tables([_encode_part(row, tokenizer, settings, date, fs, out_dir, n_train)
@@ -114,7 +114,7 @@ def _encode_parts(batch: pa.Table, *, tokenizer, settings: dict, date: datetime.
 
 
 def _encode_part(task: dict, tokenizer, settings: dict, date, fs: pafs.FileSystem, out_dir: str,
-                  n_train: int) -> pa.Table:
+                 n_train: int) -> pa.Table:
     entries = defaultdict(list)  # key -> [(seq, vpos)]
     for key, seq, vpos in zip(task["keys"], task["seqs"], task["vpos"]):
         entries[key].append((seq, vpos))
