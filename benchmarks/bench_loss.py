@@ -6,8 +6,9 @@ path raysft used before (kept here, and only here, as `full_logits_loss`; the lo
 loss_memory: one training step (forward + backward of `token_loss`, LoRA r=8 on a hidden-128 two-layer Llama,
 fp32) on one packed row of 4,096 tokens, every position trained, at vocabularies of 151,936 (Qwen) and 32,000;
 the figure is the peak RSS the step adds over the loaded model (the first step at that shape, and the one after it),
-each path with its attention (old: sdpa; new: `auto`), each configuration in a fresh subprocess; the new
-path's children also give `raysft estimate` for the step against the peak over the bare runtime.
+each path with its attention (old: sdpa; new: `auto`), each configuration in a fresh subprocess on the allocator
+raysft's CPU workers get (jemalloc; `RAYSFT_CPU_ALLOCATOR=system` measures glibc's); the new path's children also
+give `raysft estimate` for the step against the peak over the bare runtime.
 trained_positions_speedup: median step time on packed rows of a classification-like mix (~4% of the tokens
 trained) at a 32,000-token vocabulary, old path and new interleaved in one process, and `packed_attention`.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -102,6 +104,7 @@ def _rss_child(vocab: int, path: str, tokens: int) -> dict:
     import transformers  # noqa: F401
 
     from raysft.model.load import resolve_attn_implementation
+    from raysft.train.allocator import allocator_in_use
 
     torch.set_num_threads(2)
     runtime = _status_kb("VmRSS")
@@ -119,8 +122,8 @@ def _rss_child(vocab: int, path: str, tokens: int) -> dict:
         step_peak = _status_kb("VmHWM")
         peak = max(peak, step_peak)
         increases.append(round((step_peak - before) / 1024, 1))
-    out = {"attn": attn, "step_peak_increase_mb": increases[0], "second_step_peak_increase_mb": increases[1],
-           "model_rss_mb": round(before / 1024, 1)}
+    out = {"attn": attn, "allocator": allocator_in_use(), "step_peak_increase_mb": increases[0],
+           "second_step_peak_increase_mb": increases[1], "model_rss_mb": round(before / 1024, 1)}
     if path == "new":
         estimate = _estimate_mb(model, tokens)
         out.update(estimate_mb=estimate, measured_over_runtime_mb=round((peak - runtime) / 1024, 1),
@@ -149,8 +152,14 @@ def _status_kb(field: str) -> int:
 
 
 def _child(vocab: int, path: str, tokens: int) -> dict:
+    """One configuration in a fresh process on the allocator raysft's CPU workers get (`raysft.train.allocator`)."""
+    from raysft.train.allocator import worker_runtime_env
+
+    workers = worker_runtime_env(use_gpu=False).get("env_vars", {})  # `${VAR}` expanded from this environment, as Ray does
+    env = {**os.environ, "PYTHONPATH": str(_ROOT),
+           **{k: re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m[1], ""), v) for k, v in workers.items()}}
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps([vocab, path, tokens])],
-                          capture_output=True, text=True, cwd=_ROOT, env={**os.environ, "PYTHONPATH": str(_ROOT)})
+                          capture_output=True, text=True, cwd=_ROOT, env=env)
     if proc.returncode:
         raise RuntimeError(f"loss_memory child (V={vocab}, {path}) failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

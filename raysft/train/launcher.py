@@ -23,6 +23,7 @@ from raysft.estimate import EstimateError, estimate_for_spec, format_estimate
 from raysft.local_ray.connect import connect_ray
 from raysft.model.load import resolve_model_path
 from raysft.rundir import SPEC_FILE, WEIGHT_DIRS, RunDir
+from raysft.train.allocator import cpu_allocator, worker_runtime_env
 from raysft.train.loop import checkpoint_name, train_loop_per_worker
 from raysft.train.outputs import write_outputs
 from raysft.train.retention import best, kept_checkpoints
@@ -126,6 +127,10 @@ def _storage(spec: JobSpec) -> str:
 
 
 def _check_start(spec: JobSpec, resume: bool, from_step: int | None) -> None:
+    try:
+        cpu_allocator()
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     if from_step is not None and not resume:
         raise RunError("--from-step continues a run: pass it with --resume or --continue-run")
     storage, out = _storage(spec), str(Path(spec.output_dir))
@@ -181,6 +186,7 @@ def _trainer(spec: JobSpec, data: CachedData, from_step: int | None, tracking: d
                 checkpoint_score_order=score_order(metric)),
             failure_config=FailureConfig(max_failures=spec.scaling.max_failures),
             callbacks=callbacks,
+            worker_runtime_env=worker_runtime_env(use_gpu),
         ),
     )
 

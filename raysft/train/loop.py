@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from raysft.config import JobSpec, spec_to_yaml
 from raysft.data.shards import ExampleStore
 from raysft.model.load import load_model, load_tokenizer
+from raysft.train.allocator import allocator_in_use
 from raysft.train.counters import EarlyStopping, Throughput
 from raysft.train.evaluate import evaluate_loss, generate_answers
 from raysft.train.loss import token_loss, unwrap
@@ -156,7 +157,8 @@ def setup(run: WorkerInput, session: Session) -> Trainer:
     trainer.state = _restore(trainer)
     log.event("info", "started", f"training {total_steps} steps on {session.world_size} worker(s), "
               f"{data.plan.accumulation_steps} accumulation step(s)",
-              {"total_steps": total_steps, "rows": len(data.plan.rows), "steps_per_epoch": data.plan.steps_per_epoch})
+              {"total_steps": total_steps, "rows": len(data.plan.rows), "steps_per_epoch": data.plan.steps_per_epoch,
+               "allocator": allocator_in_use()})
     return trainer
 
 

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from raysft.config import load_spec
+from raysft.train.allocator import ENV
 from raysft.train.launcher import RunError, run_training
 from raysft.train.runlog import read_jsonl
 
@@ -66,14 +67,27 @@ def test_run_writes_every_output_and_refuses_to_overwrite(tiny_model, tmp_path):
     assert summary["output_dir"] == str(out)
 
 
-def test_two_workers_make_the_same_update_as_one(tiny_model, tmp_path):
-    run_training(_spec(tiny_model, tmp_path / "one", **{"train.micro_batch_size": 4}))
+def test_two_workers_make_the_same_update_as_one_on_either_allocator(tiny_model, tmp_path, monkeypatch):
+    with monkeypatch.context() as env:
+        env.setenv(ENV, "system")
+        run_training(_spec(tiny_model, tmp_path / "one", **{"train.micro_batch_size": 4}))
     run_training(_spec(tiny_model, tmp_path / "two", **{"train.micro_batch_size": 2, "scaling.num_workers": 2}))
     one, two = _final_adapter(tmp_path / "one"), _final_adapter(tmp_path / "two")
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(one[name], two[name], rtol=1e-4, atol=1e-5)
     assert any(v.abs().sum() > 0 for k, v in one.items() if "lora_B" in k)  # training moved the adapter
+    # CPU workers allocate with jemalloc unless RAYSFT_CPU_ALLOCATOR=system keeps glibc's malloc
+    started = {run: [e["data"]["allocator"] for e in read_jsonl(tmp_path / run / "events.jsonl") if e["type"] == "started"]
+               for run in ("one", "two")}
+    assert started == {"one": ["system"], "two": ["jemalloc"]}
+
+
+def test_an_unknown_cpu_allocator_fails_before_any_work(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV, "tcmalloc")
+    with pytest.raises(RunError, match="RAYSFT_CPU_ALLOCATOR='tcmalloc' is not one of"):
+        run_training(_spec(tiny_model, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def _kill_a_worker_after(out: Path, step: int, killed: list, cluster_pid: int):
