@@ -3,6 +3,7 @@ suggestions that fit when applied, activation bytes against what autograd actual
 
 import contextlib
 import json
+import math
 
 import pytest
 import torch
@@ -109,6 +110,22 @@ def test_gradient_checkpointing_and_micro_batch_scale_activations(tmp_path):
     one, four = (memory_breakdown(spec_for(path, micro_batch=m, checkpointing=False), shape)["bytes"]["logits"] for m in (1, 4))
     assert four - one == 3 * 2048 * 4096 * 3 * 2  # 3 more rows of 2048 tokens × hidden × 3 bf16 copies
     assert one < 0.15 * 2**30  # the full-logits loss held 2048 × 32000 × 12 bytes = 0.73 GB here
+
+
+def test_a_cpu_workers_loss_chunk_follows_its_allocator(tmp_path, monkeypatch):
+    """On jemalloc a CPU worker's chunks hold 16 MiB of float32 logits, on glibc and on a GPU 32 MiB."""
+    shape = read_model_shape(str(model_dir(tmp_path, QWEN_7B)))
+    cpu = spec_for("m", seq=4096, scaling={"use_gpu": False})
+    hidden = 4096 * 3584 * 3 * 4  # the gathered hidden states, their gradient and its scatter, fp32
+
+    def chunk(spec, allocator):
+        monkeypatch.setenv("RAYSFT_CPU_ALLOCATOR", allocator)
+        return memory_breakdown(spec, shape)["bytes"]["logits"] - hidden
+
+    assert chunk(cpu, "jemalloc") == math.ceil(2**24 / (4 * 152064)) * 152064 * 8  # fp32 logits + log-sum-exp temp
+    assert chunk(cpu, "system") == math.ceil(2**25 / (4 * 152064)) * 152064 * 8
+    gpu = memory_breakdown(spec_for("m", seq=4096), shape)["bytes"]["logits"] - 4096 * 3584 * 3 * 2
+    assert gpu == math.ceil(2**25 / (4 * 152064)) * 152064 * 10  # plus the bf16 head output
 
 
 def test_double_quant_saves_about_0_37_bits_per_weight(tmp_path):
@@ -252,7 +269,7 @@ def test_estimate_command_prints_json_text_and_exit_codes(tmp_path, capsys):
     assert est["fits"] is True and est["trainable_params"] == 39_976_960
     assert est["total_gb"] == pytest.approx(sum(est["breakdown_gb"].values()), abs=0.05)
     assert set(est["breakdown_gb"]) == {"base_weights", "adapter_weights", "gradients", "optimizer_states",
-                                        "activations", "logits", "cuda_context", "fragmentation"}
+                                        "activations", "logits", "runtime", "fragmentation"}
 
     assert main(["estimate", str(spec), "model.method=full", "train.learning_rate=1e-5", "--gpu-memory-gb", "24"]) == 1
     text = capsys.readouterr().out

@@ -51,13 +51,20 @@ Activations     bytes per token per block that autograd saves for backward:
     with it                          tokens × (L × a × h + block + final): each block's input, plus one
                                      block recomputed during backward
 Logits          the loss (`raysft.train.loss`) applies lm_head only at positions with a target, in checkpointed
-                chunks of c = `raysft.train.chunks.chunk_rows(V)` positions (c × V float32 logits >= 32 MiB):
-                min(tokens, c) × V × (2a + 8)   one chunk's 16-bit logits and a copy, its float32 log-softmax
-                                                and gradient (recomputed in backward, one chunk at a time)
+                chunks of c = `raysft.train.chunks.chunk_rows(V)` positions (c × V float32 logits >= 32 MiB,
+                16 MiB on a CPU worker running on jemalloc, `raysft.train.allocator`):
+                min(tokens, c) × V × (8 + a')   one chunk's float32 logits and log-sum-exp temporary (in
+                                                backward its recomputed logits, overwritten by their gradient,
+                                                and the gradient of the head's output), plus the 16-bit head
+                                                output they are cast from (a' = a, 0 when a = 4)
               + tokens × h × 3a                 the gathered hidden states, their gradient and that gradient
                                                 scattered back to every position; every position counted as
                                                 trained (loss_on: all), the worst case.
-Overhead        CUDA context 0.75 GB on a GPU, plus 10% allocator fragmentation on everything above.
+Runtime         what a worker holds beyond its tensors once it has built the model and run a step: the CUDA
+                context on a GPU (0.75 GB); on a CPU 40 MB (the kernels' caches, autograd's engine thread,
+                jemalloc's per-thread arenas on huge pages, and what building the model leaves resident:
+                32-41 MB measured at V = 1,000 to 151,936, `benchmarks/README.md`, "loss_memory").
+Overhead        10% allocator fragmentation on everything above but the runtime.
 
 GB here means 2^30 bytes, as torch and nvidia-smi report. Not modelled: DoRA's per-step weight-norm
 temporaries, attention kernels that materialise the T × T score matrix (SDPA's math fallback).
@@ -69,12 +76,14 @@ from dataclasses import dataclass
 
 from raysft.config import JobSpec
 from raysft.estimate.shape import LINEAR_NAMES, EstimateError, ModelShape
+from raysft.train.allocator import cpu_allocator
 from raysft.train.chunks import chunk_rows
 
-__all__ = ["GB", "CUDA_CONTEXT_GB", "FRAGMENTATION", "memory_breakdown"]
+__all__ = ["GB", "CUDA_CONTEXT_GB", "CPU_RUNTIME_GB", "FRAGMENTATION", "memory_breakdown"]
 
 GB = 2**30
 CUDA_CONTEXT_GB = 0.75
+CPU_RUNTIME_GB = 40 / 1024
 FRAGMENTATION = 0.10
 
 # train.precision → (weight bytes, activation bytes), as raysft.train.loop.resolve_precision on a bf16 GPU.
@@ -112,7 +121,7 @@ def memory_breakdown(spec: JobSpec, shape: ModelShape) -> dict:
     Returns:
         {"bytes": {component: bytes}, "total_params", "trainable_params", "precision", "device", "notes"},
         components in the order base_weights, adapter_weights, gradients, optimizer_states, activations,
-        logits, cuda_context, fragmentation.
+        logits, runtime, fragmentation.
 
     Raises:
         EstimateError: LoRA targets that are not linear layers of the model.
@@ -121,7 +130,8 @@ def memory_breakdown(spec: JobSpec, shape: ModelShape) -> dict:
     base, adapter = _weight_bytes(spec, shape, k)
     grads, optimizer = _gradient_bytes(spec, shape, k)
     tokens = spec.train.micro_batch_size * spec.data.max_seq_len
-    logits = min(tokens, chunk_rows(shape.vocab)) * shape.vocab * (2 * k.a + 8) + tokens * shape.hidden * 3 * k.a
+    rows = chunk_rows(shape.vocab, jemalloc=not k.on_gpu and cpu_allocator() == "jemalloc")
+    logits = min(tokens, rows) * shape.vocab * (8 + (k.a if k.a < 4 else 0)) + tokens * shape.hidden * 3 * k.a
     parts = {
         "base_weights": base,
         "adapter_weights": adapter,
@@ -131,7 +141,7 @@ def memory_breakdown(spec: JobSpec, shape: ModelShape) -> dict:
         "logits": logits,
     }
     allocated = sum(parts.values())
-    parts["cuda_context"] = CUDA_CONTEXT_GB * GB if k.on_gpu else 0
+    parts["runtime"] = (CUDA_CONTEXT_GB if k.on_gpu else CPU_RUNTIME_GB) * GB
     parts["fragmentation"] = FRAGMENTATION * allocated
     return {"bytes": parts, "total_params": shape.total_params(), "trainable_params": k.trainable,
             "precision": "bf16" if k.precision == "auto" else k.precision, "device": "gpu" if k.on_gpu else "cpu",

@@ -18,7 +18,7 @@ _GPU_MEMORY_GB = {"T4": 16, "V100": 16, "A10G": 24, "L4": 24, "L40S": 48, "A100"
 _FSDP_SIZES = (2, 4, 8, 16, 32, 64)
 _LABELS = {"base_weights": "base weights", "adapter_weights": "adapter weights", "gradients": "gradients",
            "optimizer_states": "optimizer states", "activations": "activations", "logits": "logits",
-           "cuda_context": "CUDA context", "fragmentation": "fragmentation"}
+           "runtime": "runtime", "fragmentation": "fragmentation"}
 
 
 def estimate_for_spec(spec: JobSpec, gpu_memory_gb: Optional[float] = None) -> dict:

@@ -16,16 +16,16 @@ nodes install Ray elsewhere, the dynamic loader says it cannot preload it and th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
 
-import ray
-
 __all__ = ["ENV", "allocator_in_use", "cpu_allocator", "worker_runtime_env"]
 
 ENV = "RAYSFT_CPU_ALLOCATOR"
-_JEMALLOC = Path(ray.__file__).parent / "core" / "libjemalloc.so"
+# Found without importing ray, so `raysft estimate` (which reads cpu_allocator) stays free of it.
+_JEMALLOC = Path(importlib.util.find_spec("ray").origin).parent / "core" / "libjemalloc.so"
 _JEMALLOC_CONF = "thp:always,metadata_thp:always"
 _CHOICES = ("jemalloc", "system")
 

@@ -7,19 +7,22 @@ FSDP's hooks see the step), but a pre-hook on the output head takes the final hi
 the head an empty slice. The hidden states of positions with a target are gathered to (K, h), and the head and
 the cross-entropy run over them in chunks (`raysft.train.chunks`). Each chunk is checkpointed: backward
 recomputes its logits instead of keeping them, so memory holds one chunk's logits whatever T x V, at the cost of
-one more head matmul over the K kept positions. A trainable head (full fine-tuning, `modules_to_save`, LoRA on
-lm_head) gets its gradient through the same module call.
+one more head matmul over the K kept positions. The cross-entropy itself (`_CrossEntropySum`) keeps only the
+logits and their log-sum-exp, and its backward turns the recomputed logits into their gradient in place, so a
+chunk never holds a log-softmax beside its logits. A trainable head (full fine-tuning, `modules_to_save`, LoRA
+on lm_head) gets its gradient through the same module call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from raysft.train.allocator import allocator_in_use
 from raysft.train.chunks import chunk_rows
 
 __all__ = ["token_loss", "unwrap"]
@@ -55,7 +58,8 @@ def token_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     hidden = captured[0].reshape(*labels.shape, -1)[:, :-1][keep]  # (K, h); host sync for K
     text = inner.config.get_text_config()
     loss_sum, correct = _chunked_cross_entropy(head, _logit_transform(text), hidden, targets[keep],
-                                               chunk_rows(text.vocab_size))
+                                               chunk_rows(text.vocab_size, jemalloc=hidden.device.type == "cpu"
+                                                          and _on_jemalloc()))
     # The empty logits (B, 0, V) add 0 but keep the wrapper's outputs in the graph: FSDP hooks its
     # pre-backward work (and the end-of-backward gradient finalisation) on them.
     return loss_sum + out.logits.sum(), keep.sum(), correct
@@ -86,6 +90,11 @@ def _final_hidden_states(head: torch.nn.Module):
         handle.remove()
     if len(captured) != 1:
         raise RuntimeError(f"the output head ran {len(captured)} times in one forward; token_loss expects once")
+
+
+@functools.cache
+def _on_jemalloc() -> bool:
+    return allocator_in_use() == "jemalloc"
 
 
 def _logit_transform(config) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -125,4 +134,28 @@ def _chunked_cross_entropy(head, transform, hidden: torch.Tensor, targets: torch
 
 def _chunk_loss(head, transform, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = transform(head(hidden)).float()  # (k, V)
-    return F.cross_entropy(logits, targets, reduction="sum"), (logits.argmax(-1) == targets).sum()
+    # The loss first: backward's recomputation of this chunk stops once the loss's saved tensors are back.
+    loss = _CrossEntropySum.apply(logits, targets)
+    return loss, (logits.argmax(-1) == targets).sum()
+
+
+class _CrossEntropySum(torch.autograd.Function):
+    """Summed cross-entropy of float32 logits (k, V) against targets (k,), every target a class index.
+
+    Its backward overwrites the saved logits with their gradient, softmax − one-hot: they are the chunk's
+    own copy (the float32 cast, or a head output whose backward does not read it), recomputed for this
+    backward by the chunk's checkpoint, and read by nothing after it.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(logits, lse, targets)
+        return (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, lse, targets = ctx.saved_tensors
+        softmax = logits.sub_(lse[:, None]).exp_()
+        softmax[torch.arange(len(targets), device=targets.device), targets] -= 1
+        return softmax.mul_(grad), None

@@ -32,7 +32,7 @@ SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "n
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """Chunks of 5 positions, so every batch here spans many chunks and a ragged last one."""
-    monkeypatch.setattr(loss_module, "chunk_rows", lambda vocab: 5)
+    monkeypatch.setattr(loss_module, "chunk_rows", lambda vocab, jemalloc=False: 5)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def _ddp_worker(rank, world, out_dir):
     torch.set_num_threads(1)
     from benchmarks.bench_loss import packed_batch
 
-    loss_module.chunk_rows = lambda vocab: 7
+    loss_module.chunk_rows = lambda vocab, jemalloc=False: 7
     batch = packed_batch([[(60, 20), (40, 5)], [(90, 30)]], 500, seed=rank)  # each rank its own rows
     grads = {}
     for name, fn in (("new", token_loss), ("old", full_logits_loss)):
