@@ -16,6 +16,7 @@ nodes install Ray elsewhere, the dynamic loader says it cannot preload it and th
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -51,6 +52,7 @@ def worker_runtime_env(use_gpu: bool) -> dict:
                          "MALLOC_CONF": os.environ.get("MALLOC_CONF") or _JEMALLOC_CONF}}
 
 
+@functools.cache  # fixed when the process starts (LD_PRELOAD); the loss asks on every micro batch
 def allocator_in_use() -> Literal["jemalloc", "system"]:
     """What this process allocates with: jemalloc when it is loaded, else the system's malloc."""
     try:

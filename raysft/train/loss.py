@@ -16,7 +16,6 @@ on lm_head) gets its gradient through the same module call.
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Callable
 
 import torch
@@ -59,7 +58,7 @@ def token_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     text = inner.config.get_text_config()
     loss_sum, correct = _chunked_cross_entropy(head, _logit_transform(text), hidden, targets[keep],
                                                chunk_rows(text.vocab_size, jemalloc=hidden.device.type == "cpu"
-                                                          and _on_jemalloc()))
+                                                          and allocator_in_use() == "jemalloc"))
     # The empty logits (B, 0, V) add 0 but keep the wrapper's outputs in the graph: FSDP hooks its
     # pre-backward work (and the end-of-backward gradient finalisation) on them.
     return loss_sum + out.logits.sum(), keep.sum(), correct
@@ -90,11 +89,6 @@ def _final_hidden_states(head: torch.nn.Module):
         handle.remove()
     if len(captured) != 1:
         raise RuntimeError(f"the output head ran {len(captured)} times in one forward; token_loss expects once")
-
-
-@functools.cache
-def _on_jemalloc() -> bool:
-    return allocator_in_use() == "jemalloc"
 
 
 def _logit_transform(config) -> Callable[[torch.Tensor], torch.Tensor]:
